@@ -1,0 +1,16 @@
+# One image with every MCP Hub binary; docker-compose.yml picks the command per service.
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --workspace --bins \
+ && mkdir /out \
+ && cp target/release/mcp-admin target/release/mcp-gateway target/release/mcp-supervisor \
+       target/release/mcp-worker target/release/mcp-mock-api /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/ /usr/local/bin/
+COPY conf/ /etc/mcp-hub/
+WORKDIR /etc/mcp-hub
+ENV MCP_LOG_FORMAT=json

@@ -1,0 +1,28 @@
+# The two commands: `make run` starts the whole hub, `make test` runs every test.
+# Both install what is missing first (scripts/ensure-deps.sh).
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/mcp-hub/target
+
+.PHONY: run test bench deps build lint fmt
+
+run:
+	scripts/run-hub.sh
+
+test:
+	scripts/test.sh
+
+# The benchmark suite: rewrites docs/BENCHMARKS.md (ARGS=--quick for a short trial).
+bench:
+	scripts/bench.sh $(ARGS)
+
+deps:
+	scripts/ensure-deps.sh
+
+build: deps
+	cargo build --workspace --release
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

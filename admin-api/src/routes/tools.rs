@@ -1,0 +1,102 @@
+//! Owns `/api/tools/{id}` and `/api/tools/{id}/{tool}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use mcp_core::model::ToolBinding;
+use mcp_core::validate::{self, Problem};
+
+use crate::body::{typed, JsonValue};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::routes::servers::Deleted;
+use crate::AppState;
+
+/// The tools of one server, ordered by name.
+#[utoipa::path(get, path = "/api/tools/{id}", tag = "tools",
+    params(("id" = String, Path, description = "server id")),
+    responses((status = 200, body = [ToolBinding]), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<ToolBinding>>> {
+    if state.registry.get_server(&id).await?.is_none() {
+        return Err(ApiError::server_not_found(&id));
+    }
+    Ok(Json(
+        state
+            .registry
+            .list_tools(&id)
+            .await?
+            .into_values()
+            .collect(),
+    ))
+}
+
+/// One tool.
+#[utoipa::path(get, path = "/api/tools/{id}/{tool}", tag = "tools",
+    params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
+    responses((status = 200, body = ToolBinding), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path((id, tool)): Path<(String, String)>,
+) -> ApiResult<Json<ToolBinding>> {
+    match state.registry.get_tool(&id, &tool).await? {
+        Some(binding) => Ok(Json(binding)),
+        None => Err(ApiError::tool_not_found(&id, &tool)),
+    }
+}
+
+/// Creates (201) or replaces (200) a tool of a registered server; publishes `tool.upsert`.
+/// The body's `name` may be left out; when present it must equal the path's.
+#[utoipa::path(post, path = "/api/tools/{id}/{tool}", tag = "tools",
+    params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
+    request_body = ToolBinding,
+    responses((status = 201, body = ToolBinding), (status = 200, body = ToolBinding), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn upsert(
+    State(state): State<AppState>,
+    Path((id, tool)): Path<(String, String)>,
+    JsonValue(mut body): JsonValue,
+) -> ApiResult<(StatusCode, Json<ToolBinding>)> {
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("name")
+            .or_insert_with(|| serde_json::Value::String(tool.clone()));
+    }
+    let binding: ToolBinding = typed(body)?;
+    let mut problems = validate::validate_tool(&binding);
+    if binding.name != tool {
+        problems.push(Problem::new(
+            "name",
+            format!("must equal the tool name in the path ({tool:?})"),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let outcome = state.registry.upsert_tool(&id, binding.clone()).await?;
+    tracing::info!(event = "admin.tool.upsert", server = %id, tool = %tool, created = outcome.created, version = outcome.version);
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(binding)))
+}
+
+/// Deletes a tool; publishes `tool.delete`.
+#[utoipa::path(delete, path = "/api/tools/{id}/{tool}", tag = "tools",
+    params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((id, tool)): Path<(String, String)>,
+) -> ApiResult<Json<Deleted>> {
+    if !state.registry.delete_tool(&id, &tool).await? {
+        return Err(ApiError::tool_not_found(&id, &tool));
+    }
+    tracing::info!(event = "admin.tool.delete", server = %id, tool = %tool);
+    Ok(Json(Deleted {
+        deleted: tool,
+        tools_deleted: None,
+    }))
+}

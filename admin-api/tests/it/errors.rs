@@ -1,0 +1,188 @@
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::{assert_error, Admin, Options};
+
+#[tokio::test]
+async fn every_error_code_is_json_with_a_request_id() {
+    let admin = Admin::start(Options {
+        max_body_bytes: Some(4096),
+        ..Options::default()
+    });
+
+    // 400: not JSON, and empty.
+    let response = admin
+        .client
+        .post(format!("{}/api/servers/x", admin.base))
+        .body("{nope")
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    assert_error(
+        status,
+        &response.json().await.expect("json"),
+        400,
+        "bad_request",
+    );
+    let response = admin
+        .client
+        .post(format!("{}/api/servers/x", admin.base))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    assert_error(
+        status,
+        &response.json().await.expect("json"),
+        400,
+        "bad_request",
+    );
+
+    // 404: unknown server, tool, route.
+    for (method, path) in [
+        (Method::GET, "/api/servers/ghost"),
+        (Method::DELETE, "/api/servers/ghost"),
+        (Method::POST, "/api/servers/ghost/restart"),
+        (Method::GET, "/api/servers/ghost/runtime"),
+        (Method::GET, "/api/tools/ghost"),
+        (Method::GET, "/api/tools/fruits_api/ghost"),
+        (Method::DELETE, "/api/tools/fruits_api/ghost"),
+        (Method::GET, "/api/nothing-here"),
+    ] {
+        let (status, body) = admin.call(method, path, None).await;
+        assert_error(status, &body, 404, "not_found");
+    }
+    let tool = json!({"method": "GET", "pathTemplate": "/x"});
+    let (status, body) = admin
+        .call(Method::POST, "/api/tools/ghost/t", Some(tool))
+        .await;
+    assert_error(status, &body, 404, "not_found");
+
+    // 405.
+    let (status, body) = admin.call(Method::PUT, "/api/stats", None).await;
+    assert_error(status, &body, 405, "method_not_allowed");
+
+    // 413.
+    let big = json!({"baseUrl": "http://x", "defaultHeaders": {"X-Big": "a".repeat(8192)}});
+    let (status, body) = admin
+        .call(Method::POST, "/api/servers/big", Some(big))
+        .await;
+    assert_error(status, &body, 413, "payload_too_large");
+
+    // 422 with every problem listed.
+    let bad_server = json!({"baseUrl": "ftp://x", "auth": {"type": "header"}, "replicas": 0});
+    let (status, body) = admin
+        .call(Method::POST, "/api/servers/bad%20id", Some(bad_server))
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        ["id", "baseUrl", "auth.key", "auth.value", "replicas"]
+    );
+
+    let bad_tool = json!({"method": "GET", "pathTemplate": "/p/{id}", "inputSchema": {"type": 5}});
+    let (status, body) = admin
+        .call(Method::POST, "/api/tools/fruits_api/t", Some(bad_tool))
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(fields, ["paramMapping.path.id", "inputSchema"]);
+
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/tools/fruits_api/t",
+            Some(json!({"method": "TRACE"})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    assert_eq!(body["error"]["details"][0]["field"], "method");
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/tools/fruits_api/t",
+            Some(json!({"name": "other", "method": "GET"})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/import",
+            Some(json!({"servers": {"x": {"baseUrl": 3}}})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+
+    // 403: secrets in clear need a token.
+    let (status, body) = admin
+        .call(Method::GET, "/api/export?includeSecrets=true", None)
+        .await;
+    assert_error(status, &body, 403, "forbidden");
+
+    // A caller's request id is kept, an invalid one replaced.
+    let response = admin
+        .client
+        .get(format!("{}/api/servers/ghost", admin.base))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["request_id"], "trace-42");
+    let response = admin
+        .client
+        .get(format!("{}/api/servers/ghost", admin.base))
+        .header("x-request-id", "bad id!")
+        .send()
+        .await
+        .expect("sent");
+    assert_ne!(response.headers()["x-request-id"], "bad id!");
+}
+
+#[tokio::test]
+async fn redis_down_is_503_and_recovers() {
+    let mut admin = Admin::start(Options::default());
+    admin.redis.stop();
+    for (method, path) in [
+        (Method::GET, "/api/servers"),
+        (Method::GET, "/api/stats"),
+        (Method::POST, "/api/servers/x/restart"),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, body) = admin.call(method, path, None).await;
+        assert_error(status, &body, 503, "registry_unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let (status, health) = admin.call(Method::GET, "/healthz", None).await;
+    assert_eq!(
+        (status, health),
+        (503, json!({"status": "degraded", "redis": "unavailable"}))
+    );
+    admin.redis.restart();
+    mcp_testkit::wait_until_async(
+        "admin to reach redis again",
+        Duration::from_secs(10),
+        || async { (admin.call(Method::GET, "/api/stats", None).await.0 == 200).then_some(()) },
+    )
+    .await;
+}

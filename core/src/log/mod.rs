@@ -1,0 +1,389 @@
+//! Owns log set-up and the canonical log field names. One JSON object per line on stdout
+//! (or plain text for a terminal), written in batches by a background thread (`writer`)
+//! so logging never blocks the hot path nor wakes a thread per line. Span fields (`request_id`, `server`, `tool`, ...) are copied onto
+//! every event inside the span, so each line stands on its own in Kibana or Datadog.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+
+mod writer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+pub use writer::{batch_writer, BatchWriter, WriterGuard};
+
+use crate::config::{LogArgs, LogFormat};
+
+/// The canonical field names, as the PRD names them. Use these, never ad-hoc spellings.
+pub mod fields {
+    pub const SERVICE: &str = "service";
+    pub const EVENT: &str = "event";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const SERVER: &str = "server";
+    pub const TOOL: &str = "tool";
+    /// Milliseconds, as a number (the PRD's `latency`).
+    pub const LATENCY: &str = "latency";
+}
+
+/// Keeps the background log writer alive; dropping it writes what is queued.
+pub struct LogGuard {
+    _writer: WriterGuard,
+}
+
+/// One success-path event in `SAMPLE_EVERY` is logged (1 = all, 0 = none).
+static SAMPLE_EVERY: AtomicU64 = AtomicU64::new(1);
+static SAMPLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Whether to log this success-path event. Errors skip this check: they are never sampled.
+pub fn sampled() -> bool {
+    match SAMPLE_EVERY.load(Ordering::Relaxed) {
+        0 => false,
+        1 => true,
+        every => SAMPLE_COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(every),
+    }
+}
+
+fn set_sample_fraction(fraction: f64) {
+    let every = if fraction <= 0.0 {
+        0
+    } else {
+        (1.0 / fraction).round().max(1.0) as u64
+    };
+    SAMPLE_EVERY.store(every, Ordering::Relaxed);
+}
+
+/// Installs the global subscriber for `service` (also bridging the `log` crate, which
+/// Pingora uses). Fails if the level filter does not parse or a subscriber is installed.
+pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<LogGuard> {
+    use anyhow::Context as _;
+    let filter = EnvFilter::try_new(&args.log_level).context("MCP_LOG_LEVEL")?;
+    set_sample_fraction(args.log_sample);
+    let (writer, guard) = batch_writer(std::io::stdout());
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match args.log_format {
+        LogFormat::Json => registry.with(JsonLayer { service, writer }).try_init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false),
+            )
+            .try_init(),
+    };
+    result.context("installing the log subscriber")?;
+    Ok(LogGuard { _writer: guard })
+}
+
+/// Formats one JSON object per event.
+struct JsonLayer {
+    service: &'static str,
+    writer: BatchWriter,
+}
+
+/// Fields recorded on a span, stored in its extensions.
+struct SpanFields(Map<String, Value>);
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let number = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
+        self.0.insert(field.name().to_owned(), number);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // The whole chain, so `tool.call.failed` carries its cause.
+        self.0
+            .insert(field.name().to_owned(), error_chain(value).into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), format!("{value:?}").into());
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JsonLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            let mut fields = Map::new();
+            attrs.record(&mut JsonVisitor(&mut fields));
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<SpanFields>() {
+                values.record(&mut JsonVisitor(&mut fields.0));
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Written straight into the line, no intermediate map: this runs for every log
+        // line on the call path.
+        let mut line = JsonLine::new();
+        line.raw_field("timestamp", write_rfc3339_now);
+        line.str_field("level", event.metadata().level().as_str());
+        line.str_field(fields::SERVICE, self.service);
+        let own = event.metadata().fields();
+        if let Some(scope) = ctx.event_scope(event) {
+            // Innermost span first, so it wins over outer ones; the event's own fields
+            // win over all.
+            for span in scope {
+                if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+                    for (name, value) in &span_fields.0 {
+                        if own.field(name).is_none() && !line.has(name) {
+                            line.value_field(name, value);
+                        }
+                    }
+                }
+            }
+        }
+        event.record(&mut line);
+        if !line.has(fields::EVENT) {
+            let target = format!("log.{}", event.metadata().target());
+            line.str_field(fields::EVENT, &target);
+        }
+        self.writer.write_line(&line.finish());
+    }
+}
+
+/// One JSON object being written, with the names written so far (no duplicates).
+struct JsonLine {
+    out: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl JsonLine {
+    fn new() -> JsonLine {
+        JsonLine {
+            out: Vec::with_capacity(320),
+            names: Vec::with_capacity(12),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Writes `"name":` (with the separator) and lets `value` write the value.
+    fn raw_field(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.out
+            .push(if self.names.is_empty() { b'{' } else { b',' });
+        let _ = serde_json::to_writer(&mut self.out, name);
+        self.out.push(b':');
+        value(&mut self.out);
+        self.names.push(name.to_owned());
+    }
+
+    fn str_field(&mut self, name: &str, value: &str) {
+        self.raw_field(name, |out| {
+            let _ = serde_json::to_writer(out, value);
+        });
+    }
+
+    fn value_field(&mut self, name: &str, value: &Value) {
+        self.raw_field(name, |out| {
+            let _ = serde_json::to_writer(out, value);
+        });
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(b"}\n");
+        self.out
+    }
+}
+
+impl Visit for JsonLine {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        let number = serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number);
+        self.value_field(field.name(), &number);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.raw_field(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.raw_field(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.raw_field(field.name(), |out| {
+            out.extend_from_slice(if value { b"true" } else { b"false" })
+        });
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.str_field(field.name(), value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.str_field(field.name(), &error_chain(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.str_field(field.name(), &format!("{value:?}"));
+    }
+}
+
+/// An error and its sources, `outer: inner: root`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(err) = source {
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!(": {err}"));
+        source = err.source();
+    }
+    text
+}
+
+/// Current UTC time as `"2026-11-24T14:02:16.123Z"` (quoted), written into `out`.
+fn write_rfc3339_now(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let _ = write!(
+        out,
+        "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z\"",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        now.subsec_millis()
+    );
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_781), (2026, 11, 24));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    /// Lines a JsonLayer writes for what `emit` logs.
+    fn lines_of(emit: impl FnOnce()) -> Vec<Value> {
+        #[derive(Clone, Default)]
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if let Ok(mut out) = self.0.lock() {
+                    out.extend_from_slice(buf);
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let (writer, guard) = batch_writer(sink.clone());
+        let subscriber = tracing_subscriber::registry().with(JsonLayer {
+            service: "svc",
+            writer,
+        });
+        tracing::subscriber::with_default(subscriber, emit);
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf8");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_json_with_the_common_fields_and_typed_values() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("root \"cause\""));
+        let lines = lines_of(|| {
+            let span = tracing::info_span!("call", request_id = "r-1", server = "outer");
+            let _entered = span.enter();
+            tracing::info!(
+                event = "tool.http.response",
+                server = "fruits_api",
+                status = 200u64,
+                latency = 1.5,
+                ok = true,
+                delta = -3i64,
+                url = "http://x/\n\"q\"",
+                error = &err as &dyn std::error::Error
+            );
+            tracing::warn!("plain message {}", 42);
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let line = &lines[0];
+        assert!(line["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24));
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["service"], "svc");
+        assert_eq!(line["event"], "tool.http.response");
+        assert_eq!(line["request_id"], "r-1", "span fields are copied");
+        assert_eq!(line["server"], "fruits_api", "the event's own field wins");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["latency"], 1.5);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["delta"], -3);
+        assert_eq!(line["url"], "http://x/\n\"q\"");
+        assert_eq!(line["error"], "outer: root \"cause\"");
+        let raw = serde_json::to_string(line).expect("json");
+        assert_eq!(
+            raw.matches("\"server\"").count(),
+            1,
+            "no duplicate keys: {raw}"
+        );
+        assert_eq!(lines[1]["message"], "plain message 42");
+        assert_eq!(lines[1]["event"], "log.mcp_core::log::tests");
+        assert_eq!(lines[1]["request_id"], "r-1", "still inside the span");
+    }
+
+    #[test]
+    fn sampling_keeps_the_fraction() {
+        set_sample_fraction(0.25);
+        let kept = (0..1000).filter(|_| sampled()).count();
+        assert_eq!(kept, 250);
+        set_sample_fraction(0.0);
+        assert!(!(0..10).any(|_| sampled()));
+        set_sample_fraction(1.0);
+        assert!((0..10).all(|_| sampled()));
+    }
+}

@@ -1,0 +1,295 @@
+//! Owns the log writer: lines are appended to a shared buffer (a lock held for one
+//! memcpy, never a syscall or a thread wake-up per line), and one background thread
+//! writes the buffer out in batches. The first line into an empty buffer wakes the
+//! thread; it then waits `BATCH_WINDOW` for more before one `write`, so a busy process
+//! pays about one wake-up and one syscall per window instead of one per line, and an
+//! idle one none at all. If the output cannot keep up and `MAX_PENDING` bytes are
+//! waiting, new lines are dropped (never blocking a request) and counted, and a
+//! `log.dropped` line says how many once the output drains.
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the writer thread lets lines gather before writing them.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
+/// Bytes waiting for the output beyond which new lines are dropped.
+pub const MAX_PENDING: usize = 16 * 1024 * 1024;
+
+struct State {
+    pending: Vec<u8>,
+    dropped: u64,
+    closing: bool,
+}
+
+struct Shared {
+    /// A std Mutex: held to append one line or to swap the buffer, never across I/O.
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The handle lines are written through; cheap to clone.
+#[derive(Clone)]
+pub struct BatchWriter {
+    shared: Arc<Shared>,
+}
+
+/// Owns the writer thread; dropping it writes what is pending and stops the thread.
+pub struct WriterGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Starts the writer thread over `out`.
+pub fn batch_writer<W: Write + Send + 'static>(out: W) -> (BatchWriter, WriterGuard) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            pending: Vec::with_capacity(64 * 1024),
+            dropped: 0,
+            closing: false,
+        }),
+        wake: Condvar::new(),
+    });
+    let thread = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn({
+            let shared = shared.clone();
+            move || write_out(&shared, out)
+        })
+        .ok();
+    (
+        BatchWriter {
+            shared: shared.clone(),
+        },
+        WriterGuard { shared, thread },
+    )
+}
+
+impl BatchWriter {
+    /// Queues one complete line (with its `\n`).
+    pub fn write_line(&self, line: &[u8]) {
+        let mut state = self.shared.lock();
+        if state.pending.len() + line.len() > MAX_PENDING {
+            state.dropped += 1;
+            return;
+        }
+        let was_empty = state.pending.is_empty();
+        state.pending.extend_from_slice(line);
+        drop(state);
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_out<W: Write>(shared: &Shared, mut out: W) {
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    loop {
+        let mut state = shared.lock();
+        while state.pending.is_empty() && state.dropped == 0 && !state.closing {
+            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if !state.closing {
+            // Let the batch fill; a closing guard cuts the window short.
+            state = shared
+                .wake
+                .wait_timeout_while(state, BATCH_WINDOW, |s| !s.closing)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        std::mem::swap(&mut state.pending, &mut batch);
+        let dropped = std::mem::take(&mut state.dropped);
+        let closing = state.closing;
+        drop(state);
+        let _ = out.write_all(&batch);
+        if dropped > 0 {
+            let _ = writeln!(
+                out,
+                r#"{{"level":"WARN","event":"log.dropped","dropped":{dropped},"message":"log output could not keep up; lines were dropped"}}"#
+            );
+        }
+        let _ = out.flush();
+        batch.clear();
+        if closing && shared.lock().pending.is_empty() {
+            return;
+        }
+    }
+}
+
+/// `io::Write` for `tracing_subscriber::fmt` (text format): collects one event's bytes
+/// and queues them as one line when dropped.
+pub struct EventWriter {
+    writer: BatchWriter,
+    line: Vec<u8>,
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if !self.line.is_empty() {
+            self.writer.write_line(&self.line);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
+    type Writer = EventWriter;
+    fn make_writer(&'a self) -> EventWriter {
+        EventWriter {
+            writer: self.clone(),
+            line: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink the test can read while the writer thread owns its clone.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().expect("sink").clone()).expect("utf8")
+        }
+    }
+
+    #[test]
+    fn lines_from_many_threads_arrive_whole_and_in_order_per_thread() {
+        let sink = Sink::default();
+        let (writer, guard) = batch_writer(sink.clone());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        writer.write_line(format!("{{\"t\":{t},\"i\":{i}}}\n").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("writer thread");
+        }
+        drop(guard);
+        let text = sink.text();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line whole"))
+            .collect();
+        assert_eq!(lines.len(), 8000);
+        for t in 0..4 {
+            let seen: Vec<u64> = lines
+                .iter()
+                .filter(|l| l["t"] == t)
+                .map(|l| l["i"].as_u64().expect("i"))
+                .collect();
+            assert_eq!(seen, (0..2000).collect::<Vec<u64>>());
+        }
+    }
+
+    #[test]
+    fn a_line_is_written_within_the_batch_window_without_a_flush() {
+        let sink = Sink::default();
+        let (writer, _guard) = batch_writer(sink.clone());
+        writer.write_line(b"one\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink.text().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(sink.text(), "one\n");
+    }
+
+    /// An output that blocks until released, like a full pipe.
+    struct Stuck(Arc<(Mutex<bool>, Condvar)>, Sink);
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, released) = &*self.0;
+            let mut open = lock.lock().map_err(|_| std::io::ErrorKind::Other)?;
+            while !*open {
+                open = released.wait(open).map_err(|_| std::io::ErrorKind::Other)?;
+            }
+            self.1.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_output_drops_lines_instead_of_blocking_and_says_so() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let sink = Sink::default();
+        let (writer, guard) = batch_writer(Stuck(gate.clone(), sink.clone()));
+        let mut line = vec![b'x'; 1023];
+        line.push(b'\n');
+        let started = std::time::Instant::now();
+        // Twice what may wait: the second half must be dropped, quickly.
+        for _ in 0..(2 * MAX_PENDING / line.len()) {
+            writer.write_line(&line);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "writing blocked"
+        );
+        *gate.0.lock().expect("gate") = true;
+        gate.1.notify_all();
+        drop(guard);
+        let text = sink.text();
+        let dropped_line = text
+            .lines()
+            .find(|l| l.contains("log.dropped"))
+            .expect("a log.dropped line");
+        let notice: serde_json::Value = serde_json::from_str(dropped_line).expect("json");
+        let dropped = notice["dropped"].as_u64().expect("count");
+        let written = text.lines().filter(|l| l.starts_with('x')).count() as u64;
+        assert_eq!(written + dropped, (2 * MAX_PENDING / line.len()) as u64);
+        assert!(
+            dropped > 0 && written > 0,
+            "written {written}, dropped {dropped}"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Owns the registry's data model. Every type here that derives `Serialize` is wire
+//! format (Redis values, admin API bodies, events): changing one is a protocol change.
+//! Field names are the existing hub's camelCase JSON; fields this hub added are optional
+//! with defaults so old dumps import unchanged. Unknown fields are kept (`extra`) so a
+//! round trip never loses what an older or newer writer stored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// What the admin API shows instead of a secret. Posting it back keeps the stored secret.
+pub const MASKED_SECRET: &str = "********";
+
+/// One registered REST API, exposed as one MCP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Display name; defaults to the server id.
+    #[serde(default)]
+    pub name: String,
+    /// Absolute http(s) URL that every tool's `pathTemplate` is appended to.
+    pub base_url: String,
+    #[serde(default)]
+    pub auth: Auth,
+    /// Headers sent with every call of this server's tools.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_headers: BTreeMap<String, String>,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// Total time allowed for one REST call, in milliseconds (default 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Number of worker processes for this server (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Fields this version does not know, kept as they were.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const MAX_REPLICAS: u32 = 16;
+
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    /// A copy fit for an API response or a log line: the secret replaced by [`MASKED_SECRET`].
+    pub fn masked(&self) -> ServerConfig {
+        let mut copy = self.clone();
+        copy.auth = copy.auth.masked();
+        copy
+    }
+}
+
+/// How the worker authenticates to the REST API.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    #[serde(rename = "type", default)]
+    pub kind: AuthKind,
+    /// Header name (`header`) or query parameter name (`query`); unused for `bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The secret. Never returned by the API in clear, never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl Auth {
+    pub fn masked(&self) -> Auth {
+        Auth {
+            kind: self.kind,
+            key: self.key.clone(),
+            value: self.value.as_ref().map(|_| MASKED_SECRET.to_owned()),
+        }
+    }
+
+    /// True when the value is the mask the API hands out, not a real secret.
+    pub fn value_is_masked(&self) -> bool {
+        self.value.as_deref() == Some(MASKED_SECRET)
+    }
+}
+
+/// Secrets stay out of `{:?}` so they cannot reach a log line by accident.
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("kind", &self.kind)
+            .field("key", &self.key)
+            .field("value", &self.value.as_ref().map(|_| MASKED_SECRET))
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    None,
+    Bearer,
+    Header,
+    Query,
+}
+
+/// One tool: one HTTP call to the server's REST API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolBinding {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub method: HttpMethod,
+    /// Path appended to the server's `baseUrl`, with `{placeholder}`s filled from arguments.
+    #[serde(default)]
+    pub path_template: String,
+    #[serde(default)]
+    pub param_mapping: ParamMapping,
+    /// JSON Schema of the tool's arguments.
+    #[serde(default = "default_input_schema")]
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_mapping: Option<ResponseMapping>,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where each argument goes. Every map is `target -> argument name`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParamMapping {
+    /// `{placeholder}` of `pathTemplate` -> argument.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub path: BTreeMap<String, String>,
+    /// Query parameter -> argument.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    /// Header -> argument.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Key of the JSON body -> argument.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub body: BTreeMap<String, String>,
+    /// Argument sent as the whole body (a string as text, anything else as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_body: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseMapping {
+    /// RFC 9535 JSONPath applied to a JSON response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_input_schema() -> Value {
+    serde_json::json!({"type": "object"})
+}
+
+/// The `{placeholder}` names of a path template, in order.
+pub fn path_placeholders(template: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                names.push(&after[..close]);
+                rest = &after[close + 1..];
+            }
+            None => break,
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_hub_json_round_trips_unchanged() {
+        let json = serde_json::json!({
+            "name": "fakestore_api",
+            "baseUrl": "https://fakestoreapi.com",
+            "auth": {"type": "bearer", "value": "s3cret"},
+            "defaultHeaders": {"Accept": "application/json"},
+            "active": true,
+            "futureField": {"kept": [1, 2]}
+        });
+        let server: ServerConfig = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(server.auth.kind, AuthKind::Bearer);
+        assert_eq!(serde_json::to_value(&server).expect("serializes"), json);
+    }
+
+    #[test]
+    fn tool_defaults_fill_in_and_round_trip() {
+        let json = serde_json::json!({
+            "name": "get_product_by_id",
+            "description": "one product",
+            "method": "GET",
+            "pathTemplate": "/products/{id}",
+            "paramMapping": {"path": {"id": "id"}},
+            "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}},
+            "responseMapping": {"pick": "$.title"},
+            "active": true
+        });
+        let tool: ToolBinding = serde_json::from_value(json.clone()).expect("parses");
+        assert_eq!(tool.method, HttpMethod::Get);
+        assert_eq!(serde_json::to_value(&tool).expect("serializes"), json);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_and_masked_copies() {
+        let auth = Auth {
+            kind: AuthKind::Header,
+            key: Some("X-Key".into()),
+            value: Some("s3cret".into()),
+        };
+        assert!(!format!("{auth:?}").contains("s3cret"));
+        assert_eq!(auth.masked().value.as_deref(), Some(MASKED_SECRET));
+        assert!(auth.masked().value_is_masked());
+    }
+
+    #[test]
+    fn placeholders_are_found_in_order() {
+        assert_eq!(path_placeholders("/a/{x}/b/{y_1}"), vec!["x", "y_1"]);
+        assert_eq!(path_placeholders("/plain"), Vec::<&str>::new());
+        assert_eq!(path_placeholders("/broken/{x"), Vec::<&str>::new());
+    }
+}

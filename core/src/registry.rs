@@ -1,0 +1,686 @@
+//! Owns every read and write of the registry and runtime records in Redis.
+//!
+//! Each write and its event go out in one Lua script: the write, `INCR` of the registry
+//! version and `PUBLISH` on the events channel happen atomically, so a subscriber that
+//! sees version N knows every write up to N is visible. Reads that must be consistent
+//! (snapshot, stats) are single scripts too. Calls during a Redis outage fail fast with
+//! [`Error::Unavailable`]; the connection manager reconnects with back-off behind them.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::events::EventKind;
+use crate::keys::Keys;
+use crate::model::{ServerConfig, ToolBinding};
+use crate::runtime::{ServerRuntime, WorkerRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Redis could not be reached or did not answer in time.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(#[source] redis::RedisError),
+    #[error("redis command failed: {0}")]
+    Redis(#[source] redis::RedisError),
+    #[error("server {0:?} is not registered")]
+    ServerNotFound(String),
+    #[error("stored value at {key} is not valid: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A masked secret was sent for a server that has no stored secret to keep.
+    #[error("auth.value is the mask the API hands out; send the real secret")]
+    MaskedSecret,
+    #[error("invalid redis url: {0}")]
+    InvalidUrl(#[source] redis::RedisError),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(err: redis::RedisError) -> Error {
+        if err.is_io_error()
+            || err.is_timeout()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+        {
+            Error::Unavailable(err)
+        } else {
+            Error::Redis(err)
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long a Redis call may take before the caller gets [`Error::Unavailable`].
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(1_000),
+            response: Duration::from_millis(2_000),
+        }
+    }
+}
+
+/// Counts computed from Redis in one script, so they are consistent and idempotent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub servers: u64,
+    pub active_servers: u64,
+    pub tools: u64,
+    pub active_tools: u64,
+}
+
+/// A server and its tools as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerEntry {
+    pub config: ServerConfig,
+    pub tools: BTreeMap<String, ToolBinding>,
+}
+
+/// The whole registry at one registry version.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub servers: BTreeMap<String, ServerEntry>,
+}
+
+/// Whether a write created the entry or replaced one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub created: bool,
+    pub version: u64,
+}
+
+/// Async client of the shared registry. Cheap to clone: clones share one multiplexed
+/// connection.
+#[derive(Clone)]
+pub struct RedisRegistry {
+    /// Kept to open the dedicated pub/sub connections of subscriptions.
+    client: redis::Client,
+    /// Multiplexed and self-reconnecting; a clone is a handle, not a new socket.
+    conn: ConnectionManager,
+    keys: Keys,
+    timeouts: Timeouts,
+}
+
+/// Prepended to every script: `publish(body)` bumps the version and publishes
+/// `{"version":N, ...body}`. KEYS[1] is always the version counter, ARGV[1] the channel.
+const PUBLISH_LUA: &str = r#"
+local function publish(body)
+  local v = redis.call('INCR', KEYS[1])
+  redis.call('PUBLISH', ARGV[1], '{"version":' .. v .. ',' .. string.sub(body, 2))
+  return v
+end
+local function str(s) return cjson.encode(s) end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PUBLISH_LUA}{body}"))
+}
+
+/// KEYS: version, servers. ARGV: channel, id, config, event.
+static UPSERT_SERVER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local created = redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return {created, publish(ARGV[4])}
+"#,
+    )
+});
+
+/// KEYS: version, servers, tools. ARGV: channel, server id, tool name, tool, event.
+static UPSERT_TOOL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return {-1, 0} end
+local created = redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+return {created, publish(ARGV[5])}
+"#,
+    )
+});
+
+/// KEYS: version, tools. ARGV: channel, server id, tool name.
+static DELETE_TOOL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then return 0 end
+return publish('{"type":"tool.delete","serverId":' .. str(ARGV[2]) .. ',"toolName":' .. str(ARGV[3]) .. '}')
+"#,
+    )
+});
+
+/// KEYS: version, servers, tools. ARGV: channel, server id. Returns {found, tools, version}.
+static DELETE_SERVER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local names = redis.call('HKEYS', KEYS[3])
+table.sort(names)
+local found = redis.call('HDEL', KEYS[2], ARGV[2])
+if found == 0 and #names == 0 then return {0, 0, 0} end
+for _, name in ipairs(names) do
+  publish('{"type":"tool.delete","serverId":' .. str(ARGV[2]) .. ',"toolName":' .. str(name) .. '}')
+end
+redis.call('DEL', KEYS[3])
+local v = publish('{"type":"server.delete","serverId":' .. str(ARGV[2]) .. '}')
+return {found, #names, v}
+"#,
+    )
+});
+
+/// KEYS: version, servers. ARGV: channel, server id, event.
+static PUBLISH_IF_SERVER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0 then return 0 end
+return publish(ARGV[3])
+"#,
+    )
+});
+
+/// KEYS: version, runtime. ARGV: channel, field, record (empty = delete), event.
+static PUT_RUNTIME: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if ARGV[3] == '' then
+  if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+else
+  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+return publish(ARGV[4])
+"#,
+    )
+});
+
+/// KEYS: version, servers. ARGV: tools key prefix.
+static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local servers = redis.call('HGETALL', KEYS[2])
+local tools = {}
+for i = 1, #servers, 2 do
+  tools[#tools + 1] = redis.call('HGETALL', ARGV[1] .. servers[i])
+end
+return {v, servers, tools}
+"#,
+    )
+});
+
+/// KEYS: servers. ARGV: tools key prefix. `active` is true unless stored as false.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local servers = redis.call('HGETALL', KEYS[1])
+local s, active_s, t, active_t = 0, 0, 0, 0
+for i = 1, #servers, 2 do
+  s = s + 1
+  local ok, cfg = pcall(cjson.decode, servers[i + 1])
+  if ok and type(cfg) == 'table' and cfg.active ~= false then active_s = active_s + 1 end
+  local tools = redis.call('HVALS', ARGV[1] .. servers[i])
+  for j = 1, #tools do
+    t = t + 1
+    local ok2, tool = pcall(cjson.decode, tools[j])
+    if ok2 and type(tool) == 'table' and tool.active ~= false then active_t = active_t + 1 end
+  end
+end
+return {s, active_s, t, active_t}
+"#,
+    )
+});
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Serializing these plain data types cannot fail (string keys, no custom impls).
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn event_body(kind: &EventKind) -> String {
+    to_json(kind)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> Result<T> {
+    serde_json::from_str(json).map_err(|source| Error::Corrupt {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl RedisRegistry {
+    /// Creates the client without connecting: the first call connects, and a Redis that is
+    /// down makes calls fail fast instead of making start-up hang. Must run inside a Tokio
+    /// runtime (the connection manager spawns its task there).
+    pub fn new(redis_url: &str, keys: Keys, timeouts: Timeouts) -> Result<RedisRegistry> {
+        let client = redis::Client::open(redis_url).map_err(Error::InvalidUrl)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.response))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(1_000));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(RedisRegistry {
+            client,
+            conn,
+            keys,
+            timeouts,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `PING`, bounded by the response timeout.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The current registry version (the version of the last published event).
+    pub async fn version(&self) -> Result<u64> {
+        let mut conn = self.conn();
+        let version: Option<u64> = conn.get(self.keys.version()).await?;
+        Ok(version.unwrap_or(0))
+    }
+
+    // ---- servers ----
+
+    /// Creates or replaces a server and publishes `server.upsert`. A masked `auth.value`
+    /// keeps the stored secret. Validation is the caller's job ([`crate::validate`]).
+    pub async fn upsert_server(
+        &self,
+        server_id: &str,
+        mut server: ServerConfig,
+    ) -> Result<WriteOutcome> {
+        if server.name.is_empty() {
+            server.name = server_id.to_owned();
+        }
+        if server.auth.value_is_masked() {
+            let stored = self.get_server(server_id).await?;
+            match stored.and_then(|s| s.auth.value) {
+                Some(secret) => server.auth.value = Some(secret),
+                None => return Err(Error::MaskedSecret),
+            }
+        }
+        let event = EventKind::ServerUpsert {
+            server_id: server_id.to_owned(),
+            server: server.clone(),
+        };
+        let mut conn = self.conn();
+        let (created, version): (i64, u64) = UPSERT_SERVER
+            .key(self.keys.version())
+            .key(self.keys.servers())
+            .arg(self.keys.events())
+            .arg(server_id)
+            .arg(to_json(&server))
+            .arg(event_body(&event))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(WriteOutcome {
+            created: created == 1,
+            version,
+        })
+    }
+
+    pub async fn get_server(&self, server_id: &str) -> Result<Option<ServerConfig>> {
+        let mut conn = self.conn();
+        let key = self.keys.servers();
+        let json: Option<String> = conn.hget(&key, server_id).await?;
+        json.map(|json| parse(&key, &json)).transpose()
+    }
+
+    /// Every server, ordered by id.
+    pub async fn list_servers(&self) -> Result<BTreeMap<String, ServerConfig>> {
+        let mut conn = self.conn();
+        let key = self.keys.servers();
+        let all: BTreeMap<String, String> = conn.hgetall(&key).await?;
+        all.into_iter()
+            .map(|(id, json)| Ok((id, parse(&key, &json)?)))
+            .collect()
+    }
+
+    /// Deletes a server and its tools, publishing `tool.delete` for each tool and then
+    /// `server.delete`. Returns the number of tools removed, or `None` if nothing existed.
+    pub async fn delete_server(&self, server_id: &str) -> Result<Option<u64>> {
+        let mut conn = self.conn();
+        let (found, n_tools, _version): (i64, u64, u64) = DELETE_SERVER
+            .key(self.keys.version())
+            .key(self.keys.servers())
+            .key(self.keys.tools(server_id))
+            .arg(self.keys.events())
+            .arg(server_id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((found == 1 || n_tools > 0).then_some(n_tools))
+    }
+
+    /// Publishes `server.restart`; [`Error::ServerNotFound`] for an unknown server.
+    pub async fn request_restart(&self, server_id: &str) -> Result<u64> {
+        self.publish_for_server(EventKind::ServerRestart {
+            server_id: server_id.to_owned(),
+        })
+        .await
+    }
+
+    /// Publishes an event about a registered server; [`Error::ServerNotFound`] otherwise.
+    pub(crate) async fn publish_for_server(&self, event: EventKind) -> Result<u64> {
+        let server_id = event.server_id().to_owned();
+        let mut conn = self.conn();
+        let version: u64 = PUBLISH_IF_SERVER
+            .key(self.keys.version())
+            .key(self.keys.servers())
+            .arg(self.keys.events())
+            .arg(&server_id)
+            .arg(event_body(&event))
+            .invoke_async(&mut conn)
+            .await?;
+        if version == 0 {
+            return Err(Error::ServerNotFound(server_id));
+        }
+        Ok(version)
+    }
+
+    // ---- tools ----
+
+    /// Creates or replaces a tool of a registered server and publishes `tool.upsert`.
+    pub async fn upsert_tool(&self, server_id: &str, tool: ToolBinding) -> Result<WriteOutcome> {
+        let event = EventKind::ToolUpsert {
+            server_id: server_id.to_owned(),
+            tool_name: tool.name.clone(),
+            tool: tool.clone(),
+        };
+        let mut conn = self.conn();
+        let (created, version): (i64, u64) = UPSERT_TOOL
+            .key(self.keys.version())
+            .key(self.keys.servers())
+            .key(self.keys.tools(server_id))
+            .arg(self.keys.events())
+            .arg(server_id)
+            .arg(&tool.name)
+            .arg(to_json(&tool))
+            .arg(event_body(&event))
+            .invoke_async(&mut conn)
+            .await?;
+        if created < 0 {
+            return Err(Error::ServerNotFound(server_id.to_owned()));
+        }
+        Ok(WriteOutcome {
+            created: created == 1,
+            version,
+        })
+    }
+
+    pub async fn get_tool(&self, server_id: &str, tool_name: &str) -> Result<Option<ToolBinding>> {
+        let mut conn = self.conn();
+        let key = self.keys.tools(server_id);
+        let json: Option<String> = conn.hget(&key, tool_name).await?;
+        json.map(|json| parse(&key, &json)).transpose()
+    }
+
+    /// The tools of one server, ordered by name.
+    pub async fn list_tools(&self, server_id: &str) -> Result<BTreeMap<String, ToolBinding>> {
+        let mut conn = self.conn();
+        let key = self.keys.tools(server_id);
+        let all: BTreeMap<String, String> = conn.hgetall(&key).await?;
+        all.into_iter()
+            .map(|(name, json)| Ok((name, parse(&key, &json)?)))
+            .collect()
+    }
+
+    /// Deletes a tool and publishes `tool.delete`; false when it did not exist.
+    pub async fn delete_tool(&self, server_id: &str, tool_name: &str) -> Result<bool> {
+        let mut conn = self.conn();
+        let version: u64 = DELETE_TOOL
+            .key(self.keys.version())
+            .key(self.keys.tools(server_id))
+            .arg(self.keys.events())
+            .arg(server_id)
+            .arg(tool_name)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(version > 0)
+    }
+
+    // ---- whole-registry reads ----
+
+    /// Every server with its tools, read atomically with the registry version.
+    /// Entries that do not parse are skipped with a warning rather than hiding the rest.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let mut conn = self.conn();
+        let (version, servers, tools): (u64, Vec<String>, Vec<Vec<String>>) = SNAPSHOT
+            .key(self.keys.version())
+            .key(self.keys.servers())
+            .arg(self.keys.tools(""))
+            .invoke_async(&mut conn)
+            .await?;
+        let mut snapshot = Snapshot {
+            version,
+            servers: BTreeMap::new(),
+        };
+        let servers_key = self.keys.servers();
+        for (pair, tool_pairs) in servers.chunks_exact(2).zip(tools) {
+            let (server_id, json) = (&pair[0], &pair[1]);
+            let config = match parse::<ServerConfig>(&servers_key, json) {
+                Ok(config) => config,
+                Err(err) => {
+                    tracing::warn!(event = "registry.corrupt", server = %server_id, error = %err, "skipping server");
+                    continue;
+                }
+            };
+            let tools_key = self.keys.tools(server_id);
+            let mut tools = BTreeMap::new();
+            for tool_pair in tool_pairs.chunks_exact(2) {
+                match parse::<ToolBinding>(&tools_key, &tool_pair[1]) {
+                    Ok(tool) => {
+                        tools.insert(tool_pair[0].clone(), tool);
+                    }
+                    Err(err) => {
+                        tracing::warn!(event = "registry.corrupt", server = %server_id, tool = %tool_pair[0], error = %err, "skipping tool")
+                    }
+                }
+            }
+            snapshot
+                .servers
+                .insert(server_id.clone(), ServerEntry { config, tools });
+        }
+        Ok(snapshot)
+    }
+
+    pub async fn stats(&self) -> Result<Stats> {
+        let mut conn = self.conn();
+        let (servers, active_servers, tools, active_tools): (u64, u64, u64, u64) = STATS
+            .key(self.keys.servers())
+            .arg(self.keys.tools(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Stats {
+            servers,
+            active_servers,
+            tools,
+            active_tools,
+        })
+    }
+
+    // ---- runtime records (written by the supervisor only) ----
+
+    /// Writes one worker's record and publishes `worker.status` in the same script.
+    pub async fn put_worker_record(&self, server_id: &str, record: &WorkerRecord) -> Result<u64> {
+        let event = EventKind::WorkerStatus {
+            server_id: server_id.to_owned(),
+            worker: record.clone(),
+        };
+        let mut conn = self.conn();
+        let version: u64 = PUT_RUNTIME
+            .key(self.keys.version())
+            .key(self.keys.runtime(server_id))
+            .arg(self.keys.events())
+            .arg(record.replica_idx)
+            .arg(to_json(record))
+            .arg(event_body(&event))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(version)
+    }
+
+    /// Removes one worker's record and publishes `worker.removed`; false if there was none.
+    pub async fn remove_worker_record(&self, server_id: &str, replica_idx: u32) -> Result<bool> {
+        let event = EventKind::WorkerRemoved {
+            server_id: server_id.to_owned(),
+            replica_idx,
+        };
+        let mut conn = self.conn();
+        let version: u64 = PUT_RUNTIME
+            .key(self.keys.version())
+            .key(self.keys.runtime(server_id))
+            .arg(self.keys.events())
+            .arg(replica_idx)
+            .arg("")
+            .arg(event_body(&event))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(version > 0)
+    }
+
+    /// The worker records of one server, ordered by replica.
+    pub async fn get_runtime(&self, server_id: &str) -> Result<ServerRuntime> {
+        let mut conn = self.conn();
+        let key = self.keys.runtime(server_id);
+        let fields: BTreeMap<String, String> = conn.hgetall(&key).await?;
+        let mut workers = fields
+            .values()
+            .map(|json| parse::<WorkerRecord>(&key, json))
+            .collect::<Result<Vec<_>>>()?;
+        workers.sort_by_key(|w| w.replica_idx);
+        Ok(ServerRuntime {
+            server_id: server_id.to_owned(),
+            workers,
+        })
+    }
+
+    /// Every runtime record in Redis (found with `SCAN`, never `KEYS`), ordered by server.
+    pub async fn list_runtime(&self) -> Result<Vec<ServerRuntime>> {
+        let mut conn = self.conn();
+        let mut server_ids = Vec::new();
+        {
+            let mut iter = conn
+                .scan_match::<_, String>(self.keys.runtime_pattern())
+                .await?;
+            use futures::StreamExt;
+            while let Some(key) = iter.next().await {
+                let key = key?;
+                if let Some(id) = self.keys.server_id_of_runtime_key(&key) {
+                    server_ids.push(id.to_owned());
+                }
+            }
+        }
+        server_ids.sort();
+        server_ids.dedup();
+        let mut all = Vec::with_capacity(server_ids.len());
+        for server_id in server_ids {
+            all.push(self.get_runtime(&server_id).await?);
+        }
+        Ok(all)
+    }
+}
+
+/// How an import treats what the document does not mention.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    /// Upsert what the document holds; leave everything else alone.
+    #[default]
+    Merge,
+    /// Make the registry equal to the document: servers and tools it lacks are deleted.
+    Replace,
+}
+
+/// What an import changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    pub servers: u64,
+    pub tools: u64,
+    pub removed_servers: u64,
+    pub removed_tools: u64,
+}
+
+impl RedisRegistry {
+    /// The whole registry as an import/export document (secrets in clear: the caller
+    /// decides whether to mask).
+    pub async fn export(&self) -> Result<crate::document::Document> {
+        let snapshot = self.snapshot().await?;
+        let mut doc = crate::document::Document {
+            format: crate::document::FORMAT.to_owned(),
+            version: snapshot.version,
+            ..Default::default()
+        };
+        for (server_id, entry) in snapshot.servers {
+            doc.tools.insert(server_id.clone(), entry.tools);
+            doc.servers.insert(server_id, entry.config);
+        }
+        Ok(doc)
+    }
+
+    /// Writes a validated document ([`crate::document::Document::parse`]). Each write is
+    /// atomic with its event; the import as a whole is not one transaction, so a failure
+    /// midway leaves the writes before it in place (re-running the import converges).
+    pub async fn import(
+        &self,
+        doc: &crate::document::Document,
+        mode: ImportMode,
+    ) -> Result<ImportSummary> {
+        let mut summary = ImportSummary::default();
+        if mode == ImportMode::Replace {
+            for server_id in self.list_servers().await?.keys() {
+                if !doc.servers.contains_key(server_id) {
+                    summary.removed_tools += self.delete_server(server_id).await?.unwrap_or(0);
+                    summary.removed_servers += 1;
+                }
+            }
+        }
+        let no_tools = BTreeMap::new();
+        for (server_id, config) in &doc.servers {
+            self.upsert_server(server_id, config.clone()).await?;
+            summary.servers += 1;
+            let tools = doc.tools.get(server_id).unwrap_or(&no_tools);
+            if mode == ImportMode::Replace {
+                for name in self.list_tools(server_id).await?.keys() {
+                    if !tools.contains_key(name) && self.delete_tool(server_id, name).await? {
+                        summary.removed_tools += 1;
+                    }
+                }
+            }
+            for tool in tools.values() {
+                self.upsert_tool(server_id, tool.clone()).await?;
+                summary.tools += 1;
+            }
+        }
+        Ok(summary)
+    }
+}

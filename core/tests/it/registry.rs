@@ -1,0 +1,360 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mcp_core::model::{ServerConfig, ToolBinding, MASKED_SECRET};
+use mcp_core::registry::{Error, Stats};
+use mcp_core::runtime::{WorkerRecord, WorkerStatus};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::{demo_document, setup};
+
+fn server(base_url: &str, active: bool) -> ServerConfig {
+    serde_json::from_value(json!({"baseUrl": base_url, "active": active})).expect("server")
+}
+
+fn tool(name: &str, active: bool) -> ToolBinding {
+    serde_json::from_value(
+        json!({"name": name, "method": "GET", "pathTemplate": "/x", "active": active}),
+    )
+    .expect("tool")
+}
+
+#[tokio::test]
+async fn demo_data_round_trips_through_redis() {
+    let (_redis, registry) = setup();
+    let doc = demo_document();
+    for (id, config) in &doc.servers {
+        assert!(
+            registry
+                .upsert_server(id, config.clone())
+                .await
+                .expect("upsert")
+                .created
+        );
+        for tool in doc.tools[id].values() {
+            assert!(
+                registry
+                    .upsert_tool(id, tool.clone())
+                    .await
+                    .expect("upsert tool")
+                    .created
+            );
+        }
+    }
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.version, 12,
+        "2 servers + 10 tools, one version each"
+    );
+    for (id, config) in &doc.servers {
+        assert_eq!(&snapshot.servers[id].config, config);
+        assert_eq!(&snapshot.servers[id].tools, &doc.tools[id]);
+        assert_eq!(
+            registry.get_server(id).await.expect("get").as_ref(),
+            Some(config)
+        );
+        assert_eq!(registry.list_tools(id).await.expect("list"), doc.tools[id]);
+    }
+    let names: Vec<String> = registry
+        .list_servers()
+        .await
+        .expect("list")
+        .into_keys()
+        .collect();
+    assert_eq!(names, ["fakestore_api", "fruits_api"]);
+    let tool = registry
+        .get_tool("fruits_api", "get_fruit_by_id")
+        .await
+        .expect("get tool")
+        .expect("exists");
+    assert_eq!(tool.path_template, "/fruits/{id}");
+
+    // Update is not a create; delete answers whether something existed.
+    let mut changed = doc.servers["fruits_api"].clone();
+    changed.active = false;
+    assert!(
+        !registry
+            .upsert_server("fruits_api", changed.clone())
+            .await
+            .expect("update")
+            .created
+    );
+    assert_eq!(
+        registry.get_server("fruits_api").await.expect("get"),
+        Some(changed)
+    );
+    assert!(registry
+        .delete_tool("fruits_api", "get_fruits")
+        .await
+        .expect("delete"));
+    assert!(!registry
+        .delete_tool("fruits_api", "get_fruits")
+        .await
+        .expect("delete again"));
+    assert_eq!(
+        registry
+            .get_tool("fruits_api", "get_fruits")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        registry.stats().await.expect("stats"),
+        Stats {
+            servers: 2,
+            active_servers: 1,
+            tools: 9,
+            active_tools: 9
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_tool_needs_its_server() {
+    let (_redis, registry) = setup();
+    let err = registry
+        .upsert_tool("ghost", tool("t", true))
+        .await
+        .expect_err("no server");
+    assert!(matches!(err, Error::ServerNotFound(id) if id == "ghost"));
+    assert!(matches!(
+        registry.request_restart("ghost").await,
+        Err(Error::ServerNotFound(_))
+    ));
+    assert_eq!(registry.delete_server("ghost").await.expect("delete"), None);
+}
+
+#[tokio::test]
+async fn a_masked_secret_keeps_the_stored_one() {
+    let (_redis, registry) = setup();
+    let mut config: ServerConfig = serde_json::from_value(
+        json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": "s3cret"}}),
+    )
+    .expect("server");
+    registry
+        .upsert_server("s", config.clone())
+        .await
+        .expect("upsert");
+    config.auth.value = Some(MASKED_SECRET.into());
+    config.default_headers.insert("X-A".into(), "1".into());
+    registry
+        .upsert_server("s", config)
+        .await
+        .expect("upsert masked");
+    let stored = registry
+        .get_server("s")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(stored.auth.value.as_deref(), Some("s3cret"));
+    assert_eq!(stored.default_headers["X-A"], "1");
+
+    let masked_new: ServerConfig = serde_json::from_value(
+        json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": MASKED_SECRET}}),
+    )
+    .expect("server");
+    assert!(matches!(
+        registry.upsert_server("new", masked_new).await,
+        Err(Error::MaskedSecret)
+    ));
+}
+
+#[tokio::test]
+async fn stats_equal_a_recount_after_random_writes() {
+    let (_redis, registry) = setup();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for _ in 0..1000 {
+        let server_id = format!("s{}", rng.random_range(0..12));
+        match rng.random_range(0..10) {
+            0..=2 => {
+                registry
+                    .upsert_server(&server_id, server("http://x", rng.random_bool(0.7)))
+                    .await
+                    .expect("upsert");
+            }
+            3..=6 => {
+                let t = tool(
+                    &format!("t{}", rng.random_range(0..8)),
+                    rng.random_bool(0.6),
+                );
+                match registry.upsert_tool(&server_id, t).await {
+                    Ok(_) | Err(Error::ServerNotFound(_)) => {}
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            7..=8 => {
+                registry
+                    .delete_tool(&server_id, &format!("t{}", rng.random_range(0..8)))
+                    .await
+                    .expect("delete tool");
+            }
+            _ => {
+                registry
+                    .delete_server(&server_id)
+                    .await
+                    .expect("delete server");
+            }
+        }
+    }
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    let recount = Stats {
+        servers: snapshot.servers.len() as u64,
+        active_servers: snapshot
+            .servers
+            .values()
+            .filter(|s| s.config.active)
+            .count() as u64,
+        tools: snapshot
+            .servers
+            .values()
+            .map(|s| s.tools.len() as u64)
+            .sum(),
+        active_tools: snapshot
+            .servers
+            .values()
+            .flat_map(|s| s.tools.values())
+            .filter(|t| t.active)
+            .count() as u64,
+    };
+    let stats = registry.stats().await.expect("stats");
+    assert_eq!(stats, recount);
+    assert!(
+        stats.tools > 0 && stats.servers > 0,
+        "the random walk should leave something: {stats:?}"
+    );
+    assert_eq!(
+        registry.stats().await.expect("stats again"),
+        stats,
+        "stats() is idempotent"
+    );
+}
+
+#[tokio::test]
+async fn version_strictly_increases_under_concurrent_writers() {
+    let (_redis, registry) = setup();
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for i in 0..50 {
+                let outcome = registry
+                    .upsert_server(&format!("w{writer}-{i}"), server("http://x", true))
+                    .await
+                    .expect("upsert");
+                versions.push(outcome.version);
+            }
+            versions
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let versions = task.await.expect("task");
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "each writer sees increasing versions"
+        );
+        all.extend(versions);
+    }
+    all.sort_unstable();
+    let expected: Vec<u64> = (1..=400).collect();
+    assert_eq!(
+        all, expected,
+        "every write got its own version, none skipped or repeated"
+    );
+    assert_eq!(registry.version().await.expect("version"), 400);
+}
+
+#[tokio::test]
+async fn runtime_records_are_listed_per_server_and_replica() {
+    let (_redis, registry) = setup();
+    let record = |idx, status| WorkerRecord {
+        replica_idx: idx,
+        status,
+        pid: Some(100 + idx),
+        host: Some("127.0.0.1".into()),
+        port: Some(9100 + idx as u16),
+        last_heartbeat: None,
+        supervisor_id: Some("sup-1".into()),
+        restarts: 0,
+        reason: None,
+        last_failure: None,
+        last_failure_at: None,
+        started_at: None,
+        updated_at: 0,
+    };
+    assert!(registry.list_runtime().await.expect("list").is_empty());
+    registry
+        .put_worker_record("b", &record(1, WorkerStatus::Starting))
+        .await
+        .expect("put");
+    registry
+        .put_worker_record("b", &record(0, WorkerStatus::Running))
+        .await
+        .expect("put");
+    registry
+        .put_worker_record("a", &record(0, WorkerStatus::Pending))
+        .await
+        .expect("put");
+    let all = registry.list_runtime().await.expect("list");
+    let shape: Vec<(String, Vec<u32>)> = all
+        .iter()
+        .map(|r| {
+            (
+                r.server_id.clone(),
+                r.workers.iter().map(|w| w.replica_idx).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [("a".to_owned(), vec![0]), ("b".to_owned(), vec![0, 1])]
+    );
+    assert_eq!(
+        all[1].workers[0].endpoint().as_deref(),
+        Some("127.0.0.1:9100")
+    );
+    assert!(registry.remove_worker_record("b", 1).await.expect("remove"));
+    assert!(!registry
+        .remove_worker_record("b", 1)
+        .await
+        .expect("remove again"));
+    assert_eq!(
+        registry.get_runtime("b").await.expect("get").workers.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn calls_fail_fast_while_redis_is_down_and_recover_after() {
+    let (mut redis, registry) = setup();
+    registry
+        .upsert_server("s", server("http://x", true))
+        .await
+        .expect("upsert");
+    redis.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = registry.list_servers().await.expect_err("redis is down");
+        assert!(matches!(err, Error::Unavailable(_)), "got {err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "failed fast, not hung: {:?}",
+            started.elapsed()
+        );
+    }
+    redis.restart();
+    // The restarted Redis is empty (no persistence in tests): what matters is that the
+    // same registry handle works again.
+    let servers =
+        mcp_testkit::wait_until_async("registry to reconnect", Duration::from_secs(10), || async {
+            registry.list_servers().await.ok()
+        })
+        .await;
+    assert_eq!(servers, BTreeMap::new());
+    registry
+        .upsert_server("s", server("http://x", true))
+        .await
+        .expect("writes work again");
+}

@@ -1,0 +1,57 @@
+//! `mcp-gateway`: parses and validates the configuration, sets up logs (Pingora's `log`
+//! output joins the same JSON stream), builds the Pingora server and runs it. Pingora
+//! owns the signals: SIGTERM drains for the grace period, SIGINT stops at once.
+
+use mcp_gateway::config::Config;
+
+fn main() -> std::process::ExitCode {
+    let config: Config = mcp_core::config::parse("mcp-gateway");
+    if let Err(err) = config.validate() {
+        eprintln!("mcp-gateway: invalid configuration: {err}");
+        return std::process::ExitCode::from(2);
+    }
+    let _log = match mcp_core::log::init("mcp-gateway", &config.log) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("mcp-gateway: invalid configuration: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // The registry's connection manager needs a Tokio runtime to live on; it gets a
+    // small one of its own, separate from Pingora's.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("registry")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mcp-gateway: starting the registry runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let registry = match runtime.block_on(async { config.redis.registry() }) {
+        Ok(registry) => registry,
+        Err(err) => {
+            eprintln!("mcp-gateway: invalid configuration: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let server = match mcp_gateway::build(&config, registry) {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("mcp-gateway: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(event = "gateway.listening", addr = %config.listen, metrics_addr = %config.metrics_listen,
+        mode = if config.supervisor_enabled { "workers" } else { "rollback" }, pid = std::process::id());
+    // Keep the registry runtime alive for the life of the process.
+    let _runtime = runtime;
+    // `run` returns after the graceful shutdown (`run_forever` would exit the process
+    // at once), so `_log` is dropped and the last log lines are written out.
+    server.run(pingora::server::RunArgs::default());
+    tracing::info!(event = "process.shutdown", reason = "signal");
+    std::process::ExitCode::SUCCESS
+}

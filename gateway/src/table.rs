@@ -1,0 +1,175 @@
+//! Owns the gateway's routing table: servers, their tools with compiled validators, and
+//! the endpoints of their routable workers. Read on every request without a lock (an
+//! `ArcSwap` of an immutable table); replaced as a whole by the watcher, never by a
+//! request. A change counter lets requests wait for a worker to (re)appear.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use mcp_core::model::ServerConfig;
+use mcp_core::runtime::{ServerRuntime, WorkerRecord, WorkerStatus};
+use mcp_worker::state::ServedTool;
+use tokio::sync::watch;
+
+/// A worker the gateway may send calls to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub replica_idx: u32,
+    pub addr: SocketAddr,
+    /// The worker process: a restarted worker on the same port is a new endpoint.
+    pub pid: Option<u32>,
+}
+
+/// Everything the gateway knows of one server.
+#[derive(Clone, Default)]
+pub struct ServerRoute {
+    /// `None` when only runtime records exist (the server was deleted).
+    pub config: Option<ServerConfig>,
+    pub tools: HashMap<String, Arc<ServedTool>>,
+    /// Routable workers, ordered by replica.
+    pub workers: Vec<Endpoint>,
+    /// Every runtime record, by replica (status decides routability).
+    pub records: HashMap<u32, WorkerRecord>,
+}
+
+impl ServerRoute {
+    /// True when every known worker was stopped as idle (a call should wake it).
+    pub fn is_idle(&self) -> bool {
+        !self.records.is_empty()
+            && self
+                .records
+                .values()
+                .all(|r| r.status == WorkerStatus::Idle)
+    }
+
+    pub fn set_record(&mut self, record: WorkerRecord) {
+        self.records.insert(record.replica_idx, record);
+        self.refresh_workers();
+    }
+
+    pub fn remove_record(&mut self, replica_idx: u32) {
+        self.records.remove(&replica_idx);
+        self.refresh_workers();
+    }
+
+    fn refresh_workers(&mut self) {
+        let mut workers: Vec<Endpoint> = self
+            .records
+            .values()
+            .filter(|r| r.status.is_routable())
+            .filter_map(|r| {
+                Some(Endpoint {
+                    replica_idx: r.replica_idx,
+                    addr: resolve(r)?,
+                    pid: r.pid,
+                })
+            })
+            .collect();
+        workers.sort_by_key(|e| e.replica_idx);
+        self.workers = workers;
+    }
+}
+
+fn resolve(record: &WorkerRecord) -> Option<SocketAddr> {
+    let endpoint = record.endpoint()?;
+    if let Ok(addr) = endpoint.parse() {
+        return Some(addr);
+    }
+    // A host name: resolved here, in the watcher, never on the request path.
+    std::net::ToSocketAddrs::to_socket_addrs(&endpoint)
+        .ok()?
+        .next()
+}
+
+/// The whole table at one registry version.
+#[derive(Clone, Default)]
+pub struct Table {
+    pub version: u64,
+    pub servers: HashMap<String, ServerRoute>,
+}
+
+impl Table {
+    pub fn from_registry(
+        snapshot: mcp_core::registry::Snapshot,
+        runtime: Vec<ServerRuntime>,
+    ) -> Table {
+        let mut servers: HashMap<String, ServerRoute> =
+            HashMap::with_capacity(snapshot.servers.len());
+        for (server_id, entry) in snapshot.servers {
+            let tools = entry
+                .tools
+                .into_values()
+                .filter_map(|binding| ServedTool::compile(&server_id, binding))
+                .map(|tool| (tool.binding.name.clone(), Arc::new(tool)))
+                .collect();
+            servers.insert(
+                server_id,
+                ServerRoute {
+                    config: Some(entry.config),
+                    tools,
+                    ..Default::default()
+                },
+            );
+        }
+        for runtime in runtime {
+            let route = servers.entry(runtime.server_id).or_default();
+            for record in runtime.workers {
+                route.records.insert(record.replica_idx, record);
+            }
+            route.refresh_workers();
+        }
+        Table {
+            version: snapshot.version,
+            servers,
+        }
+    }
+}
+
+/// The shared handle: lock-free reads, whole-table swaps, change notifications.
+pub struct Routes {
+    /// Swapped atomically by the watcher; requests load a snapshot per use.
+    table: ArcSwap<Table>,
+    changed: watch::Sender<u64>,
+    /// True once a first load succeeded (the gateway answers 503 before that).
+    loaded: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Routes {
+    fn default() -> Routes {
+        Routes {
+            table: ArcSwap::from_pointee(Table::default()),
+            changed: watch::channel(0).0,
+            loaded: Default::default(),
+        }
+    }
+}
+
+impl Routes {
+    pub fn load(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    pub fn store(&self, table: Table) {
+        self.table.store(Arc::new(table));
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Applies a change to a copy of the current table and swaps it in.
+    pub fn update(&self, change: impl FnOnce(&mut Table)) {
+        let mut next = Table::clone(&self.table.load());
+        change(&mut next);
+        self.store(next);
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

@@ -1,0 +1,388 @@
+use serde_json::{json, Value};
+
+use crate::{assert_completed, Options, Stack};
+
+fn assert_error(status: u16, body: &Option<Value>, expected_status: u16, code: &str) -> Value {
+    assert_eq!(status, expected_status, "{body:?}");
+    let body = body.clone().expect("a JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].is_string() && body["error"]["request_id"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test]
+async fn refusals_are_json_with_stable_codes() {
+    let stack = Stack::start(Options::default()).await;
+
+    // 400 with every violation and its JSON pointer; no REST call was made.
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fakestore_api/add_product",
+            json!({"args": {"title": "", "price": -1, "extra": true}}),
+        )
+        .await;
+    let body = assert_error(status, &body, 400, "invalid_arguments");
+    let mut pointers: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["pointer"].as_str().expect("pointer"))
+        .collect();
+    pointers.sort_unstable();
+    assert_eq!(pointers, ["", "/price", "/title"], "{body}");
+    let products: Value = stack
+        .client
+        .get(format!("{}/products", stack.mock.url()))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        products.as_array().map(Vec::len),
+        Some(5),
+        "invalid arguments never reach the REST API"
+    );
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fruits_api/tools/call",
+            json!({"name": "get_fruit_by_id", "args": {"id": "x"}}),
+        )
+        .await;
+    assert_error(status, &body, 400, "invalid_arguments");
+    let response = stack
+        .client
+        .post(format!("{}/mcp/fruits_api/get_fruits", stack.base))
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 400);
+
+    // 404 and 403.
+    let (status, _, body) = stack
+        .call("/mcp/nope/get_fruits", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, _, body) = stack
+        .call("/mcp/fruits_api/nope", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fruits_api/tools/call",
+            json!({"name": "nope", "args": {}}),
+        )
+        .await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, _, body) = stack
+        .call("/mcp/test_api/disabled", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 403, "tool_inactive");
+    let mut inactive = stack
+        .registry
+        .get_server("fakestore_api")
+        .await
+        .expect("get")
+        .expect("exists");
+    inactive.active = false;
+    stack
+        .registry
+        .upsert_server("fakestore_api", inactive)
+        .await
+        .expect("deactivate");
+    let body = mcp_testkit::wait_until_async(
+        "fakestore_api to be refused",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (status, _, body) = stack
+                .call("/mcp/fakestore_api/get_all_products", json!({"args": {}}))
+                .await;
+            (status == 403).then_some(body)
+        },
+    )
+    .await;
+    assert_error(403, &body, 403, "server_inactive");
+
+    // 413 beyond MCP_MAX_BODY_BYTES; 900 KiB passes.
+    let blob = "x".repeat(900 * 1024);
+    let (status, events, _) = stack
+        .call("/mcp/test_api/echo_blob", json!({"args": {"blob": blob}}))
+        .await;
+    assert_eq!(status, 200);
+    let echoed = assert_completed(&events);
+    assert_eq!(
+        echoed[0]["bodyJson"]["blob"].as_str().map(str::len),
+        Some(900 * 1024)
+    );
+    let (status, _, body) = stack
+        .call(
+            "/mcp/test_api/echo_blob",
+            json!({"args": {"blob": "x".repeat(2 * 1024 * 1024)}}),
+        )
+        .await;
+    assert_error(status, &body, 413, "payload_too_large");
+    // Chunked (no Content-Length) bodies are counted as they arrive.
+    let stream = futures::stream::iter(
+        (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 64 * 1024]))),
+    );
+    let response = stack
+        .client
+        .post(format!("{}/mcp/test_api/echo_blob", stack.base))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 413);
+    // ... on routes whose body is passed through unchecked too. The worker may answer
+    // such a request (here its 400: no session) before the body is over the limit;
+    // either way the gateway stops reading it and stays up.
+    let stream = futures::stream::iter(
+        (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 64 * 1024]))),
+    );
+    let response = stack
+        .client
+        .delete(format!("{}/mcp-servers/fruits_api/mcp", stack.base))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    assert!(status == 413 || status == 400, "{status}");
+
+    let response = stack
+        .client
+        .post(format!("{}/mcp/ghost_server/t", stack.base))
+        .json(&json!({"args": {}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn no_worker_is_503_with_retry_after() {
+    let stack = Stack::start(Options {
+        workers: false,
+        gateway_args: vec![
+            "--supervisor-enabled".into(),
+            "true".into(),
+            "--worker-wait".into(),
+            "300ms".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let response = stack
+        .post("/mcp/fruits_api/get_fruits", json!({"args": {}}))
+        .await;
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "no_worker");
+    assert!(body["error"]["request_id"].is_string());
+    let failed = stack
+        .gateway
+        .wait_for_event("tool.call.failed", std::time::Duration::from_secs(5));
+    assert_eq!(failed["server"], "fruits_api");
+    // Arguments are validated before a worker is looked for: invalid ones are a 400
+    // even with no worker.
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fruits_api/get_fruit_by_id",
+            json!({"args": {"id": "one"}}),
+        )
+        .await;
+    let body = assert_error(status, &body, 400, "invalid_arguments");
+    assert_eq!(body["error"]["details"][0]["pointer"], "/id", "{body}");
+
+    // Ids that are not registered get a 404 and no metrics series of their own.
+    let (status, _, body) = stack
+        .call("/mcp/no_such_server_4711/get_fruits", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 404, "not_found");
+    let metrics = stack.metrics_text().await;
+    assert!(
+        metrics.contains("status=\"404\"") && !metrics.contains("no_such_server_4711"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_worker_is_504_and_the_gateway_stays_up() {
+    let stack = Stack::start(Options {
+        gateway_args: vec!["--read-timeout".into(), "500ms".into()],
+        ..Options::default()
+    })
+    .await;
+    let (status, events, body) = stack
+        .call("/mcp/test_api/delay", json!({"args": {"ms": 3000}}))
+        .await;
+    // The worker sends `tool_call.started` at once, so the silence after it is what times out:
+    // either a 504 before any byte, or a stream that ends with tool_call.error.
+    if status == 504 {
+        assert_error(status, &body, 504, "worker_timeout");
+    } else {
+        assert_eq!(status, 200);
+        let last = events.last().expect("events");
+        assert_eq!(last.event, "tool_call.error", "{events:?}");
+        assert_eq!(last.data["error"]["code"], "worker_failed");
+        assert_eq!(last.data["request_id"], events[0].data["request_id"]);
+    }
+    // A connection whose upstream failed mid-stream is closed by the gateway (Pingora
+    // never reuses it), so the next call goes out on a new connection, as a client's
+    // retry would.
+    let (status, events, _) = stack
+        .call_with(
+            &reqwest::Client::new(),
+            "/mcp/test_api/delay",
+            json!({"args": {"ms": 10}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_completed(&events);
+}
+
+#[tokio::test]
+async fn an_idle_server_is_woken_by_a_call() {
+    let stack = Stack::start(Options {
+        supervisor_args: vec!["--idle-ttl".into(), "1s".into()],
+        ..Options::default()
+    })
+    .await;
+    mcp_testkit::wait_until_async(
+        "fruits_api to go idle",
+        std::time::Duration::from_secs(20),
+        || async {
+            let runtime = stack.registry.get_runtime("fruits_api").await.ok()?;
+            (runtime.workers.first()?.status == mcp_core::runtime::WorkerStatus::Idle).then_some(())
+        },
+    )
+    .await;
+    // Invalid arguments are refused before anything is woken.
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fruits_api/get_fruit_by_id",
+            json!({"args": {"id": 0}}),
+        )
+        .await;
+    assert_error(status, &body, 400, "invalid_arguments");
+    assert!(
+        !stack
+            .gateway
+            .json_lines()
+            .iter()
+            .any(|l| l["event"] == "gateway.wake"),
+        "an invalid call woke the server"
+    );
+    let started = std::time::Instant::now();
+    let (status, events, body) = stack
+        .call(
+            "/mcp/fruits_api/get_fruit_by_id",
+            json!({"args": {"id": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(assert_completed(&events)[0]["name"], "Apple");
+    println!(
+        "a call to an idle server was answered after {:?}",
+        started.elapsed()
+    );
+    stack
+        .gateway
+        .wait_for_event("gateway.wake", std::time::Duration::from_secs(5));
+}
+
+/// A stand-in worker on a free port: `answer` is written to each connection (nothing
+/// at all when empty: the connection is held open and silent).
+fn fake_worker(answer: &'static [u8]) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            if !answer.is_empty() {
+                let _ = stream.write_all(answer);
+            }
+            held.push(stream);
+        }
+    });
+    port
+}
+
+async fn route_to(stack: &Stack, server_id: &str, port: u16) {
+    let record = mcp_core::runtime::WorkerRecord {
+        replica_idx: 0,
+        status: mcp_core::runtime::WorkerStatus::Running,
+        pid: Some(std::process::id()),
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        last_heartbeat: None,
+        supervisor_id: Some("test".into()),
+        restarts: 0,
+        reason: None,
+        last_failure: None,
+        last_failure_at: None,
+        started_at: None,
+        updated_at: mcp_core::runtime::unix_millis(),
+    };
+    stack
+        .registry
+        .put_worker_record(server_id, &record)
+        .await
+        .expect("record");
+    stack.wait_gateway_workers(server_id, 1).await;
+}
+
+#[tokio::test]
+async fn a_silent_worker_is_504_and_a_garbled_one_502_as_json() {
+    let stack = Stack::start(Options {
+        workers: false,
+        gateway_args: vec![
+            "--supervisor-enabled".into(),
+            "true".into(),
+            "--read-timeout".into(),
+            "500ms".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    route_to(&stack, "fruits_api", fake_worker(b"")).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = stack
+        .call("/mcp/fruits_api/get_fruits", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 504, "worker_timeout");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    route_to(
+        &stack,
+        "fakestore_api",
+        fake_worker(b"this is not HTTP\r\n\r\n"),
+    )
+    .await;
+    let (status, _, body) = stack
+        .call("/mcp/fakestore_api/get_all_products", json!({"args": {}}))
+        .await;
+    assert_error(status, &body, 502, "worker_failed");
+    // Both are logged as failures at the gateway, with where they happened.
+    mcp_testkit::wait_until(
+        "tool.call.failed lines for the 504 and the 502",
+        std::time::Duration::from_secs(5),
+        || {
+            let failed: Vec<Value> = stack
+                .gateway
+                .json_lines()
+                .into_iter()
+                .filter(|l| l["event"] == "tool.call.failed" && l["stage"] == "gateway.proxy")
+                .collect();
+            (failed.iter().any(|l| l["status"] == 504) && failed.iter().any(|l| l["status"] == 502))
+                .then_some(())
+        },
+    );
+}

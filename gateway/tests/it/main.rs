@@ -1,0 +1,403 @@
+//! Full-stack tests: a real `redis-server`, the real `mcp-admin`, `mcp-supervisor`,
+//! `mcp-worker` and `mcp-gateway` binaries, and the mock REST API, all on 127.0.0.1.
+
+mod calls;
+mod errors;
+mod failover;
+mod mcp;
+mod rollback;
+mod streaming;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mcp_core::keys::Keys;
+use mcp_core::runtime::WorkerStatus;
+use mcp_core::RedisRegistry;
+use mcp_testkit::{ChildProcess, MockApi, RedisServer};
+use serde_json::{json, Value};
+
+pub struct Stack {
+    pub redis: RedisServer,
+    pub registry: RedisRegistry,
+    pub prefix: String,
+    pub mock: MockApi,
+    pub admin: ChildProcess,
+    pub admin_addr: String,
+    pub supervisor: Option<ChildProcess>,
+    pub gateway: ChildProcess,
+    pub base: String,
+    pub metrics: String,
+    pub client: reqwest::Client,
+}
+
+pub struct Options {
+    pub workers: bool,
+    pub gateway_args: Vec<String>,
+    pub supervisor_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            workers: true,
+            gateway_args: Vec::new(),
+            supervisor_args: Vec::new(),
+        }
+    }
+}
+
+fn base_command(binary: &str, redis: &RedisServer, prefix: &str) -> Command {
+    let mut command = Command::new(mcp_testkit::bin_path(binary));
+    command.env("MCP_ENV_FILE", "/nonexistent/.env").args([
+        "--redis-url",
+        &redis.url(),
+        "--key-prefix",
+        prefix,
+    ]);
+    command
+}
+
+impl Stack {
+    /// The whole hub with the demo servers (pointed at the mock) plus a `test_api`
+    /// server bound to the mock's test endpoints.
+    pub async fn start(options: Options) -> Stack {
+        let redis = RedisServer::start();
+        let prefix = mcp_testkit::unique_prefix();
+        let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
+            .expect("registry");
+        let mock = MockApi::start();
+
+        let mut admin = base_command("mcp-admin", &redis, &prefix);
+        admin.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/demo-registry.json"),
+            "--seed-origin",
+            &mock.url(),
+        ]);
+        let admin = ChildProcess::spawn("mcp-admin", admin);
+        let admin_addr = admin.wait_for_listen_addr("admin.listening", Duration::from_secs(20));
+        mcp_testkit::wait_until_async("the demo seed", Duration::from_secs(20), || async {
+            (registry.stats().await.ok()?.tools == 10).then_some(())
+        })
+        .await;
+        register_test_api(&registry, &mock.url()).await;
+
+        let supervisor = options.workers.then(|| {
+            let base_port = (20_000
+                + (std::process::id() % 200) * 150
+                + (mcp_testkit::free_port() % 100) as u32) as u16;
+            let mut command = base_command("mcp-supervisor", &redis, &prefix);
+            command.args([
+                "--supervisor-id",
+                "sup-test",
+                "--base-port",
+                &base_port.to_string(),
+                "--port-count",
+                "200",
+                "--health-interval",
+                "300ms",
+                "--reconcile-interval",
+                "500ms",
+                "--lease-ttl",
+                "3s",
+                "--backoff-min",
+                "50ms",
+                "--stop-timeout",
+                "2s",
+                "--stop-workers-on-exit",
+                "true",
+                "--worker-bin",
+                mcp_testkit::bin_path("mcp-worker").to_str().expect("utf8"),
+            ]);
+            command.args(&options.supervisor_args);
+            ChildProcess::spawn("mcp-supervisor", command)
+        });
+
+        let mut gateway_args = options.gateway_args.clone();
+        if !options.workers {
+            gateway_args.splice(
+                0..0,
+                ["--supervisor-enabled".to_owned(), "false".to_owned()],
+            );
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let (gateway, base, metrics) =
+            start_gateway(&redis, &prefix, &admin_addr, &gateway_args, &client).await;
+        let stack = Stack {
+            redis,
+            registry,
+            prefix,
+            mock,
+            admin,
+            admin_addr,
+            supervisor,
+            gateway,
+            base,
+            metrics,
+            client,
+        };
+        if options.workers {
+            for server in ["fruits_api", "fakestore_api", "test_api"] {
+                stack.wait_routable(server, 1).await;
+            }
+        }
+        stack
+    }
+
+    /// Waits until the gateway's table shows `n` running workers of `server_id`.
+    pub async fn wait_routable(&self, server_id: &str, n: usize) {
+        mcp_testkit::wait_until_async(
+            &format!("{n} running worker(s) of {server_id}"),
+            Duration::from_secs(30),
+            || async {
+                let runtime = self.registry.get_runtime(server_id).await.ok()?;
+                (runtime
+                    .workers
+                    .iter()
+                    .filter(|w| w.status == WorkerStatus::Running)
+                    .count()
+                    >= n)
+                    .then_some(())
+            },
+        )
+        .await;
+        // The gateway learns it from the same event; give it a call to prove it.
+        self.wait_gateway_workers(server_id, n).await;
+    }
+
+    /// Waits until the gateway's table holds `n` routable workers of `server_id`.
+    pub async fn wait_gateway_workers(&self, server_id: &str, n: usize) {
+        let info: Value = mcp_testkit::wait_until_async(
+            "the gateway to see the workers",
+            Duration::from_secs(10),
+            || async {
+                let info: Value = self
+                    .client
+                    .get(format!("{}/mcp/{server_id}", self.base))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (info["workers"].as_u64()? as usize >= n).then_some(info)
+            },
+        )
+        .await;
+        assert_eq!(info["id"], server_id);
+    }
+
+    /// Sets a server's replicas and waits until the gateway routes to all of them.
+    pub async fn set_replicas(&self, server_id: &str, replicas: u32) {
+        let mut config = self
+            .registry
+            .get_server(server_id)
+            .await
+            .expect("get")
+            .expect("exists");
+        config.replicas = Some(replicas);
+        self.registry
+            .upsert_server(server_id, config)
+            .await
+            .expect("replicas");
+        self.wait_routable(server_id, replicas as usize).await;
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.post_with(&self.client, path, body).await
+    }
+
+    async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: Value,
+    ) -> reqwest::Response {
+        client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent")
+    }
+
+    /// POSTs and returns (status, parsed SSE events or the JSON body as one event).
+    pub async fn call(&self, path: &str, body: Value) -> (u16, Vec<SseEvent>, Option<Value>) {
+        self.call_with(&self.client, path, body).await
+    }
+
+    /// `call` through a given client (a fresh one opens a new connection).
+    pub async fn call_with(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: Value,
+    ) -> (u16, Vec<SseEvent>, Option<Value>) {
+        let response = self.post_with(client, path, body).await;
+        let status = response.status().as_u16();
+        let is_sse = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let text = response.text().await.expect("body");
+        if is_sse {
+            (status, parse_sse(&text), None)
+        } else {
+            (status, Vec::new(), serde_json::from_str(&text).ok())
+        }
+    }
+
+    /// GET `path` on the gateway, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The Prometheus text of the gateway's metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.metrics))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    pub fn gateway_pid(&self) -> u32 {
+        self.gateway.pid()
+    }
+
+    /// Another gateway on the same Redis (gateways keep no state of their own).
+    pub async fn second_gateway(&self) -> (ChildProcess, String) {
+        let (process, base, _) = start_gateway(
+            &self.redis,
+            &self.prefix,
+            &self.admin_addr,
+            &[],
+            &self.client,
+        )
+        .await;
+        (process, base)
+    }
+}
+
+/// Starts `mcp-gateway` on free ports and waits until its table is loaded.
+async fn start_gateway(
+    redis: &RedisServer,
+    prefix: &str,
+    admin_addr: &str,
+    extra: &[String],
+    client: &reqwest::Client,
+) -> (ChildProcess, String, String) {
+    let port = mcp_testkit::free_port();
+    let metrics_port = mcp_testkit::free_port();
+    let mut gateway = base_command("mcp-gateway", redis, prefix);
+    gateway.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--admin-upstream",
+        admin_addr,
+        "--threads",
+        "2",
+        "--grace-period-secs",
+        "1",
+        "--worker-wait",
+        "10s",
+    ]);
+    gateway.args(extra);
+    let gateway = ChildProcess::spawn("mcp-gateway", gateway);
+    let base = format!("http://127.0.0.1:{port}");
+    mcp_testkit::wait_until_async(
+        "the gateway to load its table",
+        Duration::from_secs(30),
+        || async {
+            let health: Value = client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (health["status"] == "ok").then_some(())
+        },
+    )
+    .await;
+    (gateway, base, format!("http://127.0.0.1:{metrics_port}"))
+}
+
+impl Drop for Stack {
+    /// Workers outlive their supervisor by design; reap this test's ones.
+    fn drop(&mut self) {
+        self.supervisor.take();
+        mcp_testkit::kill_processes_with_arg(&self.prefix);
+    }
+}
+
+pub use mcp_testkit::{parse_sse, SseEvent};
+
+/// Asserts a completed call: started, deltas, completed, request id in every event.
+pub fn assert_completed(events: &[SseEvent]) -> Vec<Value> {
+    assert_eq!(
+        events.first().map(|e| e.event.as_str()),
+        Some("tool_call.started"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(|e| e.event.as_str()),
+        Some("tool_call.completed"),
+        "{events:?}"
+    );
+    let request_id = events[0].data["request_id"].clone();
+    assert!(request_id.as_str().is_some_and(|id| !id.is_empty()));
+    assert!(
+        events.iter().all(|e| e.data["request_id"] == request_id),
+        "request id in every event: {events:?}"
+    );
+    events
+        .iter()
+        .filter(|e| e.event == "output.delta")
+        .map(|e| e.data["output"].clone())
+        .collect()
+}
+
+/// `test_api`: tools bound to the mock's test endpoints.
+async fn register_test_api(registry: &RedisRegistry, mock_url: &str) {
+    let server =
+        serde_json::from_value(json!({"baseUrl": mock_url, "timeoutMs": 20000})).expect("server");
+    registry
+        .upsert_server("test_api", server)
+        .await
+        .expect("server");
+    let tools = [
+        json!({"name": "chunks", "method": "GET", "pathTemplate": "/test/stream/chunks", "paramMapping": {"query": {"n": "n", "interval_ms": "interval"}}}),
+        json!({"name": "large", "method": "GET", "pathTemplate": "/test/stream/chunks", "paramMapping": {"query": {"n": "n", "interval_ms": "interval", "size": "size"}}}),
+        json!({"name": "echo_blob", "method": "POST", "pathTemplate": "/test/echo", "paramMapping": {"body": {"blob": "blob"}},
+            "inputSchema": {"type": "object", "properties": {"blob": {"type": "string"}}, "required": ["blob"]}}),
+        json!({"name": "delay", "method": "GET", "pathTemplate": "/test/delay/{ms}", "paramMapping": {"path": {"ms": "ms"}},
+            "inputSchema": {"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0}}, "required": ["ms"]}}),
+        json!({"name": "disabled", "method": "GET", "pathTemplate": "/test/text", "active": false}),
+    ];
+    for tool in tools {
+        registry
+            .upsert_tool("test_api", serde_json::from_value(tool).expect("tool"))
+            .await
+            .expect("tool");
+    }
+}

@@ -1,0 +1,90 @@
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{Options, Stack};
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test]
+async fn chunks_stream_through_the_gateway_as_they_are_produced() {
+    let stack = Stack::start(Options::default()).await;
+    let mut response = stack
+        .post(
+            "/mcp/test_api/chunks",
+            json!({"args": {"n": 5, "interval": 200}}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let started = Instant::now();
+    let mut text = String::new();
+    let mut delta_times = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        let chunk = String::from_utf8_lossy(&chunk).into_owned();
+        for _ in 0..chunk.matches("event: output.delta").count() {
+            delta_times.push(started.elapsed());
+        }
+        text.push_str(&chunk);
+    }
+    let outputs = crate::assert_completed(&crate::parse_sse(&text));
+    assert_eq!(outputs.len(), 5, "5 chunks, 5 events");
+    let spread = *delta_times.last().expect("times") - delta_times[0];
+    println!("5 chunks 200 ms apart reached the client over {spread:?}: {delta_times:?}");
+    assert!(
+        spread >= Duration::from_millis(640),
+        "events arrived together: {delta_times:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_does_not_grow_the_gateway_memory() {
+    let stack = Stack::start(Options::default()).await;
+    let pid = stack.gateway_pid();
+    // Warm up so pools and buffers exist before the baseline.
+    let (status, _, _) = stack
+        .call(
+            "/mcp/test_api/chunks",
+            json!({"args": {"n": 20, "interval": 0}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let baseline = rss_kib(pid);
+    // About 48 MiB of SSE (768 chunks of 64 KiB) that the client does not read for a while.
+    let mut response = stack
+        .client
+        .post(format!("{}/mcp/test_api/large", stack.base))
+        .json(&json!({"args": {"n": 768, "interval": 0, "size": 65536}}))
+        .send()
+        .await
+        .expect("sent");
+    let mut received = 0usize;
+    if let Some(first) = response.chunk().await.expect("chunk") {
+        received += first.len();
+    }
+    let mut peak = baseline;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        received += chunk.len();
+        peak = peak.max(rss_kib(pid));
+    }
+    let growth_mib = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    println!("gateway RSS: baseline {} KiB, peak {} KiB (+{growth_mib:.1} MiB) while {} MiB streamed to a stalled reader", baseline, peak, received / (1024 * 1024));
+    assert!(
+        received > 40 * 1024 * 1024,
+        "the whole stream arrived: {received} bytes"
+    );
+    assert!(
+        growth_mib < 16.0,
+        "gateway memory grew by {growth_mib:.1} MiB: the stream was buffered"
+    );
+}

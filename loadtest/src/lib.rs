@@ -1,0 +1,23 @@
+//! `mcp-loadtest`: an open-loop, SSE-aware load generator made for MCP Hub, and the
+//! benchmark suite that writes `docs/BENCHMARKS.md`.
+//!
+//! Layout: `schedule` (when each request is due), `scenario` (what it sends), `driver`
+//! (sending on time and judging answers), `sse` and `mcp` (reading them), `report`
+//! (histograms and the table/JSON), `hub` (a whole hub started for measuring),
+//! `procfs` (memory and CPU of other processes), `suite` (the benchmark scenarios).
+#![forbid(unsafe_code)]
+
+pub mod driver;
+pub mod hub;
+pub mod mcp;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod schedule;
+pub mod sse;
+pub mod suite;
+
+pub use driver::{run, RunConfig, Target};
+pub use report::Report;
+pub use scenario::{Plan, Scenario};
+pub use schedule::Schedule;

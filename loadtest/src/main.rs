@@ -1,0 +1,205 @@
+//! `mcp-loadtest`: parses the command line and hands over to the library (`run`: one
+//! open-loop run of a scenario; `suite`: the benchmarks that write docs/BENCHMARKS.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mcp_core::config::parse_duration;
+use mcp_loadtest::{driver, suite, Plan, RunConfig, Scenario, Schedule, Target};
+
+/// Open-loop, SSE-aware load generator and benchmark suite for MCP Hub.
+#[derive(Parser, Debug)]
+#[command(name = "mcp-loadtest", version)]
+struct Cli {
+    /// Threads of the generator's runtime (leave the rest of the machine to the hub).
+    #[arg(long, global = true, env = "MCP_LOADTEST_THREADS", default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One run of a scenario against a running hub; prints a table (and JSON with --json).
+    Run(RunArgs),
+    /// The benchmark suite: starts hubs itself, runs every scenario, writes the report.
+    Suite(SuiteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Base URL of the gateway.
+    #[arg(
+        long,
+        env = "MCP_LOADTEST_TARGET",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    target: String,
+    /// Scenario file (YAML or JSON): servers, tools, arguments, weights.
+    #[arg(long, default_value = "loadtest/scenarios/demo.yaml")]
+    scenario: PathBuf,
+    /// Offered requests per second (constant arrival rate).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Measured window.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Sent before the measured window, not recorded.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Requests in flight at most; arrivals beyond count as `dropped` failures.
+    #[arg(long, default_value_t = 20_000)]
+    max_in_flight: u64,
+    /// A call without its completion after this long is a `timeout`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Seed of the tool and argument choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// MCP mode: sessions per server, opened before the clock starts.
+    #[arg(long, default_value_t = 2)]
+    sessions_per_server: usize,
+    /// Also write the report as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct SuiteArgs {
+    /// The Markdown report to (re)write.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    out: PathBuf,
+    /// Also write every figure as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Folder of the hub's binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where the hubs' processes log (one folder per hub).
+    #[arg(long, default_value = "target/bench-logs")]
+    log_dir: PathBuf,
+    #[arg(long, default_value = "loadtest/scenarios/prd.yaml")]
+    scenario: PathBuf,
+    #[arg(long, default_value = "loadtest/scenarios/prd-mcp.yaml")]
+    mcp_scenario: PathBuf,
+    /// Pingora YAML for the gateways.
+    #[arg(long, default_value = "conf/gateway.yaml")]
+    pingora_conf: PathBuf,
+    /// Short runs (about a third of the time); figures are noisier.
+    #[arg(long)]
+    quick: bool,
+    /// The command printed in the report as the way to reproduce it.
+    #[arg(long, default_value = "make bench")]
+    command: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One thread: a current-thread runtime, so the schedule loop and the requests it
+    // starts share the thread instead of waking each other across threads.
+    let runtime = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("mcp-loadtest: starting the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Suite(args) => run_suite(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mcp-loadtest: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let plan = Plan::new(scenario);
+    let base = reqwest::Url::parse(&args.target)
+        .and_then(|u| {
+            if u.path().ends_with('/') {
+                Ok(u)
+            } else {
+                reqwest::Url::parse(&format!("{}/", args.target))
+            }
+        })
+        .with_context(|| format!("--target {}", args.target))?;
+    let config = RunConfig {
+        schedule: Schedule::new(args.rate, args.warmup, args.duration)
+            .map_err(anyhow::Error::msg)?,
+        max_in_flight: args.max_in_flight,
+        timeout: args.timeout,
+        seed: args.seed,
+        sessions_per_server: args.sessions_per_server,
+        timeline: false,
+    };
+    let client = driver::client()?;
+    let report = driver::run(&plan, &Target::Gateway(base), &config, &client).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if path.as_os_str() == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_suite(args: SuiteArgs) -> anyhow::Result<ExitCode> {
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .parent()
+            .context("this binary has no folder")?
+            .to_path_buf(),
+    };
+    let pingora_conf = args.pingora_conf.exists().then_some(args.pingora_conf);
+    let results = suite::run(suite::SuiteConfig {
+        bin_dir,
+        log_dir: args.log_dir,
+        scenario: args.scenario,
+        mcp_scenario: args.mcp_scenario,
+        pingora_conf,
+        out: args.out.clone(),
+        json_out: args.json,
+        quick: args.quick,
+        command: args.command,
+    })
+    .await?;
+    eprintln!(
+        "suite: wrote {} in {:.0} s",
+        args.out.display(),
+        results.wall_clock_s
+    );
+    for error in &results.errors {
+        eprintln!("suite: not measured: {error}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# `make run`: starts the whole hub in the foreground and stops all of it on Ctrl-C.
+# Redis: the one at REDIS_URL when it answers, otherwise a local redis-server whose data
+# lives in .data/redis (append-only file), so the registry survives a restart.
+# Then the mock of the demo REST APIs, the admin API seeded with the demo servers
+# pointed at that mock, the supervisor (which spawns one worker per server) and the
+# gateway in front. Every process logs JSON lines to this terminal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export MCP_MOCK_API_LISTEN="${MCP_MOCK_API_LISTEN:-127.0.0.1:8090}"
+export MCP_DEMO_API_URL="${MCP_DEMO_API_URL:-http://$MCP_MOCK_API_LISTEN}"
+export MCP_ADMIN_SEED="${MCP_ADMIN_SEED:-conf/demo-registry.json}"
+profile="${MCP_RUN_PROFILE:-release}"
+target="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
+export CARGO_TARGET_DIR="$target"
+
+scripts/ensure-deps.sh
+echo "run: building ($profile)..." >&2
+cargo build --workspace --bins --profile "$profile" --quiet
+bin="$target/$profile"
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+trap 'stop_all; exit 130' INT TERM
+trap stop_all EXIT
+
+# host and port of REDIS_URL (redis://[user:pass@]host:port[/db])
+hostport="${REDIS_URL#*://}"; hostport="${hostport##*@}"; hostport="${hostport%%/*}"
+redis_host="${hostport%%:*}"; redis_port="${hostport##*:}"
+[ "$redis_port" = "$hostport" ] && redis_port=6379
+
+redis_answers() {
+  exec 3<>"/dev/tcp/$redis_host/$redis_port" 2>/dev/null || return 1
+  printf 'PING\r\n' >&3
+  local line=""
+  read -r -t 2 line <&3 || true
+  exec 3>&- 3<&-
+  [[ "$line" == +PONG* || "$line" == -NOAUTH* ]]
+}
+
+if redis_answers; then
+  echo "run: using the Redis at $REDIS_URL" >&2
+else
+  echo "run: no Redis at $REDIS_URL; starting redis-server with its data in .data/redis" >&2
+  mkdir -p .data/redis
+  redis-server --bind "$redis_host" --port "$redis_port" --dir "$PWD/.data/redis" \
+    --appendonly yes --save "" --loglevel warning &
+  pids+=($!)
+  for _ in $(seq 100); do redis_answers && break; sleep 0.1; done
+  redis_answers || { echo "run: redis-server did not come up" >&2; exit 1; }
+fi
+
+"$bin/mcp-mock-api" --listen "$MCP_MOCK_API_LISTEN" &
+pids+=($!)
+"$bin/mcp-admin" serve &
+pids+=($!)
+# Workers outlive a supervisor crash by design; under `make run` they stop with it.
+MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT="${MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT:-true}" \
+  MCP_SUPERVISOR_WORKER_BIN="$bin/mcp-worker" "$bin/mcp-supervisor" &
+pids+=($!)
+MCP_GATEWAY_PINGORA_CONF="${MCP_GATEWAY_PINGORA_CONF:-conf/gateway.yaml}" "$bin/mcp-gateway" &
+pids+=($!)
+
+cat >&2 <<EOM
+run: hub is up (Ctrl-C stops everything)
+  gateway      http://${MCP_GATEWAY_LISTEN:-127.0.0.1:8080}   e.g. curl -N -X POST localhost:8080/mcp/fruits_api/get_fruits -d '{"args":{}}'
+  MCP          http://${MCP_GATEWAY_LISTEN:-127.0.0.1:8080}/mcp-servers/fruits_api/mcp
+  admin API    http://${MCP_ADMIN_LISTEN:-127.0.0.1:8081}/api/servers
+  metrics      http://${MCP_GATEWAY_METRICS_LISTEN:-127.0.0.1:9091}/metrics
+  mock REST    http://$MCP_MOCK_API_LISTEN
+EOM
+# Stop everything as soon as one process exits.
+set +e
+wait -n "${pids[@]}"
+status=$?
+echo "run: a process exited (status $status); stopping the hub" >&2
+exit "$status"

@@ -1,0 +1,142 @@
+//! Owns the configuration of `mcp-supervisor`, validated in full before anything starts.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use mcp_core::config::{parse_duration, LogArgs, RedisArgs};
+
+/// Supervisor of MCP Hub workers: keeps one worker process per active registered server
+/// (times its replicas) running and healthy, and `mcp:server_runtime:{id}` true.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mcp-supervisor", version, args_override_self = true)]
+pub struct Config {
+    /// `false`: do nothing and exit 0 (calls then run inside the gateway: rollback mode).
+    #[arg(long, env = "MCP_SUPERVISOR_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub enabled: bool,
+    /// This supervisor's id; stable across restarts so it re-adopts its own workers
+    /// (default: the host name). Two supervisors on one host need different ids.
+    #[arg(long, env = "MCP_SUPERVISOR_ID")]
+    pub supervisor_id: Option<String>,
+    /// The `mcp-worker` binary (default: next to this binary).
+    #[arg(long, env = "MCP_SUPERVISOR_WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
+    /// First port tried for workers.
+    #[arg(long, env = "MCP_WORKER_BASE_PORT", default_value_t = 9100)]
+    pub base_port: u16,
+    /// How many ports from the base port workers may use.
+    #[arg(long, env = "MCP_WORKER_PORT_COUNT", default_value_t = 1000)]
+    pub port_count: u16,
+    /// Workers this supervisor runs at most; servers over the cap stay `pending`.
+    #[arg(long, env = "MCP_WORKER_MAX", default_value_t = 64)]
+    pub worker_max: usize,
+    /// Stop a worker that served no call for this long (`idle`); 0 = never. E.g. `300s`.
+    #[arg(long, env = "MCP_WORKER_IDLE_TTL", default_value = "0", value_parser = parse_duration)]
+    pub idle_ttl: Duration,
+    /// Address workers listen on.
+    #[arg(long, env = "MCP_WORKER_BIND_HOST", default_value = "127.0.0.1")]
+    pub bind_host: IpAddr,
+    /// Host the gateway should use to reach workers (recorded in runtime records).
+    #[arg(long, env = "MCP_WORKER_ADVERTISE_HOST", default_value = "127.0.0.1")]
+    pub advertise_host: String,
+    /// Interval of `/healthz` probes.
+    #[arg(long, env = "MCP_WORKER_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub health_interval: Duration,
+    /// Failed probes in a row before a worker is restarted.
+    #[arg(long, env = "MCP_WORKER_HEALTH_FAILURES", default_value_t = 3)]
+    pub health_failures: u32,
+    /// Time a new worker has to answer `/healthz`.
+    #[arg(long, env = "MCP_WORKER_START_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub start_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when stopping a worker.
+    #[arg(long, env = "MCP_WORKER_STOP_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub stop_timeout: Duration,
+    /// First restart delay after a crash; doubles per failure in a row.
+    #[arg(long, env = "MCP_WORKER_BACKOFF_MIN", default_value = "200ms", value_parser = parse_duration)]
+    pub backoff_min: Duration,
+    /// Longest restart delay.
+    #[arg(long, env = "MCP_WORKER_BACKOFF_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// Full reconcile interval (repairs anything an event missed; renews leases).
+    #[arg(long, env = "MCP_SUPERVISOR_RECONCILE_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// Ownership lease of a server; another supervisor takes over this long after a
+    /// supervisor dies.
+    #[arg(long, env = "MCP_SUPERVISOR_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Workers exit by themselves when this supervisor has been gone this long.
+    #[arg(long, env = "MCP_WORKER_ORPHAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub orphan_timeout: Duration,
+    /// On SIGTERM, stop the workers too (default: leave them for a rolling restart).
+    #[arg(long, env = "MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT", default_value_t = false, action = ArgAction::Set)]
+    pub stop_workers_on_exit: bool,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Config {
+    /// The id, defaulting to the host name.
+    pub fn supervisor_id(&self) -> String {
+        self.supervisor_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "supervisor".to_owned())
+        })
+    }
+
+    pub fn worker_bin(&self) -> PathBuf {
+        self.worker_bin.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(|dir| dir.join("mcp-worker")))
+                .unwrap_or_else(|| PathBuf::from("mcp-worker"))
+        })
+    }
+
+    /// What clap cannot check, one line each.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.supervisor_id {
+            if !mcp_core::validate::is_valid_server_id(id) {
+                return Err("MCP_SUPERVISOR_ID must match [A-Za-z0-9_-]{1,64}".into());
+            }
+        }
+        let bin = self.worker_bin();
+        if self.enabled && !bin.is_file() {
+            return Err(format!(
+                "worker binary {} not found (set MCP_SUPERVISOR_WORKER_BIN)",
+                bin.display()
+            ));
+        }
+        if self.port_count == 0 || u32::from(self.base_port) + u32::from(self.port_count) > 65_536 {
+            return Err(
+                "MCP_WORKER_BASE_PORT + MCP_WORKER_PORT_COUNT must stay within 1..65535".into(),
+            );
+        }
+        if self.base_port == 0 {
+            return Err("MCP_WORKER_BASE_PORT must not be 0".into());
+        }
+        if self.worker_max == 0 {
+            return Err("MCP_WORKER_MAX must be at least 1".into());
+        }
+        if self.health_failures == 0 {
+            return Err("MCP_WORKER_HEALTH_FAILURES must be at least 1".into());
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return Err("MCP_WORKER_BACKOFF_MIN must be > 0 and <= MCP_WORKER_BACKOFF_MAX".into());
+        }
+        if self.lease_ttl < Duration::from_millis(500)
+            || self.reconcile_interval * 2 > self.lease_ttl
+        {
+            return Err("MCP_SUPERVISOR_LEASE_TTL must be >= 500ms and at least twice MCP_SUPERVISOR_RECONCILE_INTERVAL".into());
+        }
+        if self.health_interval.is_zero() || self.reconcile_interval.is_zero() {
+            return Err("intervals must be greater than 0".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Supervisor of MCP Hub workers (`mcp-supervisor`): keeps, for every active registered
+//! server it owns, its worker process(es) running and healthy, and keeps
+//! `mcp:server_runtime:{id}` true. It is the only writer of runtime records and ports.
+//!
+//! Layout: [`config`] (flags), [`supervisor`] (reconcile loop, adoption, ghosts,
+//! leases), [`slot`] (one worker's life as an actor), [`status`] (the state machine),
+//! [`process`] (spawn, signals, `/proc`), [`health`] (`/healthz` probes).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod health;
+pub mod process;
+pub mod slot;
+pub mod status;
+pub mod supervisor;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mcp_core::RedisRegistry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// What every slot needs, fixed at start-up.
+pub struct Ctx {
+    pub registry: RedisRegistry,
+    pub supervisor_id: String,
+    pub worker_bin: PathBuf,
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub bind_host: IpAddr,
+    pub advertise_host: String,
+    pub base_port: u16,
+    pub port_count: u16,
+    pub worker_max: usize,
+    pub idle_ttl: Duration,
+    pub health_interval: Duration,
+    pub health_failures: u32,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub orphan_timeout: Duration,
+    pub stop_workers_on_exit: bool,
+    /// One pooled client for every health probe.
+    pub http: reqwest::Client,
+}
+
+/// Runs until `shutdown`; then leaves workers running (or stops them with
+/// `MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT`).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if !config.enabled {
+        tracing::info!(
+            event = "supervisor.disabled",
+            reason = "MCP_SUPERVISOR_ENABLED=false"
+        );
+        return Ok(());
+    }
+    let registry = config.redis.registry()?;
+    let ctx = Arc::new(Ctx {
+        registry: registry.clone(),
+        supervisor_id: config.supervisor_id(),
+        worker_bin: config.worker_bin(),
+        redis_url: config.redis.redis_url.clone(),
+        key_prefix: config.redis.key_prefix.clone(),
+        bind_host: config.bind_host,
+        advertise_host: config.advertise_host.clone(),
+        base_port: config.base_port,
+        port_count: config.port_count,
+        worker_max: config.worker_max,
+        idle_ttl: config.idle_ttl,
+        health_interval: config.health_interval,
+        health_failures: config.health_failures,
+        start_timeout: config.start_timeout,
+        stop_timeout: config.stop_timeout,
+        backoff_min: config.backoff_min,
+        backoff_max: config.backoff_max,
+        orphan_timeout: config.orphan_timeout,
+        stop_workers_on_exit: config.stop_workers_on_exit,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .context("building the HTTP client")?,
+    });
+    tracing::info!(event = "supervisor.started", supervisor_id = %ctx.supervisor_id, worker_bin = %ctx.worker_bin.display(),
+        worker_max = ctx.worker_max, base_port = ctx.base_port, pid = std::process::id());
+    let heartbeat = tokio::spawn(heartbeat(ctx.clone(), shutdown.child_token()));
+    supervisor::Supervisor::new(ctx, config.lease_ttl, config.reconcile_interval, shutdown)
+        .run()
+        .await;
+    heartbeat.abort();
+    tracing::info!(event = "supervisor.stopped");
+    Ok(())
+}
+
+/// Records this supervisor's liveness every second (workers and other supervisors read it).
+async fn heartbeat(ctx: Arc<Ctx>, cancel: CancellationToken) {
+    let mut timer = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = timer.tick() => {
+                if let Err(err) = ctx.registry.supervisor_heartbeat(&ctx.supervisor_id, mcp_core::runtime::unix_millis()).await {
+                    tracing::warn!(event = "supervisor.heartbeat.failed", error = %err);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Owns one worker slot (one replica of one server) as an actor task: spawn on a claimed
+//! port, wait for `/healthz`, watch the process (a child's exit is noticed at once
+//! through `wait`, an adopted process through a fast pid poll), probe health on an
+//! interval, restart with exponential back-off, stop gracefully (SIGTERM, then SIGKILL),
+//! and keep the runtime record true at every step.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{health, process, status, Ctx};
+
+/// Failures in a row after which the record says `failed` (it keeps retrying, slowly).
+const FAILED_AFTER: u32 = 5;
+/// A worker that stays up this long resets the back-off.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How often an adopted (non-child) process is checked for life.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotKey {
+    pub server_id: String,
+    pub replica_idx: u32,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Stop { reason: String, then: AfterStop },
+    Restart { reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Record stays with status `stopped` (server inactive).
+    Stopped,
+    /// Record says `idle` (no calls for the idle TTL); a call wakes it.
+    Idle,
+    /// Record removed (server deleted, replica no longer wanted).
+    Remove,
+    /// Record left alone: another supervisor owns the server now and writes it.
+    Forget,
+}
+
+/// What a slot tells the supervisor when it ends.
+#[derive(Debug)]
+pub struct Ended {
+    pub key: SlotKey,
+    /// The `SlotHandle::id` of the slot that ended, so a late message from a replaced
+    /// slot never removes its successor.
+    pub slot_id: u64,
+    pub then: Option<AfterStop>,
+}
+
+/// How a slot begins.
+pub enum Start {
+    Spawn {
+        reason: &'static str,
+    },
+    /// A live worker found at start-up, adopted without a restart.
+    Adopt {
+        record: WorkerRecord,
+    },
+}
+
+pub struct SlotHandle {
+    /// Unique per slot in this process (see `Ended::slot_id`).
+    pub id: u64,
+    commands: mpsc::Sender<Command>,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Pid of the slot's current process (0 = none), so ghost scans spare it. Atomic:
+    /// written by the slot task, read by the supervisor loop.
+    pub pid: Arc<AtomicU32>,
+}
+
+impl SlotHandle {
+    pub fn send(&self, command: Command) {
+        if self.commands.try_send(command).is_err() {
+            tracing::warn!(event = "supervisor.slot.busy", "a slot command was dropped");
+        }
+    }
+}
+
+enum Proc {
+    Child(tokio::process::Child),
+    Adopted,
+}
+
+struct Slot {
+    ctx: Arc<Ctx>,
+    key: SlotKey,
+    record: WorkerRecord,
+    proc: Option<Proc>,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+    failures_in_a_row: u32,
+    running_since: Option<Instant>,
+    shared_pid: Arc<AtomicU32>,
+    /// Pid and port of the last process that ended, for the `worker.restart` line that
+    /// follows (the record's are cleared when the process is forgotten).
+    ended: (Option<u32>, Option<u16>),
+}
+
+pub fn start(
+    ctx: Arc<Ctx>,
+    key: SlotKey,
+    start: Start,
+    ended: mpsc::UnboundedSender<Ended>,
+    cancel: CancellationToken,
+) -> SlotHandle {
+    let (tx, rx) = mpsc::channel(8);
+    let (record, proc, reason) = match start {
+        Start::Spawn { reason } => (new_record(&ctx, &key), None, reason),
+        Start::Adopt { record } => (record, Some(Proc::Adopted), "adopted"),
+    };
+    let adopted = proc.is_some();
+    let shared_pid = Arc::new(AtomicU32::new(record.pid.unwrap_or(0)));
+    let slot = Slot {
+        ctx,
+        key: key.clone(),
+        record,
+        proc,
+        commands: rx,
+        cancel,
+        failures_in_a_row: 0,
+        running_since: adopted.then(Instant::now),
+        shared_pid: shared_pid.clone(),
+        ended: (None, None),
+    };
+    static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
+    let slot_id = NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed);
+    let task = tokio::spawn(async move {
+        let then = slot.run(reason).await;
+        let _ = ended.send(Ended { key, slot_id, then });
+    });
+    SlotHandle {
+        id: slot_id,
+        commands: tx,
+        task,
+        pid: shared_pid,
+    }
+}
+
+fn new_record(ctx: &Ctx, key: &SlotKey) -> WorkerRecord {
+    WorkerRecord {
+        replica_idx: key.replica_idx,
+        status: WorkerStatus::Stopped,
+        pid: None,
+        host: Some(ctx.advertise_host.clone()),
+        port: None,
+        last_heartbeat: None,
+        supervisor_id: Some(ctx.supervisor_id.clone()),
+        restarts: 0,
+        reason: None,
+        last_failure: None,
+        last_failure_at: None,
+        started_at: None,
+        updated_at: unix_millis(),
+    }
+}
+
+enum SpawnResult {
+    Running,
+    Failed(String),
+    Ended(Option<AfterStop>),
+}
+
+enum MonitorEnd {
+    Exited(String),
+    Unhealthy(String),
+    Restart(String),
+    Stop(AfterStop, String),
+    Detach,
+}
+
+impl Slot {
+    async fn run(mut self, first_reason: &'static str) -> Option<AfterStop> {
+        let mut reason: String = first_reason.to_owned();
+        if self.proc.is_some() {
+            self.record.supervisor_id = Some(self.ctx.supervisor_id.clone());
+            self.record.reason = None;
+            self.write(true).await;
+            tracing::info!(event = "worker.adopted", server = %self.key.server_id, replica = self.key.replica_idx, pid = self.record.pid, port = self.record.port);
+        }
+        loop {
+            if self.proc.is_none() {
+                match self.spawn_and_wait(&reason).await {
+                    SpawnResult::Running => {}
+                    SpawnResult::Failed(why) => {
+                        self.failure(&why).await;
+                        if let Some(end) = self.back_off().await {
+                            return end;
+                        }
+                        reason = "crash".into();
+                        continue;
+                    }
+                    SpawnResult::Ended(then) => return then,
+                }
+            }
+            match self.monitor().await {
+                MonitorEnd::Exited(why) => {
+                    self.log_terminated(&why);
+                    self.forget_process().await;
+                    self.failure(&why).await;
+                    if let Some(end) = self.back_off().await {
+                        return end;
+                    }
+                    reason = "crash".into();
+                }
+                MonitorEnd::Unhealthy(why) => {
+                    self.stop_process(&why).await;
+                    self.failure(&why).await;
+                    if let Some(end) = self.back_off().await {
+                        return end;
+                    }
+                    reason = "health".into();
+                }
+                MonitorEnd::Restart(why) => {
+                    self.transition(WorkerStatus::Restarting, Some(why.clone()))
+                        .await;
+                    self.stop_process(&why).await;
+                    self.record.restarts += 1;
+                    let (pid, port) = self.ended;
+                    tracing::info!(event = "worker.restart", server = %self.key.server_id, replica = self.key.replica_idx, pid, port, reason = %why, restarts = self.record.restarts);
+                    reason = why;
+                }
+                MonitorEnd::Stop(then, why) => {
+                    self.stop(then, &why).await;
+                    return Some(then);
+                }
+                MonitorEnd::Detach => return None,
+            }
+        }
+    }
+
+    /// Claims a port, spawns, and waits until `/healthz` answers for this server.
+    async fn spawn_and_wait(&mut self, reason: &str) -> SpawnResult {
+        self.transition(WorkerStatus::Starting, None).await;
+        let Some(port) = self.claim_port().await else {
+            return SpawnResult::Failed("no free port in the worker port range".into());
+        };
+        let child = match process::spawn(&self.ctx, &self.key.server_id, self.key.replica_idx, port)
+        {
+            Ok(child) => child,
+            Err(err) => {
+                self.release_port(port).await;
+                return SpawnResult::Failed(format!(
+                    "could not start {}: {err}",
+                    self.ctx.worker_bin.display()
+                ));
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        self.record.pid = Some(pid);
+        self.shared_pid.store(pid, Ordering::Relaxed);
+        self.record.port = Some(port);
+        self.record.started_at = Some(unix_millis());
+        self.proc = Some(Proc::Child(child));
+        tracing::info!(event = "worker.spawned", server = %self.key.server_id, replica = self.key.replica_idx, pid, port, reason);
+        let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        loop {
+            tokio::select! {
+                exit = wait_child(&mut self.proc) => {
+                    self.forget_process().await;
+                    return SpawnResult::Failed(format!("exited during start-up ({exit})"));
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::Stop { reason, then }) => {
+                        self.stop(then, &reason).await;
+                        return SpawnResult::Ended(Some(then));
+                    }
+                    Some(Command::Restart { .. }) => {}
+                    None => return SpawnResult::Ended(None),
+                },
+                () = self.cancel.cancelled() => {
+                    if self.ctx.stop_workers_on_exit {
+                        self.stop(AfterStop::Stopped, "supervisor shutdown").await;
+                    }
+                    return SpawnResult::Ended(None);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    self.stop_process("start timeout").await;
+                    return SpawnResult::Failed(format!("did not answer /healthz within {:?}", self.ctx.start_timeout));
+                }
+                _ = tick.tick() => {
+                    if let Ok(health) = self.probe(port, Duration::from_millis(500)).await {
+                        if health.pid == pid {
+                            self.running_since = Some(Instant::now());
+                            self.record.last_heartbeat = Some(unix_millis());
+                            self.transition(WorkerStatus::Running, None).await;
+                            return SpawnResult::Running;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches a running worker until something ends its run.
+    async fn monitor(&mut self) -> MonitorEnd {
+        let mut health_tick = tokio::time::interval(self.ctx.health_interval);
+        health_tick.tick().await;
+        let mut adopted_tick = tokio::time::interval(ADOPTED_POLL);
+        let mut failed_probes = 0u32;
+        loop {
+            tokio::select! {
+                exit = wait_child(&mut self.proc) => return MonitorEnd::Exited(exit),
+                _ = adopted_tick.tick(), if matches!(self.proc, Some(Proc::Adopted)) => {
+                    if !self.record.pid.is_some_and(process::alive) {
+                        return MonitorEnd::Exited("process is gone".into());
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::Stop { reason, then }) => return MonitorEnd::Stop(then, reason),
+                    Some(Command::Restart { reason }) => return MonitorEnd::Restart(reason),
+                    None => return MonitorEnd::Detach,
+                },
+                () = self.cancel.cancelled() => {
+                    if self.ctx.stop_workers_on_exit {
+                        return MonitorEnd::Stop(AfterStop::Stopped, "supervisor shutdown".into());
+                    }
+                    return MonitorEnd::Detach;
+                }
+                _ = health_tick.tick() => {
+                    let Some(port) = self.record.port else { continue };
+                    match self.probe(port, self.ctx.health_interval.min(Duration::from_secs(2))).await {
+                        Ok(health) => {
+                            failed_probes = 0;
+                            self.record.last_heartbeat = Some(unix_millis());
+                            if self.running_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                                self.failures_in_a_row = 0;
+                            }
+                            if self.record.status == WorkerStatus::Unhealthy {
+                                self.transition(WorkerStatus::Running, None).await;
+                            } else {
+                                self.write(false).await;
+                            }
+                            if !self.ctx.idle_ttl.is_zero() && health.idle_ms >= self.ctx.idle_ttl.as_millis() as u64 {
+                                return MonitorEnd::Stop(AfterStop::Idle, format!("no call for {:?}", self.ctx.idle_ttl));
+                            }
+                        }
+                        Err(failure) => {
+                            failed_probes += 1;
+                            tracing::warn!(event = "worker.health.fail", server = %self.key.server_id, replica = self.key.replica_idx,
+                                pid = self.record.pid, port, response_code = failure.response_code.unwrap_or(0), error = %failure.error, failed_probes);
+                            if failed_probes >= self.ctx.health_failures {
+                                return MonitorEnd::Unhealthy(format!("{failed_probes} failed health probes: {}", failure.error));
+                            }
+                            self.transition(WorkerStatus::Unhealthy, Some(failure.error)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a failure and the back-off ahead.
+    async fn failure(&mut self, why: &str) {
+        self.failures_in_a_row += 1;
+        self.record.last_failure = Some(why.to_owned());
+        self.record.last_failure_at = Some(unix_millis());
+        let delay = self.backoff_delay();
+        let status = if self.failures_in_a_row >= FAILED_AFTER {
+            WorkerStatus::Failed
+        } else {
+            WorkerStatus::Restarting
+        };
+        let reason = format!(
+            "{why}; restarting in {} ms ({} failures in a row)",
+            delay.as_millis(),
+            self.failures_in_a_row
+        );
+        if self.record.status == WorkerStatus::Running
+            || self.record.status == WorkerStatus::Unhealthy
+        {
+            self.transition(WorkerStatus::Restarting, Some(reason.clone()))
+                .await;
+        }
+        self.transition(status, Some(reason)).await;
+    }
+
+    fn backoff_delay(&self) -> Duration {
+        let exponent = self.failures_in_a_row.saturating_sub(1).min(20);
+        self.ctx
+            .backoff_min
+            .saturating_mul(1u32 << exponent)
+            .min(self.ctx.backoff_max)
+    }
+
+    /// Sleeps the back-off; `Some` when the slot must end instead of restarting.
+    async fn back_off(&mut self) -> Option<Option<AfterStop>> {
+        let delay = self.backoff_delay();
+        let (pid, port) = self.ended;
+        tracing::info!(event = "worker.restart", server = %self.key.server_id, replica = self.key.replica_idx, pid,
+            port, reason = self.record.last_failure.as_deref().unwrap_or(""), backoff_ms = delay.as_millis() as u64, restarts = self.record.restarts + 1);
+        self.record.restarts += 1;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => None,
+            () = self.cancel.cancelled() => Some(None),
+            command = self.commands.recv() => match command {
+                Some(Command::Stop { reason, then }) => {
+                    self.stop(then, &reason).await;
+                    Some(Some(then))
+                }
+                // A restart request during back-off: restart now.
+                Some(Command::Restart { .. }) => None,
+                None => Some(None),
+            },
+        }
+    }
+
+    /// Stops the process (if any) and finishes the record as `then` says.
+    async fn stop(&mut self, then: AfterStop, why: &str) {
+        if then != AfterStop::Forget
+            && self.record.status != WorkerStatus::Stopping
+            && status::allowed(self.record.status, WorkerStatus::Stopping)
+        {
+            self.transition(WorkerStatus::Stopping, Some(why.to_owned()))
+                .await;
+        }
+        self.stop_process(why).await;
+        match then {
+            AfterStop::Remove => {
+                if let Err(err) = self
+                    .ctx
+                    .registry
+                    .remove_worker_record(&self.key.server_id, self.key.replica_idx)
+                    .await
+                {
+                    tracing::warn!(event = "supervisor.record.failed", server = %self.key.server_id, error = %err);
+                }
+            }
+            AfterStop::Forget => {}
+            AfterStop::Stopped => {
+                self.transition(WorkerStatus::Stopped, Some(why.to_owned()))
+                    .await
+            }
+            AfterStop::Idle => {
+                if self.record.status != WorkerStatus::Stopping {
+                    self.transition(WorkerStatus::Stopping, Some(why.to_owned()))
+                        .await;
+                }
+                self.transition(WorkerStatus::Idle, Some(why.to_owned()))
+                    .await;
+            }
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL after the stop timeout; the port is released.
+    async fn stop_process(&mut self, why: &str) {
+        let Some(pid) = self.record.pid else {
+            self.proc = None;
+            return;
+        };
+        if self.proc.is_some() {
+            process::signal_group(pid, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + self.ctx.stop_timeout;
+            let exited = loop {
+                match &mut self.proc {
+                    Some(Proc::Child(child)) => {
+                        match tokio::time::timeout_at(deadline, child.wait()).await {
+                            Ok(status) => {
+                                break status
+                                    .map(|s| s.to_string())
+                                    .unwrap_or_else(|e| e.to_string())
+                            }
+                            Err(_) => {
+                                process::signal_group(pid, Signal::SIGKILL);
+                                let _ = child.wait().await;
+                                break "killed after the stop timeout".to_owned();
+                            }
+                        }
+                    }
+                    _ => {
+                        if !process::alive(pid) {
+                            break "exited".to_owned();
+                        }
+                        if tokio::time::Instant::now() >= deadline {
+                            process::signal_group(pid, Signal::SIGKILL);
+                            break "killed after the stop timeout".to_owned();
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            };
+            tracing::info!(event = "worker.terminated", server = %self.key.server_id, replica = self.key.replica_idx, pid, port = self.record.port, reason = %why, exit = %exited);
+        }
+        self.forget_process().await;
+    }
+
+    /// Drops the process handle and releases its port.
+    async fn forget_process(&mut self) {
+        self.ended = (self.record.pid, self.record.port);
+        self.proc = None;
+        self.running_since = None;
+        if let Some(port) = self.record.port.take() {
+            self.release_port(port).await;
+        }
+        self.record.pid = None;
+        self.shared_pid.store(0, Ordering::Relaxed);
+    }
+
+    fn log_terminated(&self, why: &str) {
+        tracing::warn!(event = "worker.terminated", server = %self.key.server_id, replica = self.key.replica_idx, pid = self.record.pid, port = self.record.port, reason = %why);
+    }
+
+    async fn claim_port(&mut self) -> Option<u16> {
+        let mut skip: Vec<u16> = Vec::new();
+        for _ in 0..32 {
+            let claimed = match self
+                .ctx
+                .registry
+                .claim_port(
+                    &self.ctx.advertise_host,
+                    self.ctx.base_port,
+                    self.ctx.port_count,
+                    &skip,
+                )
+                .await
+            {
+                Ok(claimed) => claimed?,
+                Err(err) => {
+                    tracing::warn!(event = "supervisor.port.failed", server = %self.key.server_id, error = %err);
+                    return None;
+                }
+            };
+            if process::port_is_free(self.ctx.bind_host, claimed) {
+                return Some(claimed);
+            }
+            tracing::info!(
+                event = "supervisor.port.foreign",
+                port = claimed,
+                "port held by another process; skipping"
+            );
+            self.release_port(claimed).await;
+            skip.push(claimed);
+        }
+        None
+    }
+
+    async fn release_port(&self, port: u16) {
+        if let Err(err) = self
+            .ctx
+            .registry
+            .release_port(&self.ctx.advertise_host, port)
+            .await
+        {
+            tracing::warn!(event = "supervisor.port.failed", port, error = %err);
+        }
+    }
+
+    async fn probe(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<health::Health, health::ProbeFailure> {
+        let host = if self.ctx.bind_host.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.ctx.bind_host.to_string()
+        };
+        health::probe(&self.ctx.http, &host, port, &self.key.server_id, timeout).await
+    }
+
+    /// Moves to `to` (refusing an illegal move) and writes the record with its event.
+    async fn transition(&mut self, to: WorkerStatus, reason: Option<String>) {
+        if let Err(err) = status::check(self.record.status, to) {
+            tracing::error!(event = "supervisor.illegal_transition", server = %self.key.server_id, replica = self.key.replica_idx, error = %err);
+            return;
+        }
+        let changed = self.record.status != to || self.record.reason != reason;
+        self.record.status = to;
+        self.record.reason = reason;
+        self.write(changed).await;
+    }
+
+    /// Writes the record; `publish` sends a `worker.status` event (status changes),
+    /// otherwise it is a quiet heartbeat.
+    async fn write(&mut self, publish: bool) {
+        self.record.updated_at = unix_millis();
+        self.record.supervisor_id = Some(self.ctx.supervisor_id.clone());
+        let result = if publish {
+            self.ctx
+                .registry
+                .put_worker_record(&self.key.server_id, &self.record)
+                .await
+                .map(drop)
+        } else {
+            self.ctx
+                .registry
+                .touch_worker_record(&self.key.server_id, &self.record)
+                .await
+        };
+        if let Err(err) = result {
+            tracing::warn!(event = "supervisor.record.failed", server = %self.key.server_id, error = %err);
+        }
+    }
+}
+
+/// Resolves when the child exits (never for adopted or absent processes).
+async fn wait_child(proc: &mut Option<Proc>) -> String {
+    match proc {
+        Some(Proc::Child(child)) => match child.wait().await {
+            Ok(status) => status.to_string(),
+            Err(err) => err.to_string(),
+        },
+        _ => std::future::pending().await,
+    }
+}

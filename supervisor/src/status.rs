@@ -1,0 +1,84 @@
+//! Owns the worker state machine: which status may follow which. The supervisor refuses
+//! (and logs) an illegal transition instead of writing a record that lies.
+
+use mcp_core::runtime::WorkerStatus::{self, *};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("illegal worker transition {from:?} -> {to:?}")]
+pub struct IllegalTransition {
+    pub from: WorkerStatus,
+    pub to: WorkerStatus,
+}
+
+/// Whether `to` may follow `from`. Staying in a status is always allowed.
+pub fn allowed(from: WorkerStatus, to: WorkerStatus) -> bool {
+    if from == to {
+        return true;
+    }
+    match from {
+        Pending => matches!(to, Starting | Stopped),
+        Starting => matches!(to, Running | Restarting | Failed | Stopping),
+        Running => matches!(to, Unhealthy | Restarting | Stopping),
+        Unhealthy => matches!(to, Running | Restarting | Stopping),
+        Restarting => matches!(to, Starting | Failed | Stopping),
+        Failed => matches!(to, Starting | Restarting | Stopping),
+        Stopping => matches!(to, Stopped | Idle),
+        Stopped => matches!(to, Starting | Pending),
+        Idle => matches!(to, Starting | Stopped),
+    }
+}
+
+pub fn check(from: WorkerStatus, to: WorkerStatus) -> Result<(), IllegalTransition> {
+    if allowed(from, to) {
+        Ok(())
+    } else {
+        Err(IllegalTransition { from, to })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [WorkerStatus; 9] = [
+        Pending, Starting, Running, Unhealthy, Restarting, Stopping, Stopped, Failed, Idle,
+    ];
+
+    #[test]
+    fn the_life_of_a_worker() {
+        let path = [
+            Pending, Starting, Running, Unhealthy, Running, Restarting, Starting, Running,
+            Stopping, Idle, Starting, Failed, Restarting, Starting, Stopping, Stopped,
+        ];
+        for pair in path.windows(2) {
+            assert!(allowed(pair[0], pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+        }
+    }
+
+    #[test]
+    fn illegal_transitions_are_refused() {
+        for (from, to) in [
+            (Pending, Running),
+            (Stopped, Running),
+            (Idle, Running),
+            (Running, Starting),
+            (Running, Stopped),
+            (Stopping, Running),
+            (Stopping, Starting),
+            (Failed, Running),
+            (Starting, Idle),
+            (Unhealthy, Idle),
+        ] {
+            assert_eq!(check(from, to), Err(IllegalTransition { from, to }));
+        }
+    }
+
+    #[test]
+    fn every_status_can_be_stopped_or_is_on_its_way() {
+        for from in ALL {
+            let reaches_stopped =
+                allowed(from, Stopping) || allowed(from, Stopped) || from == Stopping;
+            assert!(reaches_stopped, "{from:?} cannot be stopped");
+        }
+    }
+}

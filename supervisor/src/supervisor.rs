@@ -1,0 +1,595 @@
+//! Owns the reconcile loop: desired state (active servers times their replicas, among
+//! those this supervisor holds the lease of, within `MCP_WORKER_MAX`) against actual
+//! state (slots). Start-up order: adopt live workers from runtime records and clean up
+//! ghosts, subscribe to events, then reconcile on every relevant event and on a timer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_core::events::EventKind;
+use mcp_core::registry::Snapshot;
+use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
+use mcp_core::subscription::Update;
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::slot::{self, AfterStop, Command, Ended, SlotHandle, SlotKey, Start};
+use crate::{health, process, Ctx};
+
+pub struct Supervisor {
+    ctx: Arc<Ctx>,
+    lease_ttl: Duration,
+    reconcile_interval: Duration,
+    slots: BTreeMap<SlotKey, SlotHandle>,
+    /// Servers whose lease this supervisor holds.
+    owned: BTreeSet<String>,
+    /// Owned servers whose workers were stopped as idle (woken by `server.wake`).
+    idle: BTreeSet<String>,
+    /// Servers this supervisor marked `pending` (over `MCP_WORKER_MAX`, owner-less).
+    pending: BTreeSet<String>,
+    /// Worker processes with no desired server, and when they were first seen so.
+    ghost_candidates: BTreeMap<u32, Instant>,
+    /// Pids being stopped by `kill_worker` tasks. A std Mutex: held for one set
+    /// operation, never across an await.
+    stopping: Arc<std::sync::Mutex<BTreeSet<u32>>>,
+    ended_tx: mpsc::UnboundedSender<Ended>,
+    ended_rx: mpsc::UnboundedReceiver<Ended>,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        lease_ttl: Duration,
+        reconcile_interval: Duration,
+        cancel: CancellationToken,
+    ) -> Supervisor {
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
+        Supervisor {
+            ctx,
+            lease_ttl,
+            reconcile_interval,
+            slots: BTreeMap::new(),
+            owned: BTreeSet::new(),
+            idle: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            ghost_candidates: BTreeMap::new(),
+            stopping: Arc::default(),
+            ended_tx,
+            ended_rx,
+            cancel,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut subscription = self.ctx.registry.subscribe();
+        let mut adopted = false;
+        let mut timer = tokio::time::interval(self.reconcile_interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                update = subscription.next() => match update {
+                    Some(Update::Reload(reason)) => {
+                        tracing::info!(event = "supervisor.reload", reason = ?reason);
+                        if !adopted {
+                            adopted = self.adopt().await;
+                        }
+                        self.reconcile().await;
+                    }
+                    Some(Update::Event(event)) => self.on_event(event.kind).await,
+                    None => break,
+                },
+                Some(ended) = self.ended_rx.recv() => self.on_slot_ended(ended),
+                _ = timer.tick() => {
+                    if !adopted {
+                        adopted = self.adopt().await;
+                    }
+                    self.reconcile().await;
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn on_event(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::ServerRestart { server_id } => {
+                for (key, slot) in &self.slots {
+                    if key.server_id == server_id {
+                        slot.send(Command::Restart {
+                            reason: "restart requested".into(),
+                        });
+                    }
+                }
+                if self.idle.remove(&server_id) {
+                    self.reconcile().await;
+                }
+            }
+            EventKind::ServerWake { server_id } => {
+                if self.idle.remove(&server_id) || !self.owned.contains(&server_id) {
+                    self.reconcile().await;
+                }
+            }
+            EventKind::ServerUpsert { .. } | EventKind::ServerDelete { .. } => {
+                self.reconcile().await
+            }
+            EventKind::ToolUpsert { .. } | EventKind::ToolDelete { .. } => {}
+            EventKind::WorkerStatus { .. } | EventKind::WorkerRemoved { .. } => {}
+        }
+    }
+
+    fn on_slot_ended(&mut self, ended: Ended) {
+        if self
+            .slots
+            .get(&ended.key)
+            .is_some_and(|slot| slot.id == ended.slot_id)
+        {
+            self.slots.remove(&ended.key);
+        }
+        if ended.then == Some(AfterStop::Idle) {
+            self.idle.insert(ended.key.server_id.clone());
+            tracing::info!(event = "worker.idle", server = %ended.key.server_id, replica = ended.key.replica_idx);
+        }
+    }
+
+    /// Start-up scan: take over the servers whose records name this supervisor or a dead
+    /// one (adopting their live workers), then stop ghosts: our own workers nobody
+    /// adopted and workers of servers nobody wants. Returns false when Redis could not be
+    /// read (retried on the next tick).
+    async fn adopt(&mut self) -> bool {
+        let (records, snapshot, supervisors) = match tokio::try_join!(
+            self.ctx.registry.list_runtime(),
+            self.ctx.registry.snapshot(),
+            self.ctx.registry.supervisors()
+        ) {
+            Ok(all) => all,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.adopt.failed", error = %err);
+                return false;
+            }
+        };
+        let now = unix_millis();
+        let dead_after = self.lease_ttl.as_millis() as u64;
+        let live_workers: BTreeMap<u32, process::WorkerArgs> =
+            process::scan_workers(&self.ctx).into_iter().collect();
+        let desired = desired_replicas(&snapshot);
+        let mut handled = BTreeSet::new();
+        for runtime in records {
+            let server_id = runtime.server_id.clone();
+            let owned_by_live_other = runtime.workers.iter().any(|record| {
+                let owner = record.supervisor_id.clone().unwrap_or_default();
+                owner != self.ctx.supervisor_id
+                    && supervisors
+                        .get(&owner)
+                        .is_some_and(|seen| now.saturating_sub(*seen) < dead_after)
+            });
+            if owned_by_live_other {
+                continue;
+            }
+            match desired.get(&server_id) {
+                Some(replicas) if self.take_lease(&server_id).await == Some(true) => {
+                    self.owned.insert(server_id.clone());
+                    handled.extend(self.take_over(&server_id, *replicas, &live_workers).await);
+                }
+                Some(_) => {}
+                None => handled.extend(self.take_over(&server_id, 0, &live_workers).await),
+            }
+        }
+        for (pid, args) in &live_workers {
+            if handled.contains(pid) {
+                continue;
+            }
+            if !desired.contains_key(&args.server_id)
+                || args.supervisor_id == self.ctx.supervisor_id
+            {
+                self.kill_worker(*pid, &args.server_id, args.port(), "ghost");
+            }
+        }
+        tracing::info!(
+            event = "supervisor.adopted",
+            workers = self.slots.len(),
+            servers = self.owned.len()
+        );
+        true
+    }
+
+    /// Makes this supervisor the owner of what `server_id`'s records describe: live,
+    /// healthy workers for wanted replicas are adopted; other live ones are stopped;
+    /// records of processes that are gone are removed. Returns the pids it dealt with.
+    async fn take_over(
+        &mut self,
+        server_id: &str,
+        replicas: u32,
+        live_workers: &BTreeMap<u32, process::WorkerArgs>,
+    ) -> BTreeSet<u32> {
+        let mut handled = BTreeSet::new();
+        let records = match self.ctx.registry.get_runtime(server_id).await {
+            Ok(runtime) => runtime.workers,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.adopt.failed", server = %server_id, error = %err);
+                return handled;
+            }
+        };
+        for record in records {
+            let key = SlotKey {
+                server_id: server_id.to_owned(),
+                replica_idx: record.replica_idx,
+            };
+            if self.slots.contains_key(&key) {
+                continue;
+            }
+            let wanted = record.replica_idx < replicas;
+            let live_pid = record.pid.filter(|pid| {
+                live_workers
+                    .get(pid)
+                    .is_some_and(|a| a.server_id == server_id)
+            });
+            match live_pid {
+                Some(pid) if wanted && self.healthy(server_id, &record, pid).await => {
+                    handled.insert(pid);
+                    let handle = slot::start(
+                        self.ctx.clone(),
+                        key.clone(),
+                        Start::Adopt { record },
+                        self.ended_tx.clone(),
+                        self.cancel.child_token(),
+                    );
+                    self.slots.insert(key, handle);
+                }
+                Some(pid) => {
+                    handled.insert(pid);
+                    self.kill_worker(
+                        pid,
+                        server_id,
+                        record.port,
+                        if wanted {
+                            "unhealthy at adoption"
+                        } else {
+                            "not wanted"
+                        },
+                    );
+                    self.forget_record(server_id, &record).await;
+                }
+                // An idle server stays idle until a call wakes it, across our restarts.
+                None if wanted && record.status == WorkerStatus::Idle => {
+                    self.idle.insert(server_id.to_owned());
+                }
+                None if wanted && record.status == WorkerStatus::Pending => {}
+                None => self.forget_record(server_id, &record).await,
+            }
+        }
+        // Live workers of this server that no record names (a previous owner's, lost).
+        for (pid, args) in live_workers {
+            if args.server_id == server_id
+                && !handled.contains(pid)
+                && !self.slot_pids().contains(pid)
+            {
+                handled.insert(*pid);
+                self.kill_worker(*pid, server_id, args.port(), "duplicate");
+            }
+        }
+        handled
+    }
+
+    fn slot_pids(&self) -> BTreeSet<u32> {
+        self.slots
+            .values()
+            .map(|s| s.pid.load(Ordering::Relaxed))
+            .filter(|&p| p != 0)
+            .collect()
+    }
+
+    async fn healthy(&self, server_id: &str, record: &WorkerRecord, pid: u32) -> bool {
+        let Some(port) = record.port else {
+            return false;
+        };
+        let host = if self.ctx.bind_host.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.ctx.bind_host.to_string()
+        };
+        match health::probe(
+            &self.ctx.http,
+            &host,
+            port,
+            server_id,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(health) => health.pid == pid,
+            Err(_) => false,
+        }
+    }
+
+    async fn forget_record(&self, server_id: &str, record: &WorkerRecord) {
+        if let (Some(host), Some(port)) = (&record.host, record.port) {
+            let _ = self.ctx.registry.release_port(host, port).await;
+        }
+        if let Err(err) = self
+            .ctx
+            .registry
+            .remove_worker_record(server_id, record.replica_idx)
+            .await
+        {
+            tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after the stop timeout, in a task of its own: a process
+    /// slow to die must not stall this loop, which renews the leases.
+    fn kill_worker(&self, pid: u32, server_id: &str, port: Option<u16>, reason: &str) {
+        if !lock(&self.stopping).insert(pid) {
+            return; // already on its way out
+        }
+        let stopping = self.stopping.clone();
+        let stop_timeout = self.ctx.stop_timeout;
+        let server_id = server_id.to_owned();
+        let reason = reason.to_owned();
+        tracing::info!(event = "worker.stopping", server = %server_id, pid, port, reason = %reason);
+        tokio::spawn(async move {
+            process::signal_group(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + stop_timeout;
+            while process::alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if process::alive(pid) {
+                process::signal_group(pid, Signal::SIGKILL);
+            }
+            tracing::info!(event = "worker.terminated", server = %server_id, pid, port, reason = %reason);
+            lock(&stopping).remove(&pid);
+        });
+    }
+
+    /// Takes or renews the lease of `server_id`: `Some(true)` held, `Some(false)` held
+    /// by another supervisor, `None` when Redis could not say (keep what runs).
+    async fn take_lease(&self, server_id: &str) -> Option<bool> {
+        match self
+            .ctx
+            .registry
+            .acquire_lease(
+                server_id,
+                &self.ctx.supervisor_id,
+                self.lease_ttl.as_millis() as u64,
+            )
+            .await
+        {
+            Ok(held) => Some(held),
+            Err(err) => {
+                tracing::warn!(event = "supervisor.lease.failed", server = %server_id, error = %err);
+                None
+            }
+        }
+    }
+
+    /// Brings the slots in line with the registry. Safe to call at any time.
+    pub async fn reconcile(&mut self) {
+        let snapshot = match self.ctx.registry.snapshot().await {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                // Keep what runs; Redis will be back.
+                tracing::warn!(event = "supervisor.reconcile.failed", error = %err);
+                return;
+            }
+        };
+        let desired = desired_replicas(&snapshot);
+
+        // Servers we own: still wanted, still ours?
+        for server_id in self.owned.clone() {
+            if !desired.contains_key(&server_id) {
+                let deleted = !snapshot.servers.contains_key(&server_id);
+                let (then, why) = if deleted {
+                    (AfterStop::Remove, "server deleted")
+                } else {
+                    (AfterStop::Stopped, "server inactive")
+                };
+                self.stop_server(&server_id, then, why);
+                self.owned.remove(&server_id);
+                self.idle.remove(&server_id);
+                let _ = self
+                    .ctx
+                    .registry
+                    .release_lease(&server_id, &self.ctx.supervisor_id)
+                    .await;
+            } else if self.take_lease(&server_id).await == Some(false) {
+                tracing::warn!(event = "supervisor.lease.lost", server = %server_id);
+                self.stop_server(
+                    &server_id,
+                    AfterStop::Forget,
+                    "lease lost to another supervisor",
+                );
+                self.owned.remove(&server_id);
+                self.idle.remove(&server_id);
+            }
+        }
+
+        // New servers, within MCP_WORKER_MAX.
+        let mut planned: usize = self
+            .owned
+            .iter()
+            .filter(|id| !self.idle.contains(*id))
+            .map(|id| desired.get(id).copied().unwrap_or(0) as usize)
+            .sum();
+        for (server_id, replicas) in &desired {
+            if self.owned.contains(server_id) {
+                continue;
+            }
+            if planned + *replicas as usize > self.ctx.worker_max {
+                self.mark_pending(server_id).await;
+                continue;
+            }
+            if self.take_lease(server_id).await == Some(true) {
+                self.owned.insert(server_id.clone());
+                self.pending.remove(server_id);
+                planned += *replicas as usize;
+                let live_workers: BTreeMap<u32, process::WorkerArgs> =
+                    process::scan_workers(&self.ctx).into_iter().collect();
+                self.take_over(server_id, *replicas, &live_workers).await;
+            }
+        }
+        for server_id in self.pending.clone() {
+            if !desired.contains_key(&server_id) {
+                self.pending.remove(&server_id);
+                let _ = self.ctx.registry.remove_worker_record(&server_id, 0).await;
+            }
+        }
+
+        // Slots of owned servers.
+        for server_id in self.owned.clone() {
+            let replicas = desired.get(&server_id).copied().unwrap_or(0);
+            if self.idle.contains(&server_id) {
+                continue;
+            }
+            for replica_idx in 0..replicas {
+                let key = SlotKey {
+                    server_id: server_id.clone(),
+                    replica_idx,
+                };
+                if !self.slots.contains_key(&key) {
+                    let handle = slot::start(
+                        self.ctx.clone(),
+                        key.clone(),
+                        Start::Spawn {
+                            reason: "registered",
+                        },
+                        self.ended_tx.clone(),
+                        self.cancel.child_token(),
+                    );
+                    self.slots.insert(key, handle);
+                }
+            }
+            for (key, slot) in &self.slots {
+                if key.server_id == server_id && key.replica_idx >= replicas {
+                    slot.send(Command::Stop {
+                        reason: "replica no longer wanted".into(),
+                        then: AfterStop::Remove,
+                    });
+                }
+            }
+        }
+        self.clean_ghosts(&desired).await;
+    }
+
+    fn stop_server(&self, server_id: &str, then: AfterStop, why: &str) {
+        for (key, slot) in &self.slots {
+            if key.server_id == server_id {
+                slot.send(Command::Stop {
+                    reason: why.into(),
+                    then,
+                });
+            }
+        }
+    }
+
+    /// Marks an owner-less server `pending` when this supervisor has no room for it.
+    async fn mark_pending(&mut self, server_id: &str) {
+        if self.pending.contains(server_id) {
+            return;
+        }
+        match self.ctx.registry.lease_holder(server_id).await {
+            Ok(None) => {}
+            _ => return,
+        }
+        let record = WorkerRecord {
+            replica_idx: 0,
+            status: WorkerStatus::Pending,
+            pid: None,
+            host: None,
+            port: None,
+            last_heartbeat: None,
+            supervisor_id: Some(self.ctx.supervisor_id.clone()),
+            restarts: 0,
+            reason: Some(format!(
+                "MCP_WORKER_MAX={} reached on supervisor {}",
+                self.ctx.worker_max, self.ctx.supervisor_id
+            )),
+            last_failure: None,
+            last_failure_at: None,
+            started_at: None,
+            updated_at: unix_millis(),
+        };
+        match self
+            .ctx
+            .registry
+            .put_worker_record(server_id, &record)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(event = "worker.pending", server = %server_id, reason = record.reason.as_deref().unwrap_or(""));
+                self.pending.insert(server_id.to_owned());
+            }
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err)
+            }
+        }
+    }
+
+    /// Stops worker processes of servers nobody wants, once they have looked like
+    /// ghosts for two reconcile intervals (so a stale snapshot never kills a new worker).
+    async fn clean_ghosts(&mut self, desired: &BTreeMap<String, u32>) {
+        let ours = self.slot_pids();
+        let mut seen = BTreeSet::new();
+        for (pid, args) in process::scan_workers(&self.ctx) {
+            if ours.contains(&pid) || desired.contains_key(&args.server_id) {
+                continue;
+            }
+            seen.insert(pid);
+            let first_seen = *self
+                .ghost_candidates
+                .entry(pid)
+                .or_insert_with(Instant::now);
+            if first_seen.elapsed() >= self.reconcile_interval * 2 {
+                self.kill_worker(pid, &args.server_id, args.port(), "ghost");
+                seen.remove(&pid);
+            }
+        }
+        self.ghost_candidates.retain(|pid, _| seen.contains(pid));
+    }
+
+    async fn shutdown(&mut self) {
+        let stop = self.ctx.stop_workers_on_exit;
+        tracing::info!(
+            event = "supervisor.stopping",
+            workers = self.slots.len(),
+            stop_workers = stop
+        );
+        let deadline = tokio::time::Instant::now() + self.ctx.stop_timeout + Duration::from_secs(2);
+        for (_, slot) in std::mem::take(&mut self.slots) {
+            let _ = tokio::time::timeout_at(deadline, slot.task).await;
+        }
+        if stop {
+            for server_id in &self.owned {
+                let _ = self
+                    .ctx
+                    .registry
+                    .release_lease(server_id, &self.ctx.supervisor_id)
+                    .await;
+            }
+            let _ = self
+                .ctx
+                .registry
+                .remove_supervisor(&self.ctx.supervisor_id)
+                .await;
+        }
+    }
+}
+
+/// Active servers and how many workers each wants.
+fn desired_replicas(snapshot: &Snapshot) -> BTreeMap<String, u32> {
+    snapshot
+        .servers
+        .iter()
+        .filter(|(_, entry)| entry.config.active)
+        .map(|(id, entry)| (id.clone(), entry.config.replicas().max(1)))
+        .collect()
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,174 @@
+use std::process::Command;
+use std::time::Duration;
+
+use mcp_core::runtime::WorkerStatus;
+use mcp_testkit::ChildProcess;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::{call_worker, Hub};
+
+#[tokio::test]
+async fn a_restarted_supervisor_adopts_its_workers_and_cleans_up_ghosts() {
+    let hub = Hub::start().await;
+    let mut supervisor = hub.supervisor("sup-a", &[]);
+    hub.register("alpha", json!({})).await;
+    hub.register("beta", json!({})).await;
+    let alpha = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    let beta = hub.wait_running("beta", Duration::from_secs(20)).await;
+
+    supervisor.signal(Signal::SIGKILL);
+    supervisor.wait_exit(Duration::from_secs(10));
+    drop(supervisor);
+    assert_eq!(
+        hub.worker_pids().len(),
+        2,
+        "workers outlive their supervisor"
+    );
+
+    // A worker started by hand for a server that is then deleted: a ghost.
+    hub.register("ghost", json!({})).await;
+    let mut by_hand = Command::new(mcp_testkit::bin_path("mcp-worker"));
+    by_hand.env("MCP_ENV_FILE", "/nonexistent/.env").args([
+        "--server",
+        "ghost",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis-url",
+        &hub.redis.url(),
+        "--key-prefix",
+        &hub.prefix,
+    ]);
+    let ghost = ChildProcess::spawn("ghost worker", by_hand);
+    ghost.wait_for_event("worker.listening", Duration::from_secs(20));
+    hub.registry.delete_server("ghost").await.expect("delete");
+
+    let supervisor = hub.supervisor("sup-a", &[]);
+    let adopted = supervisor.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    assert_eq!(adopted["workers"], 2);
+    mcp_testkit::wait_until("the ghost to be stopped", Duration::from_secs(20), || {
+        (!hub.worker_pids().contains_key("ghost")).then_some(())
+    });
+    for before in [&alpha, &beta] {
+        let server = if before.pid == alpha.pid {
+            "alpha"
+        } else {
+            "beta"
+        };
+        let after = hub.wait_running(server, Duration::from_secs(10)).await;
+        assert_eq!(after.pid, before.pid, "{server} was adopted, not restarted");
+        assert_eq!(after.restarts, 0, "no restart counted for {server}");
+        call_worker(&after).await;
+    }
+    assert!(
+        supervisor
+            .json_lines()
+            .iter()
+            .all(|l| l["event"] != "worker.spawned"),
+        "nothing was respawned"
+    );
+}
+
+#[tokio::test]
+async fn workers_exit_by_themselves_when_their_supervisor_is_gone_for_good() {
+    let hub = Hub::start().await;
+    let mut supervisor = hub.supervisor("sup-a", &["--orphan-timeout", "2s"]);
+    hub.register("alpha", json!({})).await;
+    hub.wait_running("alpha", Duration::from_secs(20)).await;
+    supervisor.signal(Signal::SIGKILL);
+    supervisor.wait_exit(Duration::from_secs(10));
+    mcp_testkit::wait_until(
+        "the orphaned worker to exit",
+        Duration::from_secs(20),
+        || hub.worker_pids().is_empty().then_some(()),
+    );
+    // A worker that is gone leaves a record a new supervisor cleans and replaces.
+    let _supervisor = hub.supervisor("sup-b", &[]);
+    let record = hub
+        .wait_record("a fresh worker", "alpha", Duration::from_secs(30), |r| {
+            r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-b")
+        })
+        .await;
+    call_worker(&record).await;
+}
+
+#[tokio::test]
+async fn sigterm_leaves_workers_running_unless_asked_to_stop_them() {
+    let hub = Hub::start().await;
+    let mut supervisor = hub.supervisor("sup-a", &[]);
+    hub.register("alpha", json!({})).await;
+    let alpha = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    supervisor.signal(Signal::SIGTERM);
+    assert!(supervisor.wait_exit(Duration::from_secs(20)).success());
+    assert_eq!(
+        hub.worker_pids()["alpha"],
+        vec![alpha.pid.expect("pid")],
+        "rolling restart keeps the worker"
+    );
+
+    let mut supervisor = hub.supervisor("sup-a", &["--stop-workers-on-exit", "true"]);
+    supervisor.wait_for_event("worker.adopted", Duration::from_secs(20));
+    supervisor.signal(Signal::SIGTERM);
+    assert!(supervisor.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        hub.worker_pids().is_empty(),
+        "workers stopped with the supervisor"
+    );
+    let record = hub.records("alpha").await;
+    assert_eq!(record[0].status, WorkerStatus::Stopped);
+}
+
+#[tokio::test]
+async fn a_ghost_slow_to_die_does_not_stall_the_supervisor() {
+    let hub = Hub::start().await;
+    // Two processes that look like our workers for servers nobody wants, and that
+    // ignore SIGTERM: each takes the whole stop timeout (6 s) to kill.
+    let stubborn = |server: &str| {
+        let mut command = std::process::Command::new("bash");
+        command.args([
+            "-c",
+            r#"exec -a mcp-worker perl -e '$SIG{TERM} = "IGNORE"; sleep 120' -- "$@""#,
+            "stubborn",
+            "--server",
+            server,
+            "--redis-url",
+            &hub.redis.url(),
+            "--key-prefix",
+            &hub.prefix,
+        ]);
+        mcp_testkit::ChildProcess::spawn(server, command)
+    };
+    let ghosts = [stubborn("ghost_a"), stubborn("ghost_b")];
+    mcp_testkit::wait_until(
+        "the ghosts to look like workers",
+        Duration::from_secs(10),
+        || (hub.worker_pids().len() == 2).then_some(()),
+    );
+    let supervisor = hub.supervisor("sup-a", &["--stop-timeout", "6s"]);
+    mcp_testkit::wait_until(
+        "the supervisor to stop both ghosts",
+        Duration::from_secs(20),
+        || {
+            let stopping = supervisor
+                .json_lines()
+                .iter()
+                .filter(|l| l["event"] == "worker.stopping" && l["reason"] == "ghost")
+                .count();
+            (stopping == 2).then_some(())
+        },
+    );
+    // While the kills wait out their timeout, a new server gets its worker at once.
+    let registered = std::time::Instant::now();
+    hub.register("alpha", json!({})).await;
+    let record = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    let took = registered.elapsed();
+    println!("a server registered while two ghosts die slowly ran after {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the loop stalled behind the kills: {took:?}"
+    );
+    crate::call_worker(&record).await;
+    mcp_testkit::wait_until("both ghosts killed", Duration::from_secs(30), || {
+        ghosts.iter().all(|g| g.has_exited()).then_some(())
+    });
+}

@@ -1,0 +1,372 @@
+//! Owns reading a REST API response into output deltas: JSON (with
+//! `responseMapping.pick`), text, and streamed
+//! bodies (Server-Sent Events, NDJSON, chunked text) where each event, line or chunk
+//! becomes its own delta as it arrives. `responseMapping.pick` applies to JSON bodies.
+//! Bodies are read under a size cap.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{classify, Error, Outcome};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Json,
+    Sse,
+    Ndjson,
+    /// Chunked text with no length: each chunk is a delta.
+    TextStream,
+    Text,
+}
+
+fn kind_of(response: &reqwest::Response) -> Kind {
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    match essence {
+        "text/event-stream" => Kind::Sse,
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/jsonlines"
+        | "application/json-seq" => Kind::Ndjson,
+        e if e == "application/json" || e.ends_with("+json") => Kind::Json,
+        e if response.content_length().is_none() && (e.starts_with("text/") || e.is_empty()) => {
+            Kind::TextStream
+        }
+        _ => Kind::Text,
+    }
+}
+
+/// Reads the whole response and sends its deltas.
+pub async fn read(
+    mut response: reqwest::Response,
+    pick_path: Option<&serde_json_path::JsonPath>,
+    max_bytes: usize,
+    timeout_ms: u64,
+    deltas: &mpsc::Sender<Value>,
+) -> Result<Outcome, Error> {
+    let status = response.status().as_u16();
+    let kind = kind_of(&response);
+    if status >= 400 {
+        // The status is the news; the body only explains it, so a large one is cut to
+        // its first bytes rather than turning the error into `upstream_too_large`.
+        let (body, cut) =
+            read_prefix(&mut response, ERROR_BODY_BYTES.min(max_bytes), timeout_ms).await?;
+        let body = match serde_json::from_slice(&body) {
+            Ok(json) if !cut => json,
+            _ => {
+                let mut text = String::from_utf8_lossy(&body).into_owned();
+                if cut {
+                    text.push_str(" [cut]");
+                }
+                Value::String(text)
+            }
+        };
+        return Err(Error::Status { status, body });
+    }
+    let mut outcome = Outcome {
+        status,
+        n_deltas: 0,
+        streamed: false,
+    };
+    match kind {
+        Kind::Json | Kind::Text => {
+            let body = read_all(&mut response, max_bytes, timeout_ms).await?;
+            let value = if body.is_empty() {
+                Value::Null
+            } else if kind == Kind::Json {
+                let value = serde_json::from_slice(&body).map_err(Error::InvalidJson)?;
+                match pick_path {
+                    Some(path) => pick(path, &value),
+                    None => value,
+                }
+            } else {
+                Value::String(String::from_utf8_lossy(&body).into_owned())
+            };
+            send(deltas, value).await?;
+            outcome.n_deltas = 1;
+        }
+        Kind::Sse | Kind::Ndjson | Kind::TextStream => {
+            outcome.streamed = true;
+            let mut splitter = Splitter::new(kind);
+            let mut text_tail = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| classify(e, timeout_ms, true))?
+            {
+                if kind == Kind::TextStream {
+                    text_tail.extend_from_slice(&chunk);
+                    let valid = utf8_prefix_len(&text_tail);
+                    if valid > 0 {
+                        let text: Vec<u8> = text_tail.drain(..valid).collect();
+                        send(
+                            deltas,
+                            Value::String(String::from_utf8_lossy(&text).into_owned()),
+                        )
+                        .await?;
+                        outcome.n_deltas += 1;
+                    }
+                    continue;
+                }
+                splitter.push(&chunk, max_bytes)?;
+                while let Some(item) = splitter.next_item() {
+                    send(deltas, item).await?;
+                    outcome.n_deltas += 1;
+                }
+            }
+            if !text_tail.is_empty() {
+                send(
+                    deltas,
+                    Value::String(String::from_utf8_lossy(&text_tail).into_owned()),
+                )
+                .await?;
+                outcome.n_deltas += 1;
+            }
+            if let Some(item) = splitter.finish() {
+                send(deltas, item).await?;
+                outcome.n_deltas += 1;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+async fn send(deltas: &mpsc::Sender<Value>, value: Value) -> Result<(), Error> {
+    deltas.send(value).await.map_err(|_| Error::Cancelled)
+}
+
+/// How much of an error answer's body a tool error carries.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads up to `limit` bytes of the body; `true` when there was more (left unread).
+async fn read_prefix(
+    response: &mut reqwest::Response,
+    limit: usize,
+    timeout_ms: u64,
+) -> Result<(Bytes, bool), Error> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(e, timeout_ms, true))?
+    {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body.freeze(), false))
+}
+
+async fn read_all(
+    response: &mut reqwest::Response,
+    max_bytes: usize,
+    timeout_ms: u64,
+) -> Result<Bytes, Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > max_bytes as u64)
+    {
+        return Err(Error::TooLarge(max_bytes));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(e, timeout_ms, true))?
+    {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(Error::TooLarge(max_bytes));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Length of the longest prefix that is complete UTF-8 (a split character waits for
+/// the next chunk; invalid bytes are passed on and replaced later).
+fn utf8_prefix_len(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(err) if err.error_len().is_none() => err.valid_up_to(),
+        Err(_) => bytes.len(),
+    }
+}
+
+/// Splits a streamed body into SSE events or NDJSON lines.
+struct Splitter {
+    kind: Kind,
+    buffer: BytesMut,
+}
+
+impl Splitter {
+    fn new(kind: Kind) -> Splitter {
+        Splitter {
+            kind,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8], max_bytes: usize) -> Result<(), Error> {
+        if self.buffer.len() + chunk.len() > max_bytes {
+            return Err(Error::TooLarge(max_bytes));
+        }
+        self.buffer.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn next_item(&mut self) -> Option<Value> {
+        loop {
+            let (end, sep) = match self.kind {
+                Kind::Sse => find_event_end(&self.buffer)?,
+                _ => (self.buffer.iter().position(|&b| b == b'\n')?, 1),
+            };
+            let raw = self.buffer.split_to(end + sep);
+            let item = &raw[..end];
+            let parsed = match self.kind {
+                Kind::Sse => sse_data(item),
+                _ => line_value(item),
+            };
+            if parsed.is_some() {
+                return parsed;
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Option<Value> {
+        let rest = std::mem::take(&mut self.buffer);
+        match self.kind {
+            Kind::Sse => sse_data(&rest),
+            _ => line_value(&rest),
+        }
+    }
+}
+
+/// End of the first SSE event (blank line), and the separator's length.
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The `data:` lines of one SSE event, joined; JSON when it parses. Comments and
+/// events without data yield nothing.
+fn sse_data(event: &[u8]) -> Option<Value> {
+    let text = String::from_utf8_lossy(event);
+    let mut data: Option<String> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("data:") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match &mut data {
+                Some(existing) => {
+                    existing.push('\n');
+                    existing.push_str(rest);
+                }
+                None => data = Some(rest.to_owned()),
+            }
+        }
+    }
+    let data = data?;
+    Some(serde_json::from_str(&data).unwrap_or(Value::String(data)))
+}
+
+fn line_value(line: &[u8]) -> Option<Value> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())))
+}
+
+/// Applies `responseMapping.pick` (RFC 9535 JSONPath): one match gives that value,
+/// several an array, none `null`.
+pub fn pick(path: &serde_json_path::JsonPath, value: &Value) -> Value {
+    let nodes = path.query(value).all();
+    match nodes.len() {
+        0 => Value::Null,
+        1 => nodes[0].clone(),
+        _ => Value::Array(nodes.into_iter().cloned().collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn items(kind: Kind, chunks: &[&str]) -> Vec<Value> {
+        let mut splitter = Splitter::new(kind);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            splitter.push(chunk.as_bytes(), 1 << 20).expect("fits");
+            while let Some(item) = splitter.next_item() {
+                out.push(item);
+            }
+        }
+        out.extend(splitter.finish());
+        out
+    }
+
+    #[test]
+    fn sse_events_split_across_chunks() {
+        let got = items(
+            Kind::Sse,
+            &[
+                "data: {\"seq\"",
+                ": 0}\n\n: comment\n\nevent: x\ndata: a\ndata: b\r\n\r\ndata: tail",
+            ],
+        );
+        assert_eq!(got, vec![json!({"seq": 0}), json!("a\nb"), json!("tail")]);
+    }
+
+    #[test]
+    fn ndjson_lines_split_across_chunks() {
+        let got = items(
+            Kind::Ndjson,
+            &[
+                "{\"seq\": 0}\n{\"se",
+                "q\": 1}\n\nnot json\n{\"last\": true}",
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                json!({"seq": 0}),
+                json!({"seq": 1}),
+                json!("not json"),
+                json!({"last": true})
+            ]
+        );
+    }
+
+    #[test]
+    fn pick_one_many_none() {
+        let doc = json!({"items": [{"id": 1}, {"id": 2}], "title": "t"});
+        let path = |p: &str| serde_json_path::JsonPath::parse(p).expect("path");
+        assert_eq!(pick(&path("$.title"), &doc), json!("t"));
+        assert_eq!(pick(&path("$.items[*].id"), &doc), json!([1, 2]));
+        assert_eq!(pick(&path("$.missing"), &doc), Value::Null);
+    }
+
+    #[test]
+    fn utf8_boundaries_wait_for_the_rest() {
+        let bytes = "é".as_bytes();
+        assert_eq!(utf8_prefix_len(&bytes[..1]), 0);
+        assert_eq!(utf8_prefix_len(bytes), 2);
+    }
+}

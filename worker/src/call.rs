@@ -1,0 +1,386 @@
+//! Owns the hub call protocol that the gateway proxies to: `POST /call/{tool}` with body
+//! `{"args": {...}}`, answered as `text/event-stream`: `tool_call.started`, one or more
+//! `output.delta`, then `tool_call.completed` or `tool_call.error`. Every event's data
+//! carries the `request_id` (from `x-request-id`, made when missing). Events are written
+//! as they happen; the channel between the REST call and the client is bounded, so a
+//! slow client slows the REST read rather than growing memory.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::invoke::{self, Rejection};
+use crate::state::WorkerState;
+
+/// Deltas buffered between the REST read and the client, per call.
+const DELTA_BUFFER: usize = 8;
+
+/// A JSON error before the stream starts: `{"error": {code, message, request_id, details?}}`.
+pub fn error_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    details: Option<Value>,
+) -> Response {
+    let mut error = json!({"code": code, "message": message, "request_id": request_id});
+    if let Some(details) = details {
+        error["details"] = details;
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(json!({"error": error}))).into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response
+            .headers_mut()
+            .insert(mcp_core::request_id::HEADER, value);
+    }
+    response
+}
+
+pub fn rejection_response(rejection: &Rejection, request_id: &str) -> Response {
+    let details = match rejection {
+        Rejection::InvalidArguments(violations) => serde_json::to_value(violations).ok(),
+        _ => None,
+    };
+    error_response(
+        rejection.http_status(),
+        rejection.code(),
+        &rejection.to_string(),
+        request_id,
+        details,
+    )
+}
+
+/// `POST /call/{tool}`.
+pub async fn call(
+    State(state): State<Arc<WorkerState>>,
+    Path(tool_name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = mcp_core::request_id::keep_or_generate(
+        headers
+            .get(mcp_core::request_id::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let args = if body.is_empty() {
+        Value::Null
+    } else {
+        match envelope(&body, &request_id) {
+            Ok(mut envelope) => envelope.remove("args").unwrap_or(Value::Null),
+            Err(response) => return *response,
+        }
+    };
+    let prepared = match invoke::prepare(&state, &tool_name, args) {
+        Ok(prepared) => prepared,
+        Err(rejection) => return rejection_response(&rejection, &request_id),
+    };
+    stream(state, prepared, request_id)
+}
+
+/// Runs the call in a task and streams its events.
+pub fn stream(state: Arc<WorkerState>, prepared: invoke::Prepared, request_id: String) -> Response {
+    let batches = batches(
+        state.adapter.clone(),
+        state.server_id.clone(),
+        prepared,
+        request_id.clone(),
+    );
+    sse_response(
+        axum::body::Body::new(EndAwareBody {
+            batches: Box::pin(batches),
+            ended: false,
+        }),
+        &request_id,
+    )
+}
+
+/// A response body of frame batches that says it has ended as soon as the last batch
+/// is handed out, so hyper writes the chunked terminator in the same write as the
+/// call's last events instead of one write (and one wake-up downstream) later.
+struct EndAwareBody {
+    batches: std::pin::Pin<Box<dyn futures::Stream<Item = (Bytes, bool)> + Send>>,
+    ended: bool,
+}
+
+impl http_body::Body for EndAwareBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        match futures::ready!(self.batches.as_mut().poll_next(cx)) {
+            Some((bytes, last)) => {
+                self.ended = last;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
+            }
+            None => {
+                self.ended = true;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+/// A `text/event-stream` response, unbuffered.
+pub fn sse_response(body: axum::body::Body, request_id: &str) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(mcp_core::request_id::HEADER, value);
+    }
+    response
+}
+
+/// One SSE frame: `event: NAME\ndata: JSON\n\n`.
+pub fn frame(name: &str, data: &Value) -> Bytes {
+    let mut text = String::with_capacity(64);
+    text.push_str("event: ");
+    text.push_str(name);
+    text.push_str("\ndata: ");
+    text.push_str(&data.to_string());
+    text.push_str("\n\n");
+    Bytes::from(text)
+}
+
+/// The events of one call, produced as the REST call progresses: the call runs in its
+/// own task; the stream ends after `tool_call.completed` or `tool_call.error`. Dropping
+/// the stream (client gone) cancels the REST read. Shared with the gateway's rollback
+/// mode so both speak exactly the same protocol.
+///
+/// `tool_call.started` goes out at once. After it, each item of the stream is every
+/// frame ready at that moment: a delta waits for nothing, but the deltas and the final
+/// frame that are already there leave together in one write (a plain REST answer's
+/// delta and `tool_call.completed` are one TCP segment instead of two, which spares a
+/// wake-up at every hop downstream).
+pub fn event_stream(
+    adapter: crate::adapter::HttpAdapter,
+    server_id: String,
+    prepared: invoke::Prepared,
+    request_id: String,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    batches(adapter, server_id, prepared, request_id).map(|(bytes, _last)| bytes)
+}
+
+/// `event_stream`, each batch with whether it is the last.
+fn batches(
+    adapter: crate::adapter::HttpAdapter,
+    server_id: String,
+    prepared: invoke::Prepared,
+    request_id: String,
+) -> impl futures::Stream<Item = (Bytes, bool)> + Send + 'static {
+    let (delta_tx, delta_rx) = mpsc::channel::<Value>(DELTA_BUFFER);
+    let (done_tx, done_rx) = oneshot::channel();
+    let started = frame(
+        "tool_call.started",
+        &json!({"request_id": request_id, "server": server_id, "tool": prepared.tool.binding.name}),
+    );
+    let task_request_id = request_id.clone();
+    tokio::spawn(async move {
+        let result =
+            invoke::execute(&adapter, &server_id, &prepared, &task_request_id, &delta_tx).await;
+        drop(delta_tx);
+        let _ = done_tx.send(result);
+    });
+    let rest = Frames {
+        request_id,
+        deltas: delta_rx,
+        done: Some(done_rx),
+        seq: 0,
+    };
+    futures::stream::once(async move { (started, false) }).chain(futures::stream::unfold(
+        rest,
+        |mut rest| async move {
+            let batch = rest.next_batch().await?;
+            let last = rest.done.is_none();
+            Some(((batch, last), rest))
+        },
+    ))
+}
+
+/// What `invoke::execute` ends with: the outcome and its latency in ms, or the error.
+type CallResult = Result<(crate::adapter::Outcome, f64), crate::adapter::Error>;
+
+/// The part of a call's stream after `tool_call.started`.
+struct Frames {
+    request_id: String,
+    deltas: mpsc::Receiver<Value>,
+    /// Taken when the final frame has been produced.
+    done: Option<oneshot::Receiver<CallResult>>,
+    seq: u64,
+}
+
+impl Frames {
+    /// Waits for the next delta (or the end), then takes every frame that is ready
+    /// without waiting; `None` once the final frame has gone out.
+    async fn next_batch(&mut self) -> Option<Bytes> {
+        self.done.as_ref()?;
+        let mut batch = Vec::new();
+        if let Some(output) = self.deltas.recv().await {
+            self.push_delta(&mut batch, output);
+            while let Ok(output) = self.deltas.try_recv() {
+                self.push_delta(&mut batch, output);
+            }
+            if !self.deltas.is_closed() || !self.deltas.is_empty() {
+                return Some(Bytes::from(batch));
+            }
+        }
+        // The sender is gone: the call has ended and its result follows at once.
+        let result = self.done.take()?.await;
+        batch.extend_from_slice(&self.final_frame(result));
+        Some(Bytes::from(batch))
+    }
+
+    fn push_delta(&mut self, batch: &mut Vec<u8>, output: Value) {
+        batch.extend_from_slice(&frame(
+            "output.delta",
+            &json!({"request_id": self.request_id, "seq": self.seq, "output": output}),
+        ));
+        self.seq += 1;
+    }
+
+    fn final_frame(&self, result: Result<CallResult, oneshot::error::RecvError>) -> Bytes {
+        let request_id = &self.request_id;
+        match result {
+            Ok(Ok((outcome, latency_ms))) => frame(
+                "tool_call.completed",
+                &json!({"request_id": request_id, "status": outcome.status, "latency_ms": latency_ms, "deltas": outcome.n_deltas}),
+            ),
+            Ok(Err(err)) => {
+                let mut error = json!({"code": err.code(), "message": err.to_string()});
+                if let crate::adapter::Error::Status { status, body } = &err {
+                    error["status"] = json!(status);
+                    error["body"] = body.clone();
+                }
+                frame(
+                    "tool_call.error",
+                    &json!({"request_id": request_id, "error": error}),
+                )
+            }
+            Err(_) => frame(
+                "tool_call.error",
+                &json!({"request_id": request_id, "error": {"code": "internal", "message": "the call ended unexpectedly"}}),
+            ),
+        }
+    }
+}
+
+/// `POST /call`: the existing hub's compatibility shapes. `{"name", "args"}` calls a
+/// tool (as `/call/{name}`); `{"method": "initialize"}` and `{"method": "tools.list"}`
+/// answer JSON.
+pub async fn call_named(
+    State(state): State<Arc<WorkerState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = mcp_core::request_id::keep_or_generate(
+        headers
+            .get(mcp_core::request_id::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mut envelope = match envelope(&body, &request_id) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
+    if let Some(method) = envelope.get("method").and_then(Value::as_str) {
+        return match method {
+            "initialize" => axum::Json(server_info(&state.server_id)).into_response(),
+            "tools.list" | "tools/list" => {
+                axum::Json(json!({"tools": tool_list(&state)})).into_response()
+            }
+            other => error_response(
+                400,
+                "bad_request",
+                &format!("unknown method {other:?}"),
+                &request_id,
+                None,
+            ),
+        };
+    }
+    let Some(Value::String(tool_name)) = envelope.remove("name") else {
+        return error_response(
+            400,
+            "bad_request",
+            "the body needs a tool \"name\" (or a \"method\")",
+            &request_id,
+            None,
+        );
+    };
+    let args = envelope
+        .remove("args")
+        .or_else(|| envelope.remove("arguments"))
+        .unwrap_or(Value::Null);
+    match invoke::prepare(&state, &tool_name, args) {
+        Ok(prepared) => stream(state, prepared, request_id),
+        Err(rejection) => rejection_response(&rejection, &request_id),
+    }
+}
+
+/// The request body as a JSON object, or the 400 to answer (boxed: it is the rare path).
+fn envelope(
+    body: &[u8],
+    request_id: &str,
+) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(envelope)) => Ok(envelope),
+        Ok(_) => Err(Box::new(error_response(
+            400,
+            "bad_request",
+            "the body must be a JSON object",
+            request_id,
+            None,
+        ))),
+        Err(err) => Err(Box::new(error_response(
+            400,
+            "bad_request",
+            &format!("the body is not valid JSON: {err}"),
+            request_id,
+            None,
+        ))),
+    }
+}
+
+/// What the existing hub answered to `initialize`.
+pub fn server_info(server_id: &str) -> Value {
+    json!({
+        "protocolVersion": "2024-11-05",
+        "serverInfo": {"name": server_id, "version": env!("CARGO_PKG_VERSION")},
+        "capabilities": {"tools": {"listChanged": true}}
+    })
+}
+
+/// Active tools as `{name, description, inputSchema}`, none when the server is inactive.
+pub fn tool_list(state: &WorkerState) -> Vec<Value> {
+    let served = state.current();
+    if !served.config.as_ref().is_some_and(|c| c.active) {
+        return Vec::new();
+    }
+    served
+        .tools
+        .values()
+        .filter(|t| t.binding.active)
+        .map(|t| json!({"name": t.binding.name, "description": t.binding.description, "inputSchema": t.binding.input_schema}))
+        .collect()
+}

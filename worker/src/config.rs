@@ -1,0 +1,86 @@
+//! Owns the configuration of `mcp-worker`. The supervisor passes `--server`, `--listen`
+//! and its identity; everything else has a default that works on a laptop.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use mcp_core::config::{LogArgs, RedisArgs};
+
+/// One MCP Hub worker: serves one registered server's tools over MCP and the hub call
+/// protocol, and performs the real HTTP calls to its REST API.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mcp-worker", version)]
+pub struct Config {
+    /// Id of the registered server this worker serves.
+    #[arg(long, env = "MCP_WORKER_SERVER", value_parser = parse_server_id)]
+    pub server: String,
+    /// Address to listen on (port 0 picks a free one; the bound address is logged).
+    #[arg(long, env = "MCP_WORKER_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Replica index of this worker among its server's workers.
+    #[arg(long, env = "MCP_WORKER_REPLICA", default_value_t = 0)]
+    pub replica: u32,
+    /// Id of the supervisor that started this worker (empty when started by hand).
+    #[arg(long, env = "MCP_WORKER_SUPERVISOR_ID", default_value = "")]
+    pub supervisor_id: String,
+    /// Exit when the supervisor that started this worker has not been seen alive in
+    /// Redis for this many seconds (0 = never), so nothing is orphaned forever.
+    #[arg(long, env = "MCP_WORKER_ORPHAN_TIMEOUT_SECS", default_value_t = 60)]
+    pub orphan_timeout_secs: u64,
+    /// Host names accepted in `Host` by the MCP endpoints (comma-separated); the
+    /// gateway rewrites Host, so loopback names are enough behind it.
+    #[arg(
+        long,
+        env = "MCP_WORKER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted by the MCP endpoints (comma-separated; empty = any).
+    #[arg(long, env = "MCP_WORKER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Connect timeout of REST calls, in milliseconds.
+    #[arg(long, env = "MCP_WORKER_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+    /// Largest REST response read into memory, in bytes.
+    #[arg(long, env = "MCP_WORKER_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+    /// Full reload from Redis every this many seconds, besides events.
+    #[arg(long, env = "MCP_WORKER_RECONCILE_SECS", default_value_t = 30)]
+    pub reconcile_secs: u64,
+    /// Time in-flight calls get on SIGTERM, in milliseconds.
+    #[arg(long, env = "MCP_WORKER_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Runtime threads. 1 (the default) runs everything on one thread: no cross-thread
+    /// wake-ups on the call path and the smallest footprint; a server that needs more
+    /// than a core gets more replicas, or more threads here.
+    #[arg(long, env = "MCP_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+fn parse_server_id(id: &str) -> Result<String, String> {
+    if mcp_core::validate::is_valid_server_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err("must match [A-Za-z0-9_-]{1,64}".into())
+    }
+}
+
+impl Config {
+    pub fn reconcile_every(&self) -> Duration {
+        Duration::from_secs(self.reconcile_secs.max(1))
+    }
+
+    pub fn adapter_settings(&self) -> crate::adapter::Settings {
+        crate::adapter::Settings {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
+            max_response_bytes: self.max_response_bytes.max(1024),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Owns `/healthz`: which server this worker serves, how many tools, at which registry
+//! version. The supervisor checks `server_id` to be sure it probes the right worker.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::WorkerState;
+
+pub async fn healthz(State(state): State<Arc<WorkerState>>) -> Json<Value> {
+    let served = state.current();
+    Json(json!({
+        "status": "ok",
+        "server_id": state.server_id,
+        "registered": served.config.is_some(),
+        "tools": served.tools.len(),
+        "version": served.version,
+        "pid": std::process::id(),
+        "idle_ms": state.idle_ms(),
+    }))
+}

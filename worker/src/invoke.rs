@@ -1,0 +1,158 @@
+//! Owns one tool call from arguments to deltas, shared by every transport (the hub call
+//! protocol, MCP Streamable HTTP, the old HTTP+SSE transport): find the tool, check it is
+//! active, validate the arguments, then run the HTTP adapter. Transports only translate.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mcp_core::model::ServerConfig;
+use mcp_core::validate::ArgumentViolation;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+use crate::adapter;
+use crate::state::{ServedTool, WorkerState};
+
+/// Why a call was refused before any REST call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("server {0:?} is not registered")]
+    UnknownServer(String),
+    #[error("tool {0:?} is not registered")]
+    UnknownTool(String),
+    #[error("server {0:?} is inactive")]
+    InactiveServer(String),
+    #[error("tool {0:?} is inactive")]
+    InactiveTool(String),
+    #[error("arguments must be a JSON object")]
+    ArgsNotObject,
+    #[error("arguments do not match the tool's inputSchema")]
+    InvalidArguments(Vec<ArgumentViolation>),
+}
+
+impl Rejection {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnknownServer(_) => "server_not_found",
+            Rejection::UnknownTool(_) => "tool_not_found",
+            Rejection::InactiveServer(_) => "server_inactive",
+            Rejection::InactiveTool(_) => "tool_inactive",
+            Rejection::ArgsNotObject | Rejection::InvalidArguments(_) => "invalid_arguments",
+        }
+    }
+
+    /// HTTP status of the hub call protocol for this rejection.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Rejection::UnknownServer(_) | Rejection::UnknownTool(_) => 404,
+            Rejection::InactiveServer(_) | Rejection::InactiveTool(_) => 403,
+            Rejection::ArgsNotObject | Rejection::InvalidArguments(_) => 400,
+        }
+    }
+}
+
+/// A call that passed every check.
+pub struct Prepared {
+    pub server: ServerConfig,
+    pub tool: Arc<ServedTool>,
+    pub args: Map<String, Value>,
+}
+
+/// Checks a call against the current view. `args` of `null` counts as `{}`.
+pub fn prepare(state: &WorkerState, tool_name: &str, args: Value) -> Result<Prepared, Rejection> {
+    state.touch();
+    let served = state.current();
+    let server = served
+        .config
+        .clone()
+        .ok_or_else(|| Rejection::UnknownServer(state.server_id.clone()))?;
+    let tool = served
+        .tools
+        .get(tool_name)
+        .cloned()
+        .ok_or_else(|| Rejection::UnknownTool(tool_name.to_owned()))?;
+    prepare_with(&state.server_id, server, tool, args)
+}
+
+/// Checks a call given the server and tool (the gateway's rollback mode has its own
+/// table): both active, arguments an object that matches the schema.
+pub fn prepare_with(
+    server_id: &str,
+    server: ServerConfig,
+    tool: Arc<ServedTool>,
+    args: Value,
+) -> Result<Prepared, Rejection> {
+    let tool_name = tool.binding.name.as_str();
+    if !server.active {
+        return Err(Rejection::InactiveServer(server_id.to_owned()));
+    }
+    if !tool.binding.active {
+        return Err(Rejection::InactiveTool(tool_name.to_owned()));
+    }
+    let args = match args {
+        Value::Null => Value::Object(Map::new()),
+        obj @ Value::Object(_) => obj,
+        _ => return Err(Rejection::ArgsNotObject),
+    };
+    let violations = mcp_core::validate::check_arguments(&tool.validator, &args);
+    if !violations.is_empty() {
+        return Err(Rejection::InvalidArguments(violations));
+    }
+    let Value::Object(args) = args else {
+        return Err(Rejection::ArgsNotObject);
+    };
+    Ok(Prepared { server, tool, args })
+}
+
+/// Runs a prepared call, pushing deltas as they are produced.
+pub async fn run(
+    state: &WorkerState,
+    prepared: &Prepared,
+    request_id: &str,
+    deltas: &mpsc::Sender<Value>,
+) -> Result<(adapter::Outcome, f64), adapter::Error> {
+    execute(
+        &state.adapter,
+        &state.server_id,
+        prepared,
+        request_id,
+        deltas,
+    )
+    .await
+}
+
+/// Runs a prepared call with `adapter` (the worker's, or the gateway's in rollback
+/// mode). Logs `tool.call.failed` with the error chain when the adapter fails.
+pub async fn execute(
+    adapter: &adapter::HttpAdapter,
+    server_id: &str,
+    prepared: &Prepared,
+    request_id: &str,
+    deltas: &mpsc::Sender<Value>,
+) -> Result<(adapter::Outcome, f64), adapter::Error> {
+    let started = Instant::now();
+    let result = adapter
+        .call(
+            adapter::Endpoint {
+                server_id,
+                server: &prepared.server,
+                tool: &prepared.tool.binding,
+                pick: prepared.tool.pick.as_ref(),
+            },
+            &prepared.args,
+            request_id,
+            deltas,
+        )
+        .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(outcome) => Ok((outcome, latency_ms)),
+        Err(err) => {
+            if !matches!(err, adapter::Error::Cancelled) {
+                tracing::error!(event = "tool.call.failed", request_id, server = %server_id, tool = %prepared.tool.binding.name,
+                    error = &err as &dyn std::error::Error, code = err.code(), stage = "http_adapter", latency = latency_ms);
+            }
+            Err(err)
+        }
+    }
+}

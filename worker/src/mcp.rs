@@ -1,0 +1,222 @@
+//! Owns MCP itself for the worker: the `ServerHandler` whose tool list is this server's
+//! registry tools (dynamic, so `list_tools`/`call_tool` are written by hand), and the
+//! Streamable HTTP endpoint at `/mcp` (rmcp, sessions kept in memory, both the
+//! 2025-11-25 `initialize` handshake and the stateless 2026-07-28 `server/discover`).
+//! Every session hears `notifications/tools/list_changed` when the tool list changes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig as McpServerInfo,
+    Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::invoke::{self, Rejection};
+use crate::state::WorkerState;
+
+/// One per session (rmcp builds one per session through the factory); cheap to clone.
+#[derive(Clone)]
+pub struct McpHandler {
+    pub state: Arc<WorkerState>,
+    /// Cancelled on shutdown: stops the per-session notification tasks.
+    pub shutdown: CancellationToken,
+}
+
+impl McpHandler {
+    fn tools(&self) -> Vec<Tool> {
+        let served = self.state.current();
+        if !served.config.as_ref().is_some_and(|c| c.active) {
+            return Vec::new();
+        }
+        served
+            .tools
+            .values()
+            .filter(|t| t.binding.active)
+            .map(|t| {
+                let schema = match &t.binding.input_schema {
+                    Value::Object(obj) => obj.clone(),
+                    _ => serde_json::Map::new(),
+                };
+                Tool::new(
+                    t.binding.name.clone(),
+                    t.binding.description.clone(),
+                    Arc::new(schema),
+                )
+            })
+            .collect()
+    }
+}
+
+impl ServerHandler for McpHandler {
+    fn get_info(&self) -> McpServerInfo {
+        McpServerInfo::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            self.state.server_id.clone(),
+            env!("CARGO_PKG_VERSION"),
+        ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let request_id = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(mcp_core::request_id::HEADER))
+            .and_then(|v| v.to_str().ok())
+            .map(|id| mcp_core::request_id::keep_or_generate(Some(id)))
+            .unwrap_or_else(mcp_core::request_id::generate);
+        let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let prepared = match invoke::prepare(&self.state, &request.name, args) {
+            Ok(prepared) => prepared,
+            Err(Rejection::UnknownTool(name)) => {
+                return Err(McpError::invalid_params(
+                    format!("unknown tool {name:?}"),
+                    None,
+                ));
+            }
+            Err(Rejection::InvalidArguments(violations)) => {
+                let lines: Vec<String> = violations
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{}: {}",
+                            if v.pointer.is_empty() {
+                                "/"
+                            } else {
+                                &v.pointer
+                            },
+                            v.message
+                        )
+                    })
+                    .collect();
+                let text = format!(
+                    "invalid_arguments: arguments do not match the tool's inputSchema\n{}",
+                    lines.join("\n")
+                );
+                return Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into());
+            }
+            Err(rejection) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                    "{}: {rejection}",
+                    rejection.code()
+                ))])
+                .into());
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<Value>(16);
+        let collect = async move {
+            let mut deltas = Vec::new();
+            while let Some(delta) = rx.recv().await {
+                deltas.push(delta);
+            }
+            deltas
+        };
+        let (result, deltas) = tokio::join!(
+            async {
+                let result = invoke::run(&self.state, &prepared, &request_id, &tx).await;
+                drop(tx);
+                result
+            },
+            collect
+        );
+        match result {
+            Ok(_) => Ok(success(deltas).into()),
+            Err(err) => {
+                let mut text = format!("{}: {err}", err.code());
+                if let crate::adapter::Error::Status { body, .. } = &err {
+                    text.push('\n');
+                    text.push_str(&match body {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                }
+                Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
+            }
+        }
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let peer = context.peer.clone();
+        let mut changes = self.state.watch_tools();
+        changes.mark_unchanged();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Deltas as MCP content: one text block per delta; a single JSON object is also the
+/// structured result (MCP's `structuredContent` is an object, so arrays and scalars
+/// travel as text only).
+fn success(deltas: Vec<Value>) -> CallToolResult {
+    let structured = match deltas.as_slice() {
+        [single] if single.is_object() => Some(single.clone()),
+        _ => None,
+    };
+    let content = deltas
+        .into_iter()
+        .map(|delta| match delta {
+            Value::String(text) => ContentBlock::text(text),
+            other => ContentBlock::text(other.to_string()),
+        })
+        .collect();
+    let mut result = CallToolResult::success(content);
+    result.structured_content = structured;
+    result
+}
+
+/// `/mcp`: MCP Streamable HTTP.
+pub fn router(state: Arc<WorkerState>, config: &Config, shutdown: CancellationToken) -> Router {
+    let handler = McpHandler {
+        state,
+        shutdown: shutdown.clone(),
+    };
+    let mut http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(config.allowed_hosts.clone())
+        .with_cancellation_token(shutdown.child_token());
+    if !config.allowed_origins.is_empty() {
+        http_config = http_config.with_allowed_origins(config.allowed_origins.clone());
+    }
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        http_config,
+    );
+    Router::new().nest_service("/mcp", service)
+}

@@ -1,0 +1,146 @@
+//! Owns what this worker serves: its server's configuration and tools, each tool with
+//! its compiled argument validator and response JSONPath, swapped atomically as a whole
+//! (`Arc<Served>`) so a call sees one consistent version. Tool-list changes are
+//! broadcast to MCP sessions through a watch channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use mcp_core::model::{ServerConfig, ToolBinding};
+use mcp_core::RedisRegistry;
+use tokio::sync::watch;
+
+use crate::adapter::HttpAdapter;
+
+/// A tool ready to call.
+pub struct ServedTool {
+    pub binding: ToolBinding,
+    /// Compiled once per registry version of the tool, never per call.
+    pub validator: jsonschema::Validator,
+    pub pick: Option<serde_json_path::JsonPath>,
+}
+
+impl ServedTool {
+    /// Compiles a binding; `None` (with a warning) when its schema or pick is broken,
+    /// which registration validation normally prevents.
+    pub fn compile(server_id: &str, binding: ToolBinding) -> Option<ServedTool> {
+        let validator = match mcp_core::validate::compile_schema(&binding.input_schema) {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(event = "worker.tool.invalid", server = %server_id, tool = %binding.name, error = %err);
+                return None;
+            }
+        };
+        let pick = match binding
+            .response_mapping
+            .as_ref()
+            .and_then(|m| m.pick.as_deref())
+        {
+            Some(path) => match serde_json_path::JsonPath::parse(path) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    tracing::warn!(event = "worker.tool.invalid", server = %server_id, tool = %binding.name, error = %err);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        Some(ServedTool {
+            binding,
+            validator,
+            pick,
+        })
+    }
+}
+
+/// One consistent view of the server.
+#[derive(Default)]
+pub struct Served {
+    /// `None` until loaded, or when the server is not (or no longer) registered.
+    pub config: Option<ServerConfig>,
+    pub tools: BTreeMap<String, Arc<ServedTool>>,
+    /// Registry version this view reflects.
+    pub version: u64,
+}
+
+/// Shared by every request handler and the reload task.
+pub struct WorkerState {
+    pub server_id: String,
+    pub registry: RedisRegistry,
+    pub adapter: HttpAdapter,
+    /// A std `RwLock` held only to clone or swap the `Arc`, never across an await.
+    served: RwLock<Arc<Served>>,
+    /// Bumped when the tool list changes; MCP sessions send `tools/list_changed`.
+    tools_changed: watch::Sender<u64>,
+    /// Unix ms of the last call accepted (or of start-up); the supervisor's idle TTL
+    /// reads it through `/healthz`. Atomic: written on every call, never locked.
+    last_call_ms: AtomicU64,
+}
+
+impl WorkerState {
+    pub fn new(server_id: String, registry: RedisRegistry, adapter: HttpAdapter) -> WorkerState {
+        WorkerState {
+            server_id,
+            registry,
+            adapter,
+            served: RwLock::new(Arc::new(Served::default())),
+            tools_changed: watch::channel(0).0,
+            last_call_ms: AtomicU64::new(mcp_core::runtime::unix_millis()),
+        }
+    }
+
+    /// Marks that a call arrived now.
+    pub fn touch(&self) {
+        self.last_call_ms
+            .store(mcp_core::runtime::unix_millis(), Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last call (or since start-up).
+    pub fn idle_ms(&self) -> u64 {
+        mcp_core::runtime::unix_millis().saturating_sub(self.last_call_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn current(&self) -> Arc<Served> {
+        match self.served.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the view; notifies sessions when the tool list differs.
+    pub fn replace(&self, served: Served) {
+        let before = self.current();
+        let tools_changed = before.tools.len() != served.tools.len()
+            || before
+                .tools
+                .iter()
+                .zip(served.tools.iter())
+                .any(|((a, ta), (b, tb))| a != b || ta.binding != tb.binding)
+            || before.config.as_ref().map(|c| c.active) != served.config.as_ref().map(|c| c.active);
+        let new = Arc::new(served);
+        match self.served.write() {
+            Ok(mut guard) => *guard = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        if tools_changed {
+            self.tools_changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Applies a change to a copy of the current view.
+    pub fn update(&self, version: u64, change: impl FnOnce(&mut Served)) {
+        let current = self.current();
+        let mut next = Served {
+            config: current.config.clone(),
+            tools: current.tools.clone(),
+            version,
+        };
+        change(&mut next);
+        self.replace(next);
+    }
+
+    pub fn watch_tools(&self) -> watch::Receiver<u64> {
+        self.tools_changed.subscribe()
+    }
+}

@@ -1,0 +1,278 @@
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{parse_sse, WorkerHarness, SERVER};
+
+fn demo_tools() -> Vec<Value> {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../conf/demo-registry.json"
+        ))
+        .expect("demo"),
+    )
+    .expect("json");
+    doc["tools"]["fruits_api"]
+        .as_object()
+        .expect("tools")
+        .values()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_call_protocol_speaks_sse_with_the_request_id_everywhere() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    let response = hub
+        .client
+        .post(format!("{}/call/get_fruit_by_id", hub.base))
+        .header("x-request-id", "req-abc-1")
+        .json(&json!({"args": {"id": 2}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-request-id"], "req-abc-1");
+    let events = parse_sse(&response.text().await.expect("body"));
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        names,
+        ["tool_call.started", "output.delta", "tool_call.completed"]
+    );
+    assert!(
+        events.iter().all(|e| e.data["request_id"] == "req-abc-1"),
+        "{events:?}"
+    );
+    assert_eq!(events[0].data["tool"], "get_fruit_by_id");
+    assert_eq!(events[1].data["output"]["name"], "Banana");
+    assert_eq!(events[2].data["status"], 200);
+    assert!(events[2].data["latency_ms"].is_number());
+
+    // Create then get through the tools: the mock is stateful.
+    let created = hub
+        .output(
+            "create_fruit",
+            json!({"name": "Mango", "family": "Anacardiaceae"}),
+        )
+        .await;
+    let got = hub
+        .output("get_fruit_by_id", json!({"id": created["id"]}))
+        .await;
+    assert_eq!(got["name"], "Mango");
+
+    // Refusals before any REST call: JSON with stable codes.
+    for (tool, args, status, code) in [
+        ("nope", json!({}), 404, "tool_not_found"),
+        (
+            "get_fruit_by_id",
+            json!({"id": "two"}),
+            400,
+            "invalid_arguments",
+        ),
+        ("get_fruit_by_id", json!([1]), 400, "invalid_arguments"),
+    ] {
+        let response = hub
+            .client
+            .post(format!("{}/call/{tool}", hub.base))
+            .json(&json!({"args": args}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), status);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["request_id"].is_string());
+    }
+    let response = hub
+        .client
+        .post(format!("{}/call/get_fruits", hub.base))
+        .body("{broken")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = hub
+        .client
+        .post(format!("{}/call/get_fruit_by_id", hub.base))
+        .json(&json!({"args": {}}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["error"]["details"][0]["pointer"], "");
+
+    // The existing hub's shapes on POST /call.
+    let info: Value = hub
+        .client
+        .post(format!("{}/call", hub.base))
+        .json(&json!({"method": "initialize"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(info["serverInfo"]["name"], SERVER);
+    let list: Value = hub
+        .client
+        .post(format!("{}/call", hub.base))
+        .json(&json!({"method": "tools.list"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["tools"].as_array().map(Vec::len), Some(5));
+    let text = hub
+        .client
+        .post(format!("{}/call", hub.base))
+        .json(&json!({"name": "get_fruits", "args": {}}))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains("tool_call.completed"), "{text}");
+}
+
+#[tokio::test]
+async fn tools_added_changed_and_removed_in_redis_are_served_without_a_restart() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    let tool = json!({"name": "lemon", "method": "GET", "pathTemplate": "/fruits/4", "responseMapping": {"pick": "$.name"}});
+    hub.registry
+        .upsert_tool(SERVER, serde_json::from_value(tool).expect("tool"))
+        .await
+        .expect("add");
+    let output = mcp_testkit::wait_until_async(
+        "the new tool to be callable",
+        Duration::from_secs(10),
+        || async {
+            let (status, events) = hub.call("lemon", json!({})).await;
+            (status == 200)
+                .then(|| {
+                    events
+                        .into_iter()
+                        .find(|e| e.event == "output.delta")
+                        .map(|e| e.data["output"].clone())
+                })
+                .flatten()
+        },
+    )
+    .await;
+    assert_eq!(output, json!("Lemon"));
+    let list: Value = hub
+        .client
+        .post(format!("{}/call", hub.base))
+        .json(&json!({"method": "tools.list"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert!(list["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .any(|t| t["name"] == "lemon"));
+
+    let changed = json!({"name": "lemon", "method": "GET", "pathTemplate": "/fruits/4", "responseMapping": {"pick": "$.color"}});
+    hub.registry
+        .upsert_tool(SERVER, serde_json::from_value(changed).expect("tool"))
+        .await
+        .expect("change");
+    mcp_testkit::wait_until_async("the changed tool", Duration::from_secs(10), || async {
+        (hub.output("lemon", json!({})).await == json!("yellow")).then_some(())
+    })
+    .await;
+
+    hub.registry
+        .delete_tool(SERVER, "lemon")
+        .await
+        .expect("delete");
+    mcp_testkit::wait_until_async("the tool to be gone", Duration::from_secs(10), || async {
+        (hub.call("lemon", json!({})).await.0 == 404).then_some(())
+    })
+    .await;
+    let health: Value = hub
+        .client
+        .get(format!("{}/healthz", hub.base))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["tools"], 5);
+    assert!(health["version"].as_u64().is_some_and(|v| v >= 8));
+}
+
+#[tokio::test]
+async fn an_inactive_server_or_tool_is_refused() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    let mut tool: mcp_core::model::ToolBinding =
+        serde_json::from_value(demo_tools()[0].clone()).expect("tool");
+    let name = tool.name.clone();
+    tool.active = false;
+    hub.registry
+        .upsert_tool(SERVER, tool)
+        .await
+        .expect("deactivate");
+    mcp_testkit::wait_until_async(
+        "the tool to be inactive",
+        Duration::from_secs(10),
+        || async { (hub.call(&name, json!({})).await.0 == 403).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn after_a_lost_subscription_the_worker_reloads_in_full() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    // A tool written behind the registry's back: no event announces it, so only a
+    // full reload can find it (the periodic one is 30 s away).
+    let tool = json!({"name": "quiet", "method": "GET", "pathTemplate": "/fruits/5", "responseMapping": {"pick": "$.name"}});
+    let client = redis::Client::open(hub.redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let keys = mcp_core::keys::Keys::new(&hub.prefix);
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.tools(SERVER))
+        .arg("quiet")
+        .arg(tool.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let (status, _) = hub.call("quiet", json!({})).await;
+    assert_eq!(status, 404, "not known before a reload");
+    // Cut the worker's subscription, as a network blip or a Redis failover would.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .expect("client kill");
+    assert!(killed >= 1, "the worker was subscribed");
+    let output = mcp_testkit::wait_until_async(
+        "the reconnected worker to reload and serve the quiet tool",
+        Duration::from_secs(10),
+        || async {
+            let (status, events) = hub.call("quiet", json!({})).await;
+            (status == 200).then_some(())?;
+            events
+                .into_iter()
+                .find(|e| e.event == "output.delta")
+                .map(|e| e.data["output"].clone())
+        },
+    )
+    .await;
+    assert_eq!(output, json!("Kiwi"));
+}

@@ -1,0 +1,292 @@
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::WorkerHarness;
+
+fn tools() -> Vec<Value> {
+    vec![
+        json!({"name": "get_fruit", "method": "GET", "pathTemplate": "/api/fruits/{id}", "paramMapping": {"path": {"id": "id"}},
+        "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}}),
+    ]
+}
+
+/// Reads SSE frames from a streaming response until one satisfies `done`.
+async fn read_until(
+    response: &mut reqwest::Response,
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(text) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("in time")
+            .expect("chunk")
+            .expect("open stream");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn the_stateless_discover_path_answers() {
+    let hub = WorkerHarness::start(json!({}), tools()).await;
+    let response = hub
+        .client
+        .post(format!("{}/mcp", hub.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }}}),
+        )
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .chain(serde_json::from_str(&text).ok())
+        .find(|v: &Value| v["id"] == 1)
+        .unwrap_or(Value::Null);
+    assert!(answer.get("error").is_none(), "{answer}");
+    let result = &answer["result"];
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("2026-07-28")) && v.contains(&json!("2025-11-25"))),
+        "{answer}"
+    );
+    assert_eq!(
+        result["capabilities"]["tools"]["listChanged"], true,
+        "{answer}"
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"], "svc",
+        "the server is named after its id: {answer}"
+    );
+    let refused = hub
+        .client
+        .post(format!("{}/mcp", hub.base))
+        .header("host", "evil.example.com")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status().as_u16(), 403, "Host is checked");
+}
+
+#[tokio::test]
+async fn the_old_sse_transport_over_raw_http() {
+    let hub = WorkerHarness::start(json!({}), tools()).await;
+    let mut stream = hub
+        .client
+        .get(format!("{}/sse", hub.base))
+        .header("x-forwarded-prefix", "/mcp-servers/svc/r0")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, |t| {
+        t.contains("event: endpoint\ndata: ") && t.contains("\n\n")
+    })
+    .await;
+    let endpoint = text
+        .split("data: ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .expect("endpoint")
+        .to_owned();
+    assert!(
+        endpoint.starts_with("/mcp-servers/svc/r0/messages?session_id="),
+        "{endpoint}"
+    );
+    let post_url = format!(
+        "{}{}",
+        hub.base,
+        endpoint.trim_start_matches("/mcp-servers/svc/r0")
+    );
+    let post = |body: Value| hub.client.post(&post_url).json(&body).send();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    assert_eq!(post(init).await.expect("sent").status().as_u16(), 202);
+    read_until(&mut stream, &mut text, |t| t.contains("\"id\":1")).await;
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await
+            .expect("sent")
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(
+        post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .await
+            .expect("sent")
+            .status()
+            .as_u16(),
+        202
+    );
+    read_until(&mut stream, &mut text, |t| t.contains("\"id\":2")).await;
+    assert!(text.contains("get_fruit"));
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_fruit", "arguments": {"id": 1}}});
+    assert_eq!(post(call).await.expect("sent").status().as_u16(), 202);
+    read_until(&mut stream, &mut text, |t| t.contains("\"id\":3")).await;
+    assert!(text.contains("Apple"), "{text}");
+
+    let unknown = hub
+        .client
+        .post(format!("{}/messages?session_id=nope", hub.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unknown.status().as_u16(), 404);
+    let bad = hub
+        .client
+        .post(&post_url)
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad.status().as_u16(), 400);
+    drop(stream);
+    // The session ends with its SSE stream.
+    mcp_testkit::wait_until_async("the session to close", Duration::from_secs(10), || async {
+        (hub.client
+            .post(&post_url)
+            .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .as_u16()
+            == 404)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_old_sse_transport_checks_host_and_keeps_endpoint_on_this_origin() {
+    let hub = WorkerHarness::start(json!({}), tools()).await;
+    for path in ["/sse", "/messages?session_id=x"] {
+        let rebound = hub
+            .client
+            .get(format!("{}{path}", hub.base))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(rebound.status().as_u16(), 403, "{path}");
+        let body: Value = rebound.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    // A prefix that would turn `endpoint` into another host's URL is ignored.
+    let mut stream = hub
+        .client
+        .get(format!("{}/sse", hub.base))
+        .header("x-forwarded-prefix", "//evil.example/x")
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(stream.status().as_u16(), 200);
+    let mut text = String::new();
+    read_until(&mut stream, &mut text, |t| {
+        t.contains("event: endpoint\ndata: ") && t.contains("\n\n")
+    })
+    .await;
+    assert!(
+        text.contains("data: /messages?session_id="),
+        "endpoint must stay on this origin: {text}"
+    );
+}
+
+/// Posts one JSON-RPC message to `/mcp` and returns the answer with `id` (JSON or SSE).
+async fn mcp_post(
+    hub: &WorkerHarness,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Option<String>, Value) {
+    let mut request = hub
+        .client
+        .post(format!("{}/mcp", hub.base))
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(session) = session {
+        request = request
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25");
+    }
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    let session_id = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.expect("body");
+    let answer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .chain(serde_json::from_str::<Value>(&text).ok())
+        .find(|v| v.get("id").is_some() && v["id"] == body["id"])
+        .unwrap_or(Value::Null);
+    (status, session_id, answer)
+}
+
+#[tokio::test]
+async fn mcp_tool_errors_are_is_error_results_with_the_reason() {
+    let mut tools = tools();
+    tools.push(json!({"name": "broken", "method": "GET", "pathTemplate": "/test/status/500"}));
+    let hub = WorkerHarness::start(json!({}), tools).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, session, answer) = mcp_post(&hub, None, init).await;
+    assert_eq!(status, 200, "{answer}");
+    let session = session.expect("a session id");
+    let (status, _, _) = mcp_post(
+        &hub,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    let call = |id: u64, name: &str, args: Value| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}});
+    let (_, _, answer) =
+        mcp_post(&hub, Some(&session), call(2, "get_fruit", json!({"id": 1}))).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["name"], "Apple",
+        "{answer}"
+    );
+
+    for (id, name, args, expected) in [
+        (3, "get_fruit", json!({"id": "one"}), "/id"),
+        (4, "broken", json!({}), "upstream_status"),
+    ] {
+        let (_, _, answer) = mcp_post(&hub, Some(&session), call(id, name, args)).await;
+        assert_eq!(answer["result"]["isError"], true, "{answer}");
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(text.contains(expected), "{name}: {answer}");
+    }
+    // The worker is fine afterwards.
+    let (_, _, answer) =
+        mcp_post(&hub, Some(&session), call(5, "get_fruit", json!({"id": 2}))).await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["name"], "Banana",
+        "{answer}"
+    );
+}
