@@ -606,18 +606,18 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if session.response_written().is_some() {
-            // The worker failed mid-stream: end the SSE stream with an error event
-            // rather than appending a JSON body to it.
+            // The worker failed mid-stream: tell SSE readers why with an error event,
+            // then cut the stream without the chunked terminator. A client then knows
+            // the response is incomplete and drops the connection; a clean end followed
+            // by a close would race its pool, which could send the next call on this
+            // dying connection (Pingora never reuses a downstream whose upstream failed).
             tracing::error!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
                 error = %e, code = "worker_failed", stage = "gateway.stream");
             if ctx.route.is_call() {
                 let data = json!({"request_id": ctx.request_id, "error": {"code": "worker_failed", "message": "the worker failed during the call"}});
                 let frame = Bytes::from(format!("event: tool_call.error\ndata: {data}\n\n"));
-                let _ = session.write_response_body(Some(frame), true).await;
+                let _ = session.write_response_body(Some(frame), false).await;
             }
-            // Pingora never reuses a client connection whose upstream failed: close it
-            // now, so the FIN reaches the client with the end of the stream and its pool
-            // does not pick the connection for its next request.
             session.as_downstream_mut().shutdown().await;
             return FailToProxy {
                 error_code: 0,

@@ -15,13 +15,13 @@ async fn every_call_and_compatibility_route() {
         (health["status"].clone(), health["mode"].clone()),
         (json!("ok"), json!("workers"))
     );
-    let metrics = stack.metrics_text().await;
-    assert!(
-        metrics.contains(
-            "mcp_gateway_requests_total{route=\"call\",server=\"fruits_api\",status=\"200\"}"
-        ),
-        "{metrics}"
-    );
+    let metrics = stack
+        .metrics_when(|m| {
+            m.contains(
+                "mcp_gateway_requests_total{route=\"call\",server=\"fruits_api\",status=\"200\"}",
+            )
+        })
+        .await;
     assert!(
         metrics.contains("mcp_gateway_request_duration_seconds_bucket"),
         "latency histogram"

@@ -29,8 +29,8 @@ async fn call_loop(
                 match response {
                     Ok(response) => {
                         let status = response.status().as_u16();
-                        let text = response.text().await.unwrap_or_default();
-                        if status == 200 && text.contains("tool_call.completed") {
+                        let (text, clean) = crate::body_text(response).await;
+                        if status == 200 && clean && text.contains("tool_call.completed") {
                             ok.fetch_add(1, Ordering::Relaxed);
                         } else if let Ok(mut f) = failures.lock() {
                             f.push((status, text.chars().take(300).collect()));

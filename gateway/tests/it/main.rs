@@ -245,7 +245,7 @@ impl Stack {
             .headers()
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let text = response.text().await.expect("body");
+        let (text, _) = body_text(response).await;
         if is_sse {
             (status, parse_sse(&text), None)
         } else {
@@ -275,6 +275,24 @@ impl Stack {
             .text()
             .await
             .expect("text")
+    }
+
+    /// The metrics text once `ready` holds for it (metrics are counted in the logging
+    /// phase, after the response went out, so a test reading them right after its call
+    /// must wait). Panics with the last text after 5 s.
+    pub async fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = self.metrics_text().await;
+            if ready(&text) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metrics never matched: {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub fn gateway_pid(&self) -> u32 {
@@ -400,4 +418,18 @@ async fn register_test_api(registry: &RedisRegistry, mock_url: &str) {
             .await
             .expect("tool");
     }
+}
+
+/// The body as far as it arrived, and whether it ended cleanly: a stream the gateway
+/// cut after a worker failure ends with an error, after its `tool_call.error` event.
+pub async fn body_text(mut response: reqwest::Response) -> (String, bool) {
+    let mut bytes = Vec::new();
+    let clean = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&bytes).into_owned(), clean)
 }
