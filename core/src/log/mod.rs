@@ -256,6 +256,21 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The PRD's `traceback` field of a failure: the error, then each `source()` below it on
+/// its own line as `caused by: ...`, outermost first. Rust errors carry no stack; their
+/// cause chain is what says where a failure came from (e.g. a refused TCP connect under
+/// an HTTP client error).
+pub fn traceback(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str("\ncaused by: ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Current UTC time as `"2026-11-24T14:02:16.123Z"` (quoted), written into `out`.
 fn write_rfc3339_now(out: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
@@ -374,6 +389,22 @@ mod tests {
         assert_eq!(lines[1]["message"], "plain message 42");
         assert_eq!(lines[1]["event"], "log.mcp_core::log::tests");
         assert_eq!(lines[1]["request_id"], "r-1", "still inside the span");
+    }
+
+    #[test]
+    fn a_traceback_has_one_line_per_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("calling the REST API")]
+        struct Outer(#[source] Middle);
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Middle(#[source] std::io::Error);
+        let err = Outer(Middle(std::io::Error::other("connection refused")));
+        assert_eq!(
+            traceback(&err),
+            "calling the REST API\ncaused by: tcp connect error\ncaused by: connection refused"
+        );
+        assert_eq!(traceback(&std::io::Error::other("alone")), "alone");
     }
 
     #[test]
