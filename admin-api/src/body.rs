@@ -1,10 +1,13 @@
-//! Owns how request bodies become typed values: malformed JSON is a 400, JSON of the
-//! wrong shape is a 422 naming the field, an oversized body is a 413. Nothing else
-//! parses request bodies.
+//! Owns how request bodies and query strings become typed values: malformed JSON is a
+//! 400, a registration of the wrong shape or with invalid values is a 422 listing every
+//! problem (the rules are `mcp_core::validate`'s), an oversized body is a 413, a
+//! malformed query string is a 400. Nothing else parses requests.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
-use mcp_core::validate::Problem;
+use mcp_core::model::{ServerConfig, ToolBinding};
+use mcp_core::validate;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -36,11 +39,28 @@ impl<S: Send + Sync> FromRequest<S> for JsonValue {
     }
 }
 
-/// Deserializes a JSON value into a model type; a mismatch is a 422 naming the field.
-pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ApiError::Invalid(vec![Problem::new(field, err.into_inner().to_string())])
-    })
+/// A server registered as `server_id`; every shape and validation problem is a 422.
+pub fn server(server_id: &str, value: serde_json::Value) -> Result<ServerConfig, ApiError> {
+    validate::parse_server(server_id, value).map_err(ApiError::Invalid)
+}
+
+/// A tool registered as `tool_name` (its `name` defaults to it and must equal it); every
+/// shape and validation problem is a 422.
+pub fn tool(tool_name: &str, value: serde_json::Value) -> Result<ToolBinding, ApiError> {
+    validate::parse_tool(value, Some(tool_name)).map_err(ApiError::Invalid)
+}
+
+/// The query string as `T`; a malformed one is a 400 in the JSON error contract (axum's
+/// own `Query` would answer plain text).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
 }

@@ -3,7 +3,7 @@
 //! also accepts a tool list instead of a tool map, and tools nested in a server under
 //! `tools`. Parsing reports every problem at once; nothing here talks to Redis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -75,32 +75,24 @@ impl Document {
             version: root.get("version").and_then(Value::as_u64).unwrap_or(0),
             ..Document::default()
         };
+        let listed: BTreeSet<String> = servers_map.keys().cloned().collect();
         for (server_id, mut server_value) in servers_map {
             // Tools nested in the server are moved to the top-level map.
             if let Some(nested) = server_value.as_object_mut().and_then(|s| s.remove("tools")) {
                 tools_by_server.entry(server_id.clone()).or_insert(nested);
             }
-            match serde_json::from_value::<ServerConfig>(server_value) {
+            match validate::parse_server(&server_id, server_value) {
                 Ok(mut server) => {
                     if server.name.is_empty() {
                         server.name = server_id.clone();
                     }
-                    for p in validate::validate_server(&server_id, &server) {
-                        problems.push(Problem::new(
-                            format!("servers.{server_id}.{}", p.field),
-                            p.message,
-                        ));
-                    }
                     doc.servers.insert(server_id, server);
                 }
-                Err(err) => problems.push(Problem::new(
-                    format!("servers.{server_id}"),
-                    err.to_string(),
-                )),
+                Err(found) => prefixed(&mut problems, &format!("servers.{server_id}"), found),
             }
         }
         for (server_id, tools_value) in tools_by_server {
-            if !doc.servers.contains_key(&server_id) {
+            if !listed.contains(&server_id) {
                 problems.push(Problem::new(
                     format!("tools.{server_id}"),
                     "names a server that is not in servers",
@@ -119,37 +111,18 @@ impl Document {
                 }
             };
             let tools = doc.tools.entry(server_id.clone()).or_default();
-            for (idx, (key, mut tool_value)) in entries.into_iter().enumerate() {
-                let label = key.clone().unwrap_or_else(|| idx.to_string());
-                if let (Some(key), Some(obj)) = (&key, tool_value.as_object_mut()) {
-                    obj.entry("name")
-                        .or_insert_with(|| Value::String(key.clone()));
-                }
-                match serde_json::from_value::<ToolBinding>(tool_value) {
+            for (idx, (key, tool_value)) in entries.into_iter().enumerate() {
+                let label = format!(
+                    "tools.{server_id}.{}",
+                    key.clone().unwrap_or_else(|| idx.to_string())
+                );
+                match validate::parse_tool(tool_value, key.as_deref()) {
                     Ok(tool) => {
-                        if key.as_deref().is_some_and(|k| k != tool.name) {
-                            problems.push(Problem::new(
-                                format!("tools.{server_id}.{label}.name"),
-                                "differs from its map key",
-                            ));
-                        }
-                        for p in validate::validate_tool(&tool) {
-                            problems.push(Problem::new(
-                                format!("tools.{server_id}.{label}.{}", p.field),
-                                p.message,
-                            ));
-                        }
                         if tools.insert(tool.name.clone(), tool).is_some() {
-                            problems.push(Problem::new(
-                                format!("tools.{server_id}.{label}"),
-                                "duplicate tool name",
-                            ));
+                            problems.push(Problem::new(label, "duplicate tool name"));
                         }
                     }
-                    Err(err) => problems.push(Problem::new(
-                        format!("tools.{server_id}.{label}"),
-                        err.to_string(),
-                    )),
+                    Err(found) => prefixed(&mut problems, &label, found),
                 }
             }
         }
@@ -159,6 +132,18 @@ impl Document {
             Err(problems)
         }
     }
+}
+
+/// Adds `found` to `problems` with each field under `prefix`.
+fn prefixed(problems: &mut Vec<Problem>, prefix: &str, found: Vec<Problem>) {
+    problems.extend(found.into_iter().map(|p| {
+        let field = if p.field.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{}", p.field)
+        };
+        Problem::new(field, p.message)
+    }));
 }
 
 #[cfg(test)]
@@ -181,6 +166,26 @@ mod tests {
         assert!(doc.servers["a"].extra.is_empty());
         assert_eq!(doc.tools["a"]["t1"].name, "t1");
         assert_eq!(doc.tools["b"]["t2"].name, "t2");
+    }
+
+    #[test]
+    fn shape_problems_do_not_hide_the_others() {
+        let problems = Document::parse(json!({
+            "servers": {"a": {"baseUrl": 3, "replicas": "2"}},
+            "tools": {"a": {"t": {"name": "u", "method": "TRACE", "pathTemplate": "/p/{id}"}}}
+        }))
+        .expect_err("invalid");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "servers.a.baseUrl",
+                "servers.a.replicas",
+                "tools.a.t.method",
+                "tools.a.t.paramMapping.path.id",
+                "tools.a.t.name"
+            ]
+        );
     }
 
     #[test]

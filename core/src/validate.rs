@@ -1,10 +1,19 @@
 //! Owns what makes a registration acceptable. Returns every problem at once (the admin
-//! API answers 422 with the whole list) and never touches Redis.
+//! API answers 422 with the whole list) and never touches Redis. [`parse_server`] and
+//! [`parse_tool`] turn untyped JSON into a registration: every field of the wrong shape
+//! is a problem, and the semantic checks still run on the fields that are usable.
 
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::model::{path_placeholders, AuthKind, ServerConfig, ToolBinding};
+use crate::model::{
+    path_placeholders, Auth, AuthKind, HttpMethod, ParamMapping, ResponseMapping, ServerConfig,
+    ToolBinding,
+};
 
 /// One thing wrong with a registration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -212,6 +221,217 @@ pub fn validate_tool(tool: &ToolBinding) -> Vec<Problem> {
     problems
 }
 
+/// Checks one field's JSON against its type. Returns the field with every unusable
+/// entry of its maps removed (`None` when the field as a whole is unusable) and one
+/// problem per offending entry.
+type FieldCheck = fn(&str, &Value) -> (Option<Value>, Vec<Problem>);
+
+/// A top-level field of a registration: its JSON name, its type, and for a required
+/// field the stand-in that lets the semantic checks run when it is missing or unusable.
+struct FieldSpec {
+    name: &'static str,
+    check: FieldCheck,
+    stand_in: Option<fn() -> Value>,
+}
+
+/// The fields of [`ServerConfig`] as its JSON spells them (a unit test keeps the list
+/// equal to the struct). Unknown fields are kept in `extra` and never a problem.
+const SERVER_FIELDS: &[FieldSpec] = &[
+    field::<String>("name"),
+    FieldSpec {
+        stand_in: Some(|| Value::String(String::new())),
+        ..field::<String>("baseUrl")
+    },
+    field::<Auth>("auth"),
+    field::<BTreeMap<String, String>>("defaultHeaders"),
+    field::<bool>("active"),
+    field::<Option<u64>>("timeoutMs"),
+    field::<Option<u32>>("replicas"),
+];
+
+/// The fields of [`ToolBinding`] as its JSON spells them.
+const TOOL_FIELDS: &[FieldSpec] = &[
+    FieldSpec {
+        stand_in: Some(|| Value::String(String::new())),
+        ..field::<String>("name")
+    },
+    field::<String>("description"),
+    FieldSpec {
+        stand_in: Some(|| Value::String(HttpMethod::Get.as_str().to_owned())),
+        ..field::<HttpMethod>("method")
+    },
+    field::<String>("pathTemplate"),
+    field::<ParamMapping>("paramMapping"),
+    field::<Value>("inputSchema"),
+    field::<Option<ResponseMapping>>("responseMapping"),
+    field::<bool>("active"),
+];
+
+const fn field<T: DeserializeOwned>(name: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        check: check_field::<T>,
+        stand_in: None,
+    }
+}
+
+/// Parses a server registered as `server_id`: every shape problem of every field, then
+/// [`validate_server`] on what is usable (minus what a shape problem already reports).
+pub fn parse_server(server_id: &str, value: Value) -> Result<ServerConfig, Vec<Problem>> {
+    let (server, mut problems) = parse_object::<ServerConfig>(value, SERVER_FIELDS)?;
+    let semantic = validate_server(server_id, &server);
+    keep_new_problems(&mut problems, semantic);
+    if problems.is_empty() {
+        Ok(server)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses a tool. When it is `registered_as` a name (the admin API's path, an import
+/// document's map key), `name` defaults to it and, when present, must equal it. Every
+/// shape problem of every field is listed, then [`validate_tool`] on what is usable.
+pub fn parse_tool(
+    mut value: Value,
+    registered_as: Option<&str>,
+) -> Result<ToolBinding, Vec<Problem>> {
+    if let (Some(name), Some(object)) = (registered_as, value.as_object_mut()) {
+        object
+            .entry("name")
+            .or_insert_with(|| Value::String(name.to_owned()));
+    }
+    let (tool, mut problems) = parse_object::<ToolBinding>(value, TOOL_FIELDS)?;
+    let mut semantic = validate_tool(&tool);
+    if let Some(expected) = registered_as.filter(|expected| tool.name != *expected) {
+        semantic.push(Problem::new(
+            "name",
+            format!("must equal the name it is registered under ({expected:?})"),
+        ));
+    }
+    keep_new_problems(&mut problems, semantic);
+    if problems.is_empty() {
+        Ok(tool)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Checks each known field of an object on its own, so one bad field does not hide the
+/// next. Returns the value built from the usable fields (stand-ins for unusable required
+/// ones) with the shape problems; `Err` only when there is nothing to build from.
+fn parse_object<T: DeserializeOwned>(
+    value: Value,
+    fields: &[FieldSpec],
+) -> Result<(T, Vec<Problem>), Vec<Problem>> {
+    let Value::Object(mut object) = value else {
+        return Err(vec![Problem::new("", "must be a JSON object")]);
+    };
+    let mut problems = Vec::new();
+    for spec in fields {
+        let usable = match object.get(spec.name) {
+            Some(field_value) => {
+                let (usable, found) = (spec.check)(spec.name, field_value);
+                problems.extend(found);
+                usable
+            }
+            None => {
+                if spec.stand_in.is_some() {
+                    problems.push(Problem::new(spec.name, "is required"));
+                }
+                None
+            }
+        };
+        match (usable, spec.stand_in) {
+            (Some(usable), _) => {
+                object.insert(spec.name.to_owned(), usable);
+            }
+            (None, Some(stand_in)) => {
+                object.insert(spec.name.to_owned(), stand_in());
+            }
+            (None, None) => {
+                object.remove(spec.name);
+            }
+        }
+    }
+    // Every field was checked on its own, so this only fails if the field lists above
+    // fall behind the model; the model's own error is then the problem.
+    match serde_path_to_error::deserialize::<_, T>(Value::Object(object)) {
+        Ok(typed) => Ok((typed, problems)),
+        Err(err) => {
+            let path = err.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            problems.push(Problem::new(field, err.into_inner().to_string()));
+            Err(problems)
+        }
+    }
+}
+
+fn check_field<T: DeserializeOwned>(name: &str, value: &Value) -> (Option<Value>, Vec<Problem>) {
+    let mut value = value.clone();
+    let mut problems = Vec::new();
+    // Each round removes one offending map entry; the bound only guards against a loop.
+    for _ in 0..64 {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(_) => return (Some(value), problems),
+            Err(err) => err,
+        };
+        let keys: Option<Vec<String>> = err
+            .path()
+            .iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        let field = if path == "." {
+            name.to_owned()
+        } else {
+            format!("{name}.{path}")
+        };
+        problems.push(Problem::new(field, message.clone()));
+        match keys.filter(|keys| !keys.is_empty()) {
+            Some(keys) if !message.starts_with("missing field") && remove_at(&mut value, &keys) => {
+            }
+            _ => return (None, problems),
+        }
+    }
+    (None, problems)
+}
+
+/// Removes the entry at `keys` (object keys, outermost first); false if there is none.
+fn remove_at(value: &mut Value, keys: &[String]) -> bool {
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for key in parents {
+        match current.get_mut(key) {
+            Some(next) => current = next,
+            None => return false,
+        }
+    }
+    current
+        .as_object_mut()
+        .is_some_and(|object| object.remove(last).is_some())
+}
+
+/// Adds the semantic problems that are not already reported by a shape problem: a field
+/// that had the wrong shape was replaced by its default, so what the checks say about
+/// it (or, for `pathTemplate`, about the placeholders mapped to it) would mislead.
+fn keep_new_problems(problems: &mut Vec<Problem>, semantic: Vec<Problem>) {
+    let shape: Vec<String> = problems.iter().map(|p| p.field.clone()).collect();
+    let covered = |field: &str| {
+        shape.iter().any(|s| {
+            field == s
+                || field.starts_with(&format!("{s}."))
+                || (s == "pathTemplate" && field.starts_with("paramMapping.path."))
+        })
+    };
+    problems.extend(semantic.into_iter().filter(|p| !covered(&p.field)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +522,101 @@ mod tests {
         check(
             json!({"name": "t t", "method": "GET", "responseMapping": {"pick": "$[?"}}),
             &["name", "responseMapping.pick"],
+        );
+    }
+
+    #[test]
+    fn shape_problems_of_every_field_are_listed_with_the_semantic_ones() {
+        let check = |json: serde_json::Value, expected: &[&str]| {
+            let problems = parse_tool(json.clone(), Some("t")).expect_err("invalid");
+            assert_eq!(fields(&problems), expected, "{json}: {problems:?}");
+        };
+        // The brief's case: a bad method must not hide the unmapped placeholder.
+        check(
+            json!({"method": "TRACE", "pathTemplate": "/p/{id}"}),
+            &["method", "paramMapping.path.id"],
+        );
+        check(
+            json!({"method": 5, "description": [], "active": "yes", "inputSchema": {"type": 5}}),
+            &["description", "method", "active", "inputSchema"],
+        );
+        // Entries of a map are checked one by one; the usable ones still count.
+        check(
+            json!({"method": "GET", "pathTemplate": "/p/{id}/{x}",
+                   "paramMapping": {"path": {"id": 1, "x": "x"}, "query": {"q": false}}}),
+            &["paramMapping.path.id", "paramMapping.query.q"],
+        );
+        // A pathTemplate of the wrong shape does not also blame its mapped placeholders.
+        check(
+            json!({"method": "GET", "pathTemplate": 7, "paramMapping": {"path": {"id": "id"}}}),
+            &["pathTemplate"],
+        );
+        check(json!({"name": "u", "method": "GET"}), &["name"]);
+        check(json!({}), &["method"]);
+        check(json!([1]), &[""]);
+        let problems = parse_tool(json!({"method": "PUT"}), None).expect_err("no name");
+        assert_eq!(problems, [Problem::new("name", "is required")]);
+        let tool = parse_tool(json!({"method": "PUT", "future": 1}), Some("t")).expect("valid");
+        assert_eq!(
+            (tool.name.as_str(), tool.extra["future"].clone()),
+            ("t", json!(1))
+        );
+
+        let check = |id: &str, json: serde_json::Value, expected: &[&str]| {
+            let problems = parse_server(id, json.clone()).expect_err("invalid");
+            assert_eq!(fields(&problems), expected, "{json}: {problems:?}");
+        };
+        check(
+            "bad id",
+            json!({"baseUrl": 3, "auth": {"type": "magic", "key": 1}, "replicas": -1, "timeoutMs": 0}),
+            &[
+                "baseUrl",
+                "auth.type",
+                "auth.key",
+                "replicas",
+                "id",
+                "timeoutMs",
+            ],
+        );
+        check(
+            "ok",
+            json!({"auth": {"type": "bearer"}}),
+            &["baseUrl", "auth.value"],
+        );
+        check(
+            "ok",
+            json!({"baseUrl": "http://x", "defaultHeaders": {"A": 1, "Bad Name": "v"}}),
+            &["defaultHeaders.A", "defaultHeaders.Bad Name"],
+        );
+        let server = parse_server("ok", json!({"baseUrl": "http://x", "x": [1]})).expect("valid");
+        assert_eq!(server.extra["x"], json!([1]));
+    }
+
+    #[test]
+    fn the_field_lists_name_every_field_of_the_model() {
+        let server: ServerConfig = serde_json::from_value(json!({
+            "name": "n", "baseUrl": "http://x", "auth": {"type": "bearer", "value": "v"},
+            "defaultHeaders": {"A": "b"}, "active": true, "timeoutMs": 1, "replicas": 1
+        }))
+        .expect("server");
+        let tool: ToolBinding = serde_json::from_value(json!({
+            "name": "t", "description": "d", "method": "GET", "pathTemplate": "/x",
+            "paramMapping": {"query": {"q": "q"}}, "responseMapping": {"pick": "$.a"}
+        }))
+        .expect("tool");
+        let keys = |value: serde_json::Value| -> Vec<String> {
+            value.as_object().expect("object").keys().cloned().collect()
+        };
+        let names = |specs: &[FieldSpec]| -> Vec<String> {
+            specs.iter().map(|s| s.name.to_owned()).collect()
+        };
+        assert_eq!(
+            keys(serde_json::to_value(&server).expect("json")),
+            names(SERVER_FIELDS)
+        );
+        assert_eq!(
+            keys(serde_json::to_value(&tool).expect("json")),
+            names(TOOL_FIELDS)
         );
     }
 

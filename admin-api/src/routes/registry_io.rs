@@ -2,14 +2,14 @@
 //! PRD's migration step). Export masks secrets unless asked otherwise by a caller that
 //! proved itself with the admin token.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use mcp_core::document::Document;
 use mcp_core::registry::{ImportMode, ImportSummary};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::body::JsonValue;
+use crate::body::{JsonValue, Query};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
 

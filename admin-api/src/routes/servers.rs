@@ -6,11 +6,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use mcp_core::model::ServerConfig;
 use mcp_core::registry::Stats;
-use mcp_core::validate;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::body::{typed, JsonValue};
+use crate::body::{self, JsonValue};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
 
@@ -91,11 +90,7 @@ pub async fn upsert(
     Path(id): Path<String>,
     JsonValue(body): JsonValue,
 ) -> ApiResult<(StatusCode, Json<ServerView>)> {
-    let config: ServerConfig = typed(body)?;
-    let problems = validate::validate_server(&id, &config);
-    if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
-    }
+    let config = body::server(&id, body)?;
     let outcome = state.registry.upsert_server(&id, config).await?;
     let stored = state
         .registry

@@ -4,9 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use mcp_core::model::ToolBinding;
-use mcp_core::validate::{self, Problem};
 
-use crate::body::{typed, JsonValue};
+use crate::body::{self, JsonValue};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::routes::servers::Deleted;
 use crate::AppState;
@@ -56,23 +55,9 @@ pub async fn get(
 pub async fn upsert(
     State(state): State<AppState>,
     Path((id, tool)): Path<(String, String)>,
-    JsonValue(mut body): JsonValue,
+    JsonValue(body): JsonValue,
 ) -> ApiResult<(StatusCode, Json<ToolBinding>)> {
-    if let Some(obj) = body.as_object_mut() {
-        obj.entry("name")
-            .or_insert_with(|| serde_json::Value::String(tool.clone()));
-    }
-    let binding: ToolBinding = typed(body)?;
-    let mut problems = validate::validate_tool(&binding);
-    if binding.name != tool {
-        problems.push(Problem::new(
-            "name",
-            format!("must equal the tool name in the path ({tool:?})"),
-        ));
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
-    }
+    let binding = body::tool(&tool, body)?;
     let outcome = state.registry.upsert_tool(&id, binding.clone()).await?;
     tracing::info!(event = "admin.tool.upsert", server = %id, tool = %tool, created = outcome.created, version = outcome.version);
     let status = if outcome.created {

@@ -12,34 +12,53 @@ async fn every_error_code_is_json_with_a_request_id() {
         ..Options::default()
     });
 
-    // 400: not JSON, and empty.
-    let response = admin
-        .client
-        .post(format!("{}/api/servers/x", admin.base))
-        .body("{nope")
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    assert_error(
-        status,
-        &response.json().await.expect("json"),
-        400,
-        "bad_request",
-    );
-    let response = admin
-        .client
-        .post(format!("{}/api/servers/x", admin.base))
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    assert_error(
-        status,
-        &response.json().await.expect("json"),
-        400,
-        "bad_request",
-    );
+    // 400: not JSON, and empty, on every route that takes a body.
+    for path in ["/api/servers/x", "/api/tools/fruits_api/t", "/api/import"] {
+        for body in ["{nope", ""] {
+            let response = admin
+                .client
+                .post(format!("{}{path}", admin.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("sent");
+            let status = response.status().as_u16();
+            let json: serde_json::Value = response.json().await.expect("a JSON error body");
+            assert_error(status, &json, 400, "bad_request");
+            assert!(
+                json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("JSON")),
+                "POST {path} with {body:?}: {json}"
+            );
+        }
+    }
+
+    // 400: a malformed query string answers in the same JSON contract.
+    for (method, path, body, culprit) in [
+        (
+            Method::POST,
+            "/api/import?mode=bogus",
+            Some(json!({"servers": {}})),
+            "bogus",
+        ),
+        (
+            Method::GET,
+            "/api/export?includeSecrets=maybe",
+            None,
+            "includeSecrets",
+        ),
+    ] {
+        let (status, body) = admin.call(method, path, body).await;
+        assert_error(status, &body, 400, "bad_request");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(culprit)),
+            "{path}: the message names what is wrong: {body}"
+        );
+    }
 
     // 404: unknown server, tool, route.
     for (method, path) in [
@@ -111,6 +130,50 @@ async fn every_error_code_is_json_with_a_request_id() {
         .await;
     assert_error(status, &body, 422, "invalid_registration");
     assert_eq!(body["error"]["details"][0]["field"], "method");
+
+    // A field of the wrong shape does not hide the other problems: each is listed with
+    // its field and a message.
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/tools/fruits_api/t",
+            Some(json!({"method": "TRACE", "pathTemplate": "/p/{id}"})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let details = body["error"]["details"].as_array().expect("details");
+    let fields: Vec<&str> = details
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(fields, ["method", "paramMapping.path.id"], "{body}");
+    assert!(
+        details[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("TRACE")),
+        "{body}"
+    );
+    assert!(
+        details[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("{id}")),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/servers/bad%20id",
+            Some(json!({"baseUrl": 3, "auth": {"type": "magic"}, "replicas": 0})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(fields, ["baseUrl", "auth.type", "id", "replicas"], "{body}");
     let (status, body) = admin
         .call(
             Method::POST,
@@ -123,10 +186,21 @@ async fn every_error_code_is_json_with_a_request_id() {
         .call(
             Method::POST,
             "/api/import",
-            Some(json!({"servers": {"x": {"baseUrl": 3}}})),
+            Some(json!({"servers": {"x": {"baseUrl": 3, "replicas": 0}}})),
         )
         .await;
     assert_error(status, &body, 422, "invalid_registration");
+    let fields: Vec<&str> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        ["servers.x.baseUrl", "servers.x.replicas"],
+        "{body}"
+    );
 
     // 403: secrets in clear need a token.
     let (status, body) = admin
