@@ -106,6 +106,7 @@ impl From<mcp_core::registry::Error> for ApiError {
             Error::MaskedSecret => {
                 ApiError::Invalid(vec![Problem::new("auth.value", err.to_string())])
             }
+            Error::Invalid(problems) => ApiError::Invalid(problems),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -38,6 +38,10 @@ pub enum Error {
     /// A masked secret was sent for a server that has no stored secret to keep.
     #[error("auth.value is the mask the API hands out; send the real secret")]
     MaskedSecret,
+    /// An import cannot be applied to the registry as it stands (checked before any
+    /// write); every problem is listed with its field in the document.
+    #[error("the document cannot be imported: {}", .0.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<crate::validate::Problem>),
     #[error("invalid redis url: {0}")]
     InvalidUrl(#[source] redis::RedisError),
 }
@@ -132,12 +136,33 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PUBLISH_LUA}{body}"))
 }
 
-/// KEYS: version, servers. ARGV: channel, id, config, event.
+/// KEYS: version, servers. ARGV: channel, id, config, event, placeholder. A non-empty
+/// placeholder (a quoted JSON string) stands for the stored secret in config and event:
+/// it is replaced by the stored `auth.value` inside the script, so keeping the secret is
+/// atomic with the write. No stored secret: `{-1, 0}` and nothing is written.
 static UPSERT_SERVER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local created = redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-return {created, publish(ARGV[4])}
+local config, event = ARGV[3], ARGV[4]
+if ARGV[5] ~= '' then
+  local stored = redis.call('HGET', KEYS[2], ARGV[2])
+  local secret = nil
+  if stored then
+    local ok, cfg = pcall(cjson.decode, stored)
+    if ok and type(cfg) == 'table' and type(cfg.auth) == 'table' and type(cfg.auth.value) == 'string' then
+      secret = cfg.auth.value
+    end
+  end
+  if not secret then return {-1, 0} end
+  local function splice(text)
+    local i, j = string.find(text, ARGV[5], 1, true)
+    if not i then error('the stored-secret placeholder is missing') end
+    return string.sub(text, 1, i - 1) .. str(secret) .. string.sub(text, j + 1)
+  end
+  config, event = splice(config), splice(event)
+end
+local created = redis.call('HSET', KEYS[2], ARGV[2], config)
+return {created, publish(event)}
 "#,
     )
 });
@@ -321,13 +346,16 @@ impl RedisRegistry {
         if server.name.is_empty() {
             server.name = server_id.to_owned();
         }
-        if server.auth.value_is_masked() {
-            let stored = self.get_server(server_id).await?;
-            match stored.and_then(|s| s.auth.value) {
-                Some(secret) => server.auth.value = Some(secret),
-                None => return Err(Error::MaskedSecret),
-            }
-        }
+        // The script swaps the stored secret in for a one-off placeholder, so a
+        // concurrent write cannot slip between reading the secret and writing it back.
+        let placeholder = if server.auth.value_is_masked() {
+            let token = format!("mcp-hub:stored-secret:{}", uuid::Uuid::new_v4().simple());
+            let quoted = to_json(&token);
+            server.auth.value = Some(token);
+            quoted
+        } else {
+            String::new()
+        };
         let event = EventKind::ServerUpsert {
             server_id: server_id.to_owned(),
             server: server.clone(),
@@ -340,8 +368,12 @@ impl RedisRegistry {
             .arg(server_id)
             .arg(to_json(&server))
             .arg(event_body(&event))
+            .arg(placeholder)
             .invoke_async(&mut conn)
             .await?;
+        if created < 0 {
+            return Err(Error::MaskedSecret);
+        }
         Ok(WriteOutcome {
             created: created == 1,
             version,
@@ -647,14 +679,36 @@ impl RedisRegistry {
         Ok(doc)
     }
 
-    /// Writes a validated document ([`crate::document::Document::parse`]). Each write is
-    /// atomic with its event; the import as a whole is not one transaction, so a failure
-    /// midway leaves the writes before it in place (re-running the import converges).
+    /// Writes a validated document ([`crate::document::Document::parse`]). What depends
+    /// on the stored registry (a masked `auth.value` needs a stored secret to keep) is
+    /// checked before the first write: [`Error::Invalid`] lists every problem and nothing
+    /// is written. Each write is atomic with its event; the import as a whole is not one
+    /// transaction, so only Redis failing midway (or a concurrent delete of a server
+    /// whose masked secret the import keeps) leaves the writes before it in place, and
+    /// re-running the import converges.
     pub async fn import(
         &self,
         doc: &crate::document::Document,
         mode: ImportMode,
     ) -> Result<ImportSummary> {
+        let mut problems = Vec::new();
+        for (server_id, config) in &doc.servers {
+            if config.auth.value_is_masked()
+                && self
+                    .get_server(server_id)
+                    .await?
+                    .and_then(|stored| stored.auth.value)
+                    .is_none()
+            {
+                problems.push(crate::validate::Problem::new(
+                    format!("servers.{server_id}.auth.value"),
+                    "is the mask the API hands out and no secret is stored for this server; send the real secret",
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::Invalid(problems));
+        }
         let mut summary = ImportSummary::default();
         if mode == ImportMode::Replace {
             for server_id in self.list_servers().await?.keys() {

@@ -155,3 +155,48 @@ async fn the_cli_imports_and_exports_with_secrets() {
         .expect("exists");
     assert_eq!(fruits.base_url, "http://127.0.0.1:8090/api");
 }
+
+#[tokio::test]
+async fn an_import_that_fails_on_a_masked_secret_leaves_the_registry_unchanged() {
+    let admin = Admin::start(Options::default());
+    let with_secret = json!({"baseUrl": "http://127.0.0.1:9", "auth": {"type": "bearer", "value": "kept-secret"}});
+    assert_eq!(
+        admin
+            .call(Method::POST, "/api/servers/kept", Some(with_secret))
+            .await
+            .0,
+        201
+    );
+    let registry = admin.registry();
+    let before = registry.snapshot().await.expect("snapshot");
+    // Servers are written in id order: "aaa_new" would land before "zzz_new" failed.
+    let doc = json!({
+        "servers": {
+            "aaa_new": {"baseUrl": "http://127.0.0.1:9"},
+            "kept": {"baseUrl": "http://127.0.0.1:9", "auth": {"type": "bearer", "value": "********"}},
+            "zzz_new": {"baseUrl": "http://127.0.0.1:9", "auth": {"type": "bearer", "value": "********"}}
+        },
+        "tools": {"aaa_new": [{"name": "t", "method": "GET"}]}
+    });
+    for mode in ["merge", "replace"] {
+        let (status, body) = admin
+            .call(
+                Method::POST,
+                &format!("/api/import?mode={mode}"),
+                Some(doc.clone()),
+            )
+            .await;
+        crate::assert_error(status, &body, 422, "invalid_registration");
+        assert_eq!(
+            body["error"]["details"],
+            json!([{"field": "servers.zzz_new.auth.value",
+                    "message": "is the mask the API hands out and no secret is stored for this server; send the real secret"}]),
+            "{mode}"
+        );
+        assert_eq!(
+            registry.snapshot().await.expect("snapshot"),
+            before,
+            "{mode}: nothing written, nothing published"
+        );
+    }
+}

@@ -154,10 +154,131 @@ async fn a_masked_secret_keeps_the_stored_one() {
         json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": MASKED_SECRET}}),
     )
     .expect("server");
+    let version = registry.version().await.expect("version");
     assert!(matches!(
         registry.upsert_server("new", masked_new).await,
         Err(Error::MaskedSecret)
     ));
+    assert_eq!(registry.get_server("new").await.expect("get"), None);
+    assert_eq!(
+        registry.version().await.expect("version"),
+        version,
+        "nothing written, nothing published"
+    );
+}
+
+/// The stored secret is swapped in by the write script itself: whatever characters it
+/// holds come back byte for byte, in the stored config and in the published event.
+#[tokio::test]
+async fn a_kept_secret_survives_any_characters_and_reaches_the_event() {
+    use mcp_core::events::EventKind;
+    use mcp_core::subscription::Update;
+    let (_redis, registry) = setup();
+    let secret = "s3\"c\\r/é%t ünï\u{1F512} ********";
+    let mut config: ServerConfig = serde_json::from_value(json!({
+        "baseUrl": "http://x",
+        "auth": {"type": "header", "key": "X-Key", "value": secret},
+        "defaultHeaders": {"X-Mask": MASKED_SECRET},
+        "futureField": {"empty": [], "n": 1.5}
+    }))
+    .expect("server");
+    registry
+        .upsert_server("s", config.clone())
+        .await
+        .expect("upsert");
+    let mut events = registry.subscribe();
+    assert!(matches!(events.next().await, Some(Update::Reload(_))));
+
+    config.auth.value = Some(MASKED_SECRET.into());
+    config.active = false;
+    let outcome = registry
+        .upsert_server("s", config.clone())
+        .await
+        .expect("upsert masked");
+    assert!(!outcome.created);
+    let mut expected = config.clone();
+    expected.auth.value = Some(secret.into());
+    expected.name = "s".into();
+    assert_eq!(
+        registry.get_server("s").await.expect("get"),
+        Some(expected.clone()),
+        "the secret is kept and everything else, the other mask included, is as sent"
+    );
+    let update = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("event in time")
+        .expect("open");
+    match update {
+        Update::Event(event) => {
+            assert_eq!(event.version, outcome.version);
+            assert_eq!(
+                event.kind,
+                EventKind::ServerUpsert {
+                    server_id: "s".into(),
+                    server: expected
+                }
+            );
+        }
+        other => panic!("expected server.upsert, got {other:?}"),
+    }
+}
+
+/// Everything that depends on the stored registry is checked before the first write, so
+/// a failing import changes nothing, in either mode.
+#[tokio::test]
+async fn an_import_with_a_masked_secret_to_nothing_writes_nothing() {
+    use mcp_core::document::Document;
+    use mcp_core::registry::ImportMode;
+    let (_redis, registry) = setup();
+    let kept: ServerConfig = serde_json::from_value(
+        json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": "kept"}}),
+    )
+    .expect("server");
+    registry.upsert_server("kept", kept).await.expect("upsert");
+    registry
+        .upsert_tool("kept", tool("t", true))
+        .await
+        .expect("tool");
+    let before = registry.snapshot().await.expect("snapshot");
+    let doc = Document::parse(json!({
+        "servers": {
+            "aaa_new": {"baseUrl": "http://a"},
+            "kept": {"baseUrl": "http://b", "auth": {"type": "bearer", "value": MASKED_SECRET}},
+            "zzz_new": {"baseUrl": "http://z", "auth": {"type": "bearer", "value": MASKED_SECRET}}
+        },
+        "tools": {"aaa_new": [{"name": "t", "method": "GET"}]}
+    }))
+    .expect("valid document");
+    for mode in [ImportMode::Merge, ImportMode::Replace] {
+        match registry.import(&doc, mode).await {
+            Err(Error::Invalid(problems)) => {
+                let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+                assert_eq!(fields, ["servers.zzz_new.auth.value"], "{mode:?}");
+            }
+            other => panic!("{mode:?}: expected Error::Invalid, got {other:?}"),
+        }
+        assert_eq!(
+            registry.snapshot().await.expect("snapshot"),
+            before,
+            "{mode:?}: nothing written, nothing published"
+        );
+    }
+    let mut fixed = doc.clone();
+    fixed.servers.remove("zzz_new");
+    let summary = registry
+        .import(&fixed, ImportMode::Replace)
+        .await
+        .expect("import");
+    assert_eq!((summary.servers, summary.removed_tools), (2, 1));
+    let kept = registry
+        .get_server("kept")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        (kept.base_url.as_str(), kept.auth.value.as_deref()),
+        ("http://b", Some("kept"))
+    );
 }
 
 #[tokio::test]
