@@ -49,8 +49,9 @@ pub fn load_dotenv() -> Result<(), String> {
 /// Where the shared registry lives.
 #[derive(Args, Clone, Debug)]
 pub struct RedisArgs {
-    /// Redis holding the registry, e.g. redis://127.0.0.1:6379/0.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    /// Redis holding the registry, e.g. redis://127.0.0.1:6379/0. Checked while the
+    /// configuration is parsed, so a malformed URL stops every binary before it binds.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = RedisUrlParser)]
     pub redis_url: String,
     /// Prefix of every Redis key and channel, so several hubs or tests can share a Redis.
     #[arg(long, env = "MCP_KEY_PREFIX", default_value = Keys::DEFAULT_PREFIX, value_parser = parse_prefix)]
@@ -71,6 +72,43 @@ fn parse_prefix(prefix: &str) -> Result<String, String> {
         return Err("must be 1 to 64 characters without spaces or *".into());
     }
     Ok(trimmed.to_owned())
+}
+
+/// Whether `url` is a Redis URL the registry client accepts
+/// (`redis://[user][:password@]host[:port][/db]`, or `unix://`). Nothing is connected.
+/// The message never repeats the URL, which may hold a password.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo;
+    url.into_connection_info().map(|_| ()).map_err(|err| {
+        // The redis crate appends its error kind, which says nothing more here.
+        let reason = err.to_string().replacen(" - InvalidClientConfig", "", 1);
+        format!("REDIS_URL is not a valid Redis URL (expected redis://[:password@]host[:port][/db]): {reason}")
+    })
+}
+
+/// Runs [`check_redis_url`] inside clap, for the flag and the environment variable alike,
+/// with an error that does not echo the value.
+#[derive(Clone)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        use clap::error::ErrorKind;
+        let text = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, "REDIS_URL is not valid UTF-8\n")
+        })?;
+        check_redis_url(text).map_err(|message| {
+            clap::Error::raw(ErrorKind::ValueValidation, format!("{message}\n"))
+        })?;
+        Ok(text.to_owned())
+    }
 }
 
 impl RedisArgs {
@@ -187,7 +225,28 @@ mod tests {
         assert!(Test::try_parse_from(["t", "--log-sample", "2"]).is_err());
         assert!(Test::try_parse_from(["t", "--key-prefix", "a b"]).is_err());
         assert!(Test::try_parse_from(["t", "--redis-timeout-ms", "0"]).is_err());
-        let t = Test::try_parse_from(["t", "--redis-url", "nope://x"]).expect("parses");
-        assert!(t.redis.registry().is_err());
+        for bad in [
+            "nope://x",
+            "not-a-url",
+            "127.0.0.1:6379",
+            "redis://:hunter2@0.0.0.0:6379",
+            "redis://h/not-a-db",
+        ] {
+            let err = Test::try_parse_from(["t", "--redis-url", bad]).expect_err(bad);
+            let text = err.to_string();
+            assert!(
+                text.contains("REDIS_URL is not a valid Redis URL"),
+                "{bad}: {text}"
+            );
+            assert!(!text.contains("hunter2"), "the password is echoed: {text}");
+        }
+        for good in [
+            "redis://127.0.0.1:6379/2",
+            "redis://:p%40ss@redis:6380",
+            "unix:///tmp/r.sock",
+        ] {
+            let t = Test::try_parse_from(["t", "--redis-url", good]).expect(good);
+            assert!(t.redis.registry().is_ok(), "{good}");
+        }
     }
 }

@@ -22,10 +22,42 @@ async fn every_log_line_is_json_with_service_event_and_ids() {
         201
     );
 
-    let request_line = admin
-        .process
-        .wait_for_event("admin.request", std::time::Duration::from_secs(10));
-    assert_eq!(request_line["service"], "mcp-admin");
+    let tool = serde_json::json!({"method": "GET", "pathTemplate": "/x"});
+    assert_eq!(
+        admin
+            .call(Method::POST, "/api/tools/logged/logged_tool", Some(tool))
+            .await
+            .0,
+        201
+    );
+
+    // Each line the test needs is waited for: the writer batches lines, so a response
+    // can reach the test before the lines its request logged reach stdout.
+    let traced = admin.wait_for_log("the 404 with the caller's request id", |l| {
+        l["event"] == "admin.request" && l["request_id"] == "log-test-1"
+    });
+    assert_eq!(traced["status"], 404);
+    assert!(traced["latency"].is_number());
+    let upsert = admin.wait_for_log("admin.server.upsert", |l| {
+        l["event"] == "admin.server.upsert"
+    });
+    assert_eq!(upsert["server"], "logged");
+    assert!(
+        upsert["request_id"].is_string(),
+        "events inside a request carry its id: {upsert}"
+    );
+    let tool_upsert =
+        admin.wait_for_log("admin.tool.upsert", |l| l["event"] == "admin.tool.upsert");
+    assert_eq!(
+        (&tool_upsert["server"], &tool_upsert["tool"]),
+        (&"logged".into(), &"logged_tool".into()),
+        "a tool route's line names the server and the tool: {tool_upsert}"
+    );
+    assert!(tool_upsert["request_id"].is_string(), "{tool_upsert}");
+    admin.wait_for_log("the tool route's request line", |l| {
+        l["event"] == "admin.request" && l["path"] == "/api/tools/logged/logged_tool"
+    });
+
     let lines = admin.process.stdout_lines();
     assert!(!lines.is_empty());
     for line in &lines {
@@ -41,23 +73,4 @@ async fn every_log_line_is_json_with_service_event_and_ids() {
             "{line}"
         );
     }
-    let json: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let traced = json
-        .iter()
-        .find(|l| l["event"] == "admin.request" && l["request_id"] == "log-test-1")
-        .expect("request line with the caller's id");
-    assert_eq!(traced["status"], 404);
-    assert!(traced["latency"].is_number());
-    let upsert = json
-        .iter()
-        .find(|l| l["event"] == "admin.server.upsert")
-        .expect("upsert line");
-    assert_eq!(upsert["server"], "logged");
-    assert!(
-        upsert["request_id"].is_string(),
-        "events inside a request carry its id: {upsert}"
-    );
 }

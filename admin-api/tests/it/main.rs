@@ -1,6 +1,7 @@
 //! Admin API tests over real HTTP against the real `mcp-admin` binary and a real
 //! `redis-server`.
 
+mod config;
 mod errors;
 mod logs;
 mod registry_io;
@@ -90,6 +91,16 @@ impl Admin {
             Default::default(),
         )
         .expect("registry")
+    }
+
+    /// Waits for a JSON log line that `matches` and returns it. Lines are written in
+    /// batches, so a request's lines can reach stdout after its response.
+    pub fn wait_for_log(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        mcp_testkit::wait_until(
+            &format!("mcp-admin to log {what}"),
+            Duration::from_secs(10),
+            || self.process.json_lines().into_iter().find(|l| matches(l)),
+        )
     }
 
     /// Sends a request (with the token when one is configured) and returns the response.

@@ -17,22 +17,31 @@ async fn with_a_token_every_api_route_requires_it() {
             .request(method, format!("{}{path}", admin.base))
             .send()
     };
-    for (method, path) in [
+    let routes = [
         (Method::GET, "/api/servers"),
         (Method::GET, "/api/servers/fruits_api"),
         (Method::POST, "/api/servers/fruits_api"),
         (Method::DELETE, "/api/servers/fruits_api"),
         (Method::POST, "/api/servers/fruits_api/restart"),
+        (Method::GET, "/api/servers/fruits_api/runtime"),
         (Method::GET, "/api/tools/fruits_api"),
+        (Method::GET, "/api/tools/fruits_api/get_fruits"),
+        (Method::POST, "/api/tools/fruits_api/get_fruits"),
+        (Method::DELETE, "/api/tools/fruits_api/get_fruits"),
         (Method::GET, "/api/stats"),
         (Method::GET, "/api/export"),
         (Method::POST, "/api/import"),
         (Method::GET, "/api/openapi.json"),
         (Method::GET, "/api/events"),
         (Method::GET, "/api/runtime"),
-    ] {
+    ];
+    for (method, path) in &routes {
         let response = anonymous(method.clone(), path).await.expect("sent");
-        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer",
+            "{method} {path}"
+        );
         let status = response.status().as_u16();
         assert_error(
             status,
@@ -41,6 +50,36 @@ async fn with_a_token_every_api_route_requires_it() {
             "unauthorized",
         );
     }
+    // The list above is every /api route: each operation of the OpenAPI document, with
+    // its path parameters filled in, is in it.
+    let (status, doc) = admin.call(Method::GET, "/api/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let mut documented = Vec::new();
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        let path = path
+            .replace("{id}", "fruits_api")
+            .replace("{tool}", "get_fruits");
+        for method in operations.as_object().expect("operations").keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    assert!(documented.len() >= 16, "{documented:?}");
+    for (method, path) in &documented {
+        assert!(
+            routes
+                .iter()
+                .any(|(m, p)| m.as_str() == method.as_str() && p == path),
+            "{method} {path} is documented but not checked for the token"
+        );
+    }
+    // Nothing above was changed by the refused requests.
+    let (status, _) = admin
+        .call(Method::GET, "/api/tools/fruits_api/get_fruits", None)
+        .await;
+    assert_eq!(status, 200, "the anonymous DELETE was refused");
     let wrong = admin
         .client
         .get(format!("{}/api/stats", admin.base))
@@ -124,10 +163,25 @@ async fn secrets_are_masked_in_every_response() {
         doc["servers"]["secretive"]["auth"]["value"],
         "super-secret-value"
     );
-    // Masked values never leak to the logs either.
-    assert!(!admin
-        .process
-        .stdout_lines()
-        .iter()
-        .any(|l| l.contains("super-secret-value")));
+    // Masked values never leak to the logs either. Lines are written in batches: wait
+    // for the line of a request sent after every secret-bearing one, so all of theirs
+    // are out too.
+    let response = admin
+        .client
+        .get(format!("{}/api/stats", admin.base))
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "after-the-secrets")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    admin.wait_for_log("the request after the secrets", |l| {
+        l["event"] == "admin.request" && l["request_id"] == "after-the-secrets"
+    });
+    let lines = admin.process.stdout_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("admin.server.upsert")),
+        "the secret-bearing upserts were logged: {lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("super-secret-value")));
 }

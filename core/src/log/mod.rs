@@ -66,7 +66,7 @@ pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<LogGuard> {
     use anyhow::Context as _;
     let filter = EnvFilter::try_new(&args.log_level).context("MCP_LOG_LEVEL")?;
     set_sample_fraction(args.log_sample);
-    let (writer, guard) = batch_writer(std::io::stdout());
+    let (writer, guard) = batch_writer(service, std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
     let result = match args.log_format {
         LogFormat::Json => registry.with(JsonLayer { service, writer }).try_init(),
@@ -330,7 +330,7 @@ mod tests {
             }
         }
         let sink = Sink::default();
-        let (writer, guard) = batch_writer(sink.clone());
+        let (writer, guard) = batch_writer("svc", sink.clone());
         let subscriber = tracing_subscriber::registry().with(JsonLayer {
             service: "svc",
             writer,

@@ -47,8 +47,12 @@ pub struct WriterGuard {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the writer thread over `out`.
-pub fn batch_writer<W: Write + Send + 'static>(out: W) -> (BatchWriter, WriterGuard) {
+/// Starts the writer thread over `out`; `service` names the process on the writer's own
+/// `log.dropped` line, like on every other line.
+pub fn batch_writer<W: Write + Send + 'static>(
+    service: &'static str,
+    out: W,
+) -> (BatchWriter, WriterGuard) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             pending: Vec::with_capacity(64 * 1024),
@@ -61,7 +65,7 @@ pub fn batch_writer<W: Write + Send + 'static>(out: W) -> (BatchWriter, WriterGu
         .name("log-writer".into())
         .spawn({
             let shared = shared.clone();
-            move || write_out(&shared, out)
+            move || write_out(&shared, service, out)
         })
         .ok();
     (
@@ -99,7 +103,7 @@ impl Drop for WriterGuard {
     }
 }
 
-fn write_out<W: Write>(shared: &Shared, mut out: W) {
+fn write_out<W: Write>(shared: &Shared, service: &'static str, mut out: W) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
         let mut state = shared.lock();
@@ -120,10 +124,7 @@ fn write_out<W: Write>(shared: &Shared, mut out: W) {
         drop(state);
         let _ = out.write_all(&batch);
         if dropped > 0 {
-            let _ = writeln!(
-                out,
-                r#"{{"level":"WARN","event":"log.dropped","dropped":{dropped},"message":"log output could not keep up; lines were dropped"}}"#
-            );
+            let _ = out.write_all(&dropped_line(service, dropped));
         }
         let _ = out.flush();
         batch.clear();
@@ -131,6 +132,19 @@ fn write_out<W: Write>(shared: &Shared, mut out: W) {
             return;
         }
     }
+}
+
+/// The line that says how many lines were dropped, with the fields every line has.
+fn dropped_line(service: &str, dropped: u64) -> Vec<u8> {
+    let mut line = b"{\"timestamp\":".to_vec();
+    super::write_rfc3339_now(&mut line);
+    line.extend_from_slice(b",\"level\":\"WARN\",\"service\":");
+    let _ = serde_json::to_writer(&mut line, service);
+    let _ = writeln!(
+        line,
+        r#","event":"log.dropped","dropped":{dropped},"message":"log output could not keep up; lines were dropped"}}"#
+    );
+    line
 }
 
 /// `io::Write` for `tracing_subscriber::fmt` (text format): collects one event's bytes
@@ -198,7 +212,7 @@ mod tests {
     #[test]
     fn lines_from_many_threads_arrive_whole_and_in_order_per_thread() {
         let sink = Sink::default();
-        let (writer, guard) = batch_writer(sink.clone());
+        let (writer, guard) = batch_writer("svc", sink.clone());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let writer = writer.clone();
@@ -232,7 +246,7 @@ mod tests {
     #[test]
     fn a_line_is_written_within_the_batch_window_without_a_flush() {
         let sink = Sink::default();
-        let (writer, _guard) = batch_writer(sink.clone());
+        let (writer, _guard) = batch_writer("svc", sink.clone());
         writer.write_line(b"one\n");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while sink.text().is_empty() {
@@ -263,7 +277,7 @@ mod tests {
     fn a_stuck_output_drops_lines_instead_of_blocking_and_says_so() {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let sink = Sink::default();
-        let (writer, guard) = batch_writer(Stuck(gate.clone(), sink.clone()));
+        let (writer, guard) = batch_writer("svc", Stuck(gate.clone(), sink.clone()));
         let mut line = vec![b'x'; 1023];
         line.push(b'\n');
         let started = std::time::Instant::now();
@@ -284,6 +298,12 @@ mod tests {
             .find(|l| l.contains("log.dropped"))
             .expect("a log.dropped line");
         let notice: serde_json::Value = serde_json::from_str(dropped_line).expect("json");
+        assert_eq!(
+            (&notice["service"], &notice["event"], &notice["level"]),
+            (&"svc".into(), &"log.dropped".into(), &"WARN".into()),
+            "the fields every line has: {notice}"
+        );
+        assert!(notice["timestamp"].is_string(), "{notice}");
         let dropped = notice["dropped"].as_u64().expect("count");
         let written = text.lines().filter(|l| l.starts_with('x')).count() as u64;
         assert_eq!(written + dropped, (2 * MAX_PENDING / line.len()) as u64);
