@@ -269,7 +269,7 @@ impl Frames {
                 &json!({"request_id": request_id, "status": outcome.status, "latency_ms": latency_ms, "deltas": outcome.n_deltas}),
             ),
             Ok(Err(err)) => {
-                let mut error = json!({"code": err.code(), "message": err.to_string()});
+                let mut error = json!({"code": err.code(), "message": err.message()});
                 if let crate::adapter::Error::Status { status, body } = &err {
                     error["status"] = json!(status);
                     error["body"] = body.clone();

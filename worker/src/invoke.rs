@@ -122,7 +122,8 @@ pub async fn run(
 }
 
 /// Runs a prepared call with `adapter` (the worker's, or the gateway's in rollback
-/// mode). Logs `tool.call.failed` with the error chain when the adapter fails.
+/// mode). Logs `tool.call.failed` when the adapter fails: `error` (the chain on one line)
+/// and `traceback` (one `caused by:` line per cause, [`mcp_core::log::traceback`]).
 pub async fn execute(
     adapter: &adapter::HttpAdapter,
     server_id: &str,
@@ -149,8 +150,10 @@ pub async fn execute(
         Ok(outcome) => Ok((outcome, latency_ms)),
         Err(err) => {
             if !matches!(err, adapter::Error::Cancelled) {
+                let traceback = mcp_core::log::traceback(&err);
                 tracing::error!(event = "tool.call.failed", request_id, server = %server_id, tool = %prepared.tool.binding.name,
-                    error = &err as &dyn std::error::Error, code = err.code(), stage = "http_adapter", latency = latency_ms);
+                    error = &err as &dyn std::error::Error, code = err.code(), stage = "http_adapter", latency = latency_ms,
+                    traceback = %traceback);
             }
             Err(err)
         }

@@ -148,7 +148,7 @@ impl ServerHandler for McpHandler {
         match result {
             Ok(_) => Ok(success(deltas).into()),
             Err(err) => {
-                let mut text = format!("{}: {err}", err.code());
+                let mut text = format!("{}: {}", err.code(), err.message());
                 if let crate::adapter::Error::Status { body, .. } = &err {
                     text.push('\n');
                     text.push_str(&match body {

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 
 use mcp_core::model::{ServerConfig, ToolBinding};
 
+/// A failed call. A variant that wraps a cause returns it from `source()` and does not
+/// repeat it in its own text, so each cause appears once: in [`Error::message`] (one line,
+/// for the caller) and in the `traceback` log field (one line per cause).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -23,15 +26,15 @@ pub enum Error {
     Status { status: u16, body: Value },
     #[error("the REST API did not answer within {0} ms")]
     Timeout(u64),
-    #[error("could not reach the REST API: {0}")]
+    #[error("could not reach the REST API")]
     Connect(#[source] reqwest::Error),
-    #[error("the REST API call failed: {0}")]
+    #[error("the REST API call failed")]
     Transport(#[source] reqwest::Error),
-    #[error("the REST API connection broke mid-response: {0}")]
+    #[error("the REST API connection broke mid-response")]
     Body(#[source] reqwest::Error),
     #[error("the REST API response is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("the REST API declared JSON but sent something else: {0}")]
+    #[error("the REST API declared JSON but sent something else")]
     InvalidJson(#[source] serde_json::Error),
     /// The consumer of the deltas went away (the caller disconnected).
     #[error("the caller went away")]
@@ -51,6 +54,19 @@ impl Error {
             Error::InvalidJson(_) => "upstream_invalid_json",
             Error::Cancelled => "cancelled",
         }
+    }
+
+    /// The error and its causes on one line (`outer: cause: root cause`): the message of
+    /// `tool_call.error` and of MCP error results.
+    pub fn message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
     }
 
     /// The REST API's own status, when it answered one.
@@ -174,7 +190,7 @@ impl HttpAdapter {
             Err(err) => {
                 let status = err.upstream_status();
                 tracing::warn!(event = "tool.http.response", request_id, server = server_id, tool = %tool.name, method = %method, url = %url_for_log,
-                    status, latency = latency_ms, error = %err, code = err.code());
+                    status, latency = latency_ms, error = err as &dyn std::error::Error, code = err.code());
             }
         }
         result

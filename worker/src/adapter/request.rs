@@ -206,6 +206,8 @@ pub fn build(
     }
     headers.push((mcp_core::request_id::HEADER.into(), request_id.into()));
 
+    // `rawBody`: a string is sent as text, any other JSON value as JSON, absent or null
+    // as no body. `body`: an object of the mapped arguments that are present and not null.
     let body = if let Some(arg) = &tool.param_mapping.raw_body {
         match args.get(arg) {
             None | Some(Value::Null) => None,
