@@ -116,6 +116,27 @@ async fn every_auth_kind_is_applied_and_never_logged() {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let request_id = echoed["headers"]["x-request-id"].clone();
+        assert!(request_id.is_string(), "{echoed}");
+        let request_line = hub
+            .process
+            .wait_for_event("tool.http.request", Duration::from_secs(5));
+        assert_eq!(
+            (
+                &request_line["request_id"],
+                &request_line["server"],
+                &request_line["tool"],
+                &request_line["method"]
+            ),
+            (&request_id, &json!(SERVER), &json!("whoami"), &json!("GET")),
+            "{request_line}"
+        );
+        let logged_url = request_line["url"].as_str().expect("url");
+        let expected_url = match check {
+            ("query", _, _) => format!("{}/test/echo?api_key=********", hub.mock.url()),
+            _ => format!("{}/test/echo", hub.mock.url()),
+        };
+        assert_eq!(logged_url, expected_url, "secrets redacted: {request_line}");
         let http_line = hub
             .process
             .wait_for_event("tool.http.response", Duration::from_secs(5));
@@ -123,6 +144,8 @@ async fn every_auth_kind_is_applied_and_never_logged() {
             http_line["latency"].is_number() && http_line["status"] == 200,
             "{http_line}"
         );
+        assert_eq!(http_line["request_id"], request_id, "{http_line}");
+        assert_eq!(http_line["url"], logged_url, "{http_line}");
         assert_eq!(
             (&http_line["server"], &http_line["method"]),
             (&json!(SERVER), &json!("GET")),
@@ -330,8 +353,54 @@ async fn a_unreachable_rest_api_is_a_clear_error() {
         tools,
     )
     .await;
-    let error = hub.error("t", json!({})).await;
-    assert_eq!(error["code"], "upstream_unreachable");
+    let (_, events) = hub.call("t", json!({})).await;
+    let last = events.last().expect("events");
+    assert_eq!(last.event, "tool_call.error", "{events:?}");
+    assert_eq!(last.data["error"]["code"], "upstream_unreachable");
+    let message = last.data["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("could not reach the REST API: ")
+            && message.to_lowercase().contains("connection refused"),
+        "the caller hears the cause: {message}"
+    );
+    let request_id = last.data["request_id"].as_str().expect("request_id");
+
+    // The PRD's tool.call.failed: request_id, error, traceback (the cause chain down to
+    // the refused TCP connect, one `caused by:` line per cause).
+    let failed = hub
+        .process
+        .wait_for_event("tool.call.failed", Duration::from_secs(5));
+    assert_eq!(failed["request_id"], request_id, "{failed}");
+    assert_eq!(
+        (&failed["server"], &failed["tool"], &failed["code"]),
+        (&json!(SERVER), &json!("t"), &json!("upstream_unreachable")),
+        "{failed}"
+    );
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("could not reach the REST API")),
+        "{failed}"
+    );
+    let traceback = failed["traceback"].as_str().expect("a traceback field");
+    let lines: Vec<&str> = traceback.lines().collect();
+    assert_eq!(lines[0], "could not reach the REST API", "{traceback}");
+    assert!(
+        lines
+            .windows(2)
+            .all(|pair| !pair[0].ends_with(pair[1].trim_start_matches("caused by: "))),
+        "each cause appears once: {traceback}"
+    );
+    assert!(
+        lines.len() >= 3 && lines[1..].iter().all(|l| l.starts_with("caused by: ")),
+        "one line per cause: {traceback}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.to_lowercase().contains("connection refused")),
+        "the root cause is last: {traceback}"
+    );
 }
 
 #[tokio::test]
@@ -366,4 +435,164 @@ async fn redirects_are_followed_only_within_the_origin() {
             .all(|e| e.data["output"].get("path").is_none()),
         "the echo at the other origin must not have been reached: {events:?}"
     );
+}
+
+#[tokio::test]
+async fn null_and_absent_arguments_are_left_out_of_query_headers_and_body() {
+    let tools = vec![echo_tool(
+        "mapped",
+        "POST",
+        "",
+        json!({
+            "query": {"q": "q", "n": "n", "tag": "tags"},
+            "headers": {"X-A": "a", "X-B": "b"},
+            "body": {"x": "x", "y": "y"}
+        }),
+        any_object(),
+    )];
+    let hub = WorkerHarness::start(json!({}), tools).await;
+    // Every mapped argument null or absent (and null items of an array skipped).
+    let echoed = hub
+        .output(
+            "mapped",
+            json!({"q": null, "a": null, "x": null, "tags": [null]}),
+        )
+        .await;
+    assert_eq!(echoed["query"], Value::Null, "no query at all: {echoed}");
+    let headers = echoed["headers"].as_object().expect("headers");
+    assert!(
+        !headers.contains_key("x-a") && !headers.contains_key("x-b"),
+        "null and absent headers are not sent, not even empty: {echoed}"
+    );
+    assert_eq!(echoed["bodyJson"], json!({}), "{echoed}");
+    // The same mapping with values: everything arrives, so the above can fail.
+    let echoed = hub
+        .output(
+            "mapped",
+            json!({"q": "v", "n": 0, "tags": ["t", null, false], "a": "ha", "b": 7, "x": false, "y": ""}),
+        )
+        .await;
+    assert_eq!(echoed["query"], "n=0&q=v&tag=t&tag=false", "{echoed}");
+    assert_eq!(
+        (&echoed["headers"]["x-a"], &echoed["headers"]["x-b"]),
+        (&json!("ha"), &json!("7")),
+        "{echoed}"
+    );
+    assert_eq!(echoed["bodyJson"], json!({"x": false, "y": ""}), "{echoed}");
+}
+
+#[tokio::test]
+async fn the_request_id_reaches_the_rest_api_unchanged() {
+    let tools = vec![echo_tool("whoami", "GET", "", json!({}), any_object())];
+    let hub = WorkerHarness::start(json!({}), tools).await;
+    let call = |request_id: Option<&str>| {
+        let mut request = hub
+            .client
+            .post(format!("{}/call/whoami", hub.base))
+            .json(&json!({"args": {}}));
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        async move {
+            let response = request.send().await.expect("sent");
+            let header = response.headers()["x-request-id"]
+                .to_str()
+                .expect("header")
+                .to_owned();
+            let events = crate::parse_sse(&response.text().await.expect("body"));
+            (header, events)
+        }
+    };
+    let received = |events: &[crate::SseEvent]| {
+        events
+            .iter()
+            .find(|e| e.event == "output.delta")
+            .map(|e| e.data["output"]["headers"]["x-request-id"].clone())
+            .unwrap_or_else(|| panic!("no delta: {events:?}"))
+    };
+
+    // A valid incoming id is the id the REST API gets, exactly.
+    let (header, events) = call(Some("req-2026.11:24_a-1")).await;
+    assert_eq!(header, "req-2026.11:24_a-1");
+    assert_eq!(received(&events), "req-2026.11:24_a-1", "{events:?}");
+
+    // No id (or one not fit for a header or a log line): the one made up is the one in
+    // every event, in the response header and at the REST API.
+    for incoming in [None, Some("has space"), Some("ü")] {
+        let (header, events) = call(incoming).await;
+        assert!(mcp_core::request_id::is_valid(&header), "{header}");
+        assert_ne!(Some(header.as_str()), incoming);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.data["request_id"] == header.as_str()),
+            "{events:?}"
+        );
+        assert_eq!(received(&events), header.as_str(), "{events:?}");
+    }
+}
+
+#[tokio::test]
+async fn raw_body_of_every_json_type() {
+    let tools = vec![echo_tool(
+        "raw",
+        "POST",
+        "",
+        json!({"rawBody": "payload"}),
+        any_object(),
+    )];
+    let hub = WorkerHarness::start(json!({}), tools).await;
+    // (arguments, body received, content-type received): a string goes as text, any
+    // other JSON value as its JSON text, null or absent as no body at all.
+    for (args, body, content_type) in [
+        (
+            json!({"payload": "text"}),
+            json!("text"),
+            json!("text/plain; charset=utf-8"),
+        ),
+        (
+            json!({"payload": ""}),
+            json!(""),
+            json!("text/plain; charset=utf-8"),
+        ),
+        (
+            json!({"payload": 42}),
+            json!("42"),
+            json!("application/json"),
+        ),
+        (
+            json!({"payload": -1.5}),
+            json!("-1.5"),
+            json!("application/json"),
+        ),
+        (
+            json!({"payload": true}),
+            json!("true"),
+            json!("application/json"),
+        ),
+        (
+            json!({"payload": false}),
+            json!("false"),
+            json!("application/json"),
+        ),
+        (
+            json!({"payload": {"a": [1, null]}}),
+            json!("{\"a\":[1,null]}"),
+            json!("application/json"),
+        ),
+        (
+            json!({"payload": []}),
+            json!("[]"),
+            json!("application/json"),
+        ),
+        (json!({"payload": null}), json!(""), Value::Null),
+        (json!({}), json!(""), Value::Null),
+    ] {
+        let echoed = hub.output("raw", args.clone()).await;
+        assert_eq!(
+            (&echoed["body"], &echoed["headers"]["content-type"]),
+            (&body, &content_type),
+            "{args}: {echoed}"
+        );
+    }
 }

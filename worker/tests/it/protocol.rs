@@ -276,3 +276,89 @@ async fn after_a_lost_subscription_the_worker_reloads_in_full() {
     .await;
     assert_eq!(output, json!("Kiwi"));
 }
+
+#[tokio::test]
+async fn after_a_version_gap_the_worker_reloads_in_full() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    // A first tool through the registry, served once the worker's subscription has read
+    // its starting version: from here on every event reaches it in order.
+    let tool = |name: &str, id: u64| json!({"name": name, "method": "GET", "pathTemplate": format!("/fruits/{id}"), "responseMapping": {"pick": "$.name"}});
+    let served = |name: &'static str| {
+        let hub = &hub;
+        async move {
+            let (status, events) = hub.call(name, json!({})).await;
+            (status == 200).then_some(())?;
+            events
+                .into_iter()
+                .find(|e| e.event == "output.delta")
+                .map(|e| e.data["output"].clone())
+        }
+    };
+    hub.registry
+        .upsert_tool(
+            SERVER,
+            serde_json::from_value(tool("probe", 1)).expect("tool"),
+        )
+        .await
+        .expect("probe");
+    let output = mcp_testkit::wait_until_async("the probe tool", Duration::from_secs(10), || {
+        served("probe")
+    })
+    .await;
+    assert_eq!(output, json!("Apple"));
+
+    // A write whose event is lost: the tool and the version bump land in Redis, the
+    // PUBLISH never happens.
+    let client = redis::Client::open(hub.redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let keys = mcp_core::keys::Keys::new(&hub.prefix);
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.tools(SERVER))
+        .arg("quiet")
+        .arg(tool("quiet", 5).to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let lost_version: u64 = redis::cmd("INCR")
+        .arg(keys.version())
+        .query_async(&mut conn)
+        .await
+        .expect("incr");
+    let (status, _) = hub.call("quiet", json!({})).await;
+    assert_eq!(status, 404, "nothing announced the quiet tool");
+
+    // The next event is one version further than the worker expects: a gap, so the
+    // worker reloads in full and finds the quiet tool (the periodic reload is 30 s
+    // away, and the event itself only names the loud one).
+    let outcome = hub
+        .registry
+        .upsert_tool(
+            SERVER,
+            serde_json::from_value(tool("loud", 3)).expect("tool"),
+        )
+        .await
+        .expect("loud");
+    assert_eq!(outcome.version, lost_version + 1);
+    let output = mcp_testkit::wait_until_async(
+        "the worker to reload after the gap and serve the quiet tool",
+        Duration::from_secs(10),
+        || served("quiet"),
+    )
+    .await;
+    assert_eq!(output, json!("Kiwi"));
+    assert_eq!(served("loud").await, Some(json!("Cherry")));
+    let health: Value = hub
+        .client
+        .get(format!("{}/healthz", hub.base))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["version"], lost_version + 1, "{health}");
+    assert_eq!(health["tools"], 8, "{health}");
+}

@@ -67,6 +67,17 @@ async fn python_sdk_2_default_mode_lists_and_calls() {
         summary["schemas"]["get_fruit_by_id"]["required"],
         json!(["id"])
     );
+    // The 2.x SDK's default mode took the stateless 2026-07-28 path (server/discover,
+    // no initialize, no session), not the fallback handshake.
+    assert_eq!(
+        (
+            &summary["protocol"],
+            &summary["discovered"],
+            &summary["initialized"]
+        ),
+        (&json!("2026-07-28"), &json!(true), &json!(false)),
+        "{summary}"
+    );
 }
 
 #[tokio::test]

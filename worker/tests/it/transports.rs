@@ -6,7 +6,7 @@ use crate::WorkerHarness;
 
 fn tools() -> Vec<Value> {
     vec![
-        json!({"name": "get_fruit", "method": "GET", "pathTemplate": "/api/fruits/{id}", "paramMapping": {"path": {"id": "id"}},
+        json!({"name": "get_fruit", "description": "Get one fruit by its id", "method": "GET", "pathTemplate": "/api/fruits/{id}", "paramMapping": {"path": {"id": "id"}},
         "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}}),
     ]
 }
@@ -247,8 +247,16 @@ async fn mcp_post(
 #[tokio::test]
 async fn mcp_tool_errors_are_is_error_results_with_the_reason() {
     let mut tools = tools();
-    tools.push(json!({"name": "broken", "method": "GET", "pathTemplate": "/test/status/500"}));
-    let hub = WorkerHarness::start(json!({}), tools).await;
+    tools.extend([
+        json!({"name": "broken", "method": "GET", "pathTemplate": "/test/status/500"}),
+        json!({"name": "hang", "method": "GET", "pathTemplate": "/test/hang"}),
+        json!({"name": "close_early", "method": "GET", "pathTemplate": "/test/close-early"}),
+        json!({"name": "not_json", "method": "GET", "pathTemplate": "/test/not-json"}),
+        json!({"name": "item", "method": "GET", "pathTemplate": "/test/echo/{id}",
+            "paramMapping": {"path": {"id": "id"}, "headers": {"X-Trace": "trace"}}, "inputSchema": {"type": "object"}}),
+    ]);
+    // A short timeoutMs so the hanging REST API is given up on quickly.
+    let hub = WorkerHarness::start(json!({"timeoutMs": 1500}), tools).await;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
     let (status, session, answer) = mcp_post(&hub, None, init).await;
@@ -271,22 +279,187 @@ async fn mcp_tool_errors_are_is_error_results_with_the_reason() {
         "{answer}"
     );
 
+    // Bad arguments (refused by the schema or by the adapter before any REST call) and a
+    // REST API that fails every way it can: each an `isError` result saying why, in time.
     for (id, name, args, expected) in [
-        (3, "get_fruit", json!({"id": "one"}), "/id"),
-        (4, "broken", json!({}), "upstream_status"),
+        (
+            3,
+            "get_fruit",
+            json!({"id": "one"}),
+            vec!["invalid_arguments", "/id"],
+        ),
+        (4, "get_fruit", json!({}), vec!["invalid_arguments", "id"]),
+        (
+            5,
+            "item",
+            json!({"id": ".."}),
+            vec!["invalid_arguments", "dot segments"],
+        ),
+        (
+            6,
+            "item",
+            json!({}),
+            vec!["invalid_arguments", "missing argument"],
+        ),
+        (
+            7,
+            "item",
+            json!({"id": "a", "trace": "x\r\nInjected: 1"}),
+            vec!["invalid_arguments", "X-Trace"],
+        ),
+        (
+            8,
+            "broken",
+            json!({}),
+            vec!["upstream_status", "HTTP 500", "Internal Server Error"],
+        ),
+        (9, "hang", json!({}), vec!["upstream_timeout", "1500 ms"]),
+        (10, "close_early", json!({}), vec!["upstream_failed"]),
+        (11, "not_json", json!({}), vec!["upstream_invalid_json"]),
     ] {
-        let (_, _, answer) = mcp_post(&hub, Some(&session), call(id, name, args)).await;
-        assert_eq!(answer["result"]["isError"], true, "{answer}");
+        let started = std::time::Instant::now();
+        let (status, _, answer) = mcp_post(&hub, Some(&session), call(id, name, args)).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(answer["result"]["isError"], true, "{name}: {answer}");
         let text = answer["result"]["content"][0]["text"]
             .as_str()
             .unwrap_or_default();
-        assert!(text.contains(expected), "{name}: {answer}");
+        for part in expected {
+            assert!(text.contains(part), "{name}: {part:?} not in {answer}");
+        }
     }
     // The worker is fine afterwards.
-    let (_, _, answer) =
-        mcp_post(&hub, Some(&session), call(5, "get_fruit", json!({"id": 2}))).await;
+    let (_, _, answer) = mcp_post(
+        &hub,
+        Some(&session),
+        call(12, "get_fruit", json!({"id": 2})),
+    )
+    .await;
     assert_eq!(
         answer["result"]["structuredContent"]["name"], "Banana",
         "{answer}"
+    );
+}
+
+/// The per-request `_meta` of the 2026-07-28 protocol (no session, no `initialize`).
+fn stateless_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    })
+}
+
+/// Posts one stateless 2026-07-28 request (the headers that protocol requires, never a
+/// session id) and returns the HTTP status, the session id header if any, and the answer.
+async fn stateless_post(
+    hub: &WorkerHarness,
+    id: u64,
+    method: &str,
+    mut params: Value,
+    request_id: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    params["_meta"] = stateless_meta();
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    let mut request = hub
+        .client
+        .post(format!("{}/mcp", hub.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method)
+        .json(&body);
+    if let Some(name) = body["params"]["name"].as_str() {
+        request = request.header("mcp-name", name);
+    }
+    if let Some(request_id) = request_id {
+        request = request.header("x-request-id", request_id);
+    }
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    let session_id = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.expect("body");
+    let answer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .chain(serde_json::from_str::<Value>(&text).ok())
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| json!({"unparsed": text}));
+    (status, session_id, answer)
+}
+
+#[tokio::test]
+async fn stateless_2026_07_28_discovers_lists_and_calls_without_a_session() {
+    let mut tools = tools();
+    tools.push(
+        json!({"name": "echo", "description": "Echo what the REST API received",
+        "method": "POST", "pathTemplate": "/test/echo", "paramMapping": {"body": {"v": "v"}},
+        "inputSchema": {"type": "object"}}),
+    );
+    let hub = WorkerHarness::start(json!({}), tools).await;
+
+    let (status, session, answer) =
+        stateless_post(&hub, 1, "server/discover", json!({}), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(session, None, "the stateless protocol has no session");
+    assert!(
+        answer["result"]["supportedVersions"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("2026-07-28"))),
+        "{answer}"
+    );
+
+    // tools/list straight away, without initialize and without a session id.
+    let (status, session, answer) = stateless_post(&hub, 2, "tools/list", json!({}), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(session, None);
+    assert!(answer.get("error").is_none(), "{answer}");
+    let listed = answer["result"]["tools"].as_array().expect("tools");
+    let names: Vec<&str> = listed.iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(names, ["echo", "get_fruit"], "{answer}");
+    let get_fruit = &listed[1];
+    assert_eq!(
+        get_fruit["description"], "Get one fruit by its id",
+        "the registry's description: {answer}"
+    );
+    assert_eq!(get_fruit["inputSchema"]["required"], json!(["id"]));
+
+    // tools/call, also sessionless: a JSON object result, then one carrying the id.
+    let (status, _, answer) = stateless_post(
+        &hub,
+        3,
+        "tools/call",
+        json!({"name": "get_fruit", "arguments": {"id": 2}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    assert_eq!(
+        answer["result"]["structuredContent"]["name"], "Banana",
+        "{answer}"
+    );
+    let (_, _, answer) = stateless_post(
+        &hub,
+        4,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"v": 1}}),
+        Some("mcp-stateless-7"),
+    )
+    .await;
+    let echoed = &answer["result"]["structuredContent"];
+    assert_eq!(echoed["bodyJson"], json!({"v": 1}), "{answer}");
+    assert_eq!(
+        echoed["headers"]["x-request-id"], "mcp-stateless-7",
+        "the caller's request id reaches the REST API: {answer}"
     );
 }
