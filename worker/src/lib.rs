@@ -4,7 +4,7 @@
 //! Layout: [`config`] (flags), [`state`] (what is served, swapped atomically),
 //! [`reload`] (registry follower), [`invoke`] (one call, shared by every transport),
 //! [`adapter`] (the HTTP adapter), [`call`] (hub call protocol, `POST /call/{tool}`),
-//! [`mcp`] (MCP Streamable HTTP at `/mcp`), [`orphan`] (exit when the supervisor is gone), [`legacy_sse`] (the older HTTP+SSE
+//! [`mcp`] (MCP Streamable HTTP at `/mcp`), [`orphan`] (exit when its owner is gone), [`legacy_sse`] (the older HTTP+SSE
 //! transport at `/sse` + `/messages`), [`health`] (`/healthz`).
 #![forbid(unsafe_code)]
 
@@ -75,6 +75,7 @@ pub async fn run(
         tokio::spawn(orphan::watch(
             state.clone(),
             config.supervisor_id.clone(),
+            config.replica,
             timeout,
             shutdown.clone(),
         ));

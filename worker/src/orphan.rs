@@ -1,7 +1,10 @@
 //! Owns the worker's exit when its supervisor is gone: supervisors record a heartbeat in
-//! `mcp:supervisors`; a worker whose supervisor has not been seen for the timeout stops
-//! itself (SIGTERM-like graceful shutdown). While Redis is unreachable nothing can be
-//! known, so the worker keeps serving, and the count starts again when it is back.
+//! `mcp:supervisors`; a worker whose owner has not been seen for the timeout stops itself
+//! (SIGTERM-like graceful shutdown). The owner is the supervisor its runtime record names
+//! (a surviving supervisor that took the worker over rewrites the record), and the one on
+//! its command line only while no record names this process. While Redis is unreachable
+//! nothing can be known, so the worker keeps serving, and the count starts again when it
+//! is back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,26 +13,36 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::WorkerState;
 
+/// Watches the liveness of this worker's owner until it is gone for `timeout` (then
+/// cancels `shutdown`). `started_by` is the supervisor on the command line.
 pub async fn watch(
     state: Arc<WorkerState>,
-    supervisor_id: String,
+    started_by: String,
+    replica_idx: u32,
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let every = (timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut timer = tokio::time::interval(every);
     let mut judge = Judge::new(timeout, Instant::now());
+    let mut owner = started_by.clone();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = timer.tick() => {}
         }
+        let current = current_owner(&state, &started_by, replica_idx).await;
+        if current != owner {
+            tracing::info!(event = "worker.owner.changed", server = %state.server_id, replica = replica_idx,
+                from = %owner, supervisor_id = %current);
+            owner = current;
+        }
         let heartbeat = match state.registry.supervisors().await {
-            Ok(supervisors) => Some(supervisors.get(&supervisor_id).copied()),
+            Ok(supervisors) => Some(supervisors.get(&owner).copied()),
             Err(_) => None,
         };
-        if judge.observe(heartbeat, Instant::now()) {
-            tracing::warn!(event = "worker.orphaned", server = %state.server_id, supervisor_id = %supervisor_id,
+        if judge.observe(&owner, heartbeat, Instant::now()) {
+            tracing::warn!(event = "worker.orphaned", server = %state.server_id, supervisor_id = %owner,
                 timeout_ms = timeout.as_millis() as u64, "supervisor gone; exiting");
             shutdown.cancel();
             return;
@@ -37,14 +50,35 @@ pub async fn watch(
     }
 }
 
-/// Decides that the supervisor is gone from what this worker sees, on its own clock:
-/// the supervisor's heartbeat has not changed for `timeout` while Redis answered. A
-/// Redis outage restarts the count (the supervisor could not write either), so a
-/// heartbeat that went stale during an outage is never mistaken for a dead supervisor.
+/// The supervisor that owns this process now: the one its runtime record names when the
+/// record is about this pid, else the one that started it (also when Redis cannot say).
+async fn current_owner(state: &WorkerState, started_by: &str, replica_idx: u32) -> String {
+    let pid = std::process::id();
+    state
+        .registry
+        .get_runtime(&state.server_id)
+        .await
+        .ok()
+        .and_then(|runtime| {
+            runtime
+                .workers
+                .into_iter()
+                .find(|r| r.replica_idx == replica_idx && r.pid == Some(pid))
+        })
+        .and_then(|record| record.supervisor_id)
+        .filter(|owner| !owner.is_empty())
+        .unwrap_or_else(|| started_by.to_owned())
+}
+
+/// Decides that the owner is gone from what this worker sees, on its own clock: the
+/// owner's heartbeat has not changed for `timeout` while Redis answered. A Redis outage
+/// restarts the count (the supervisor could not write either), so a heartbeat that went
+/// stale during an outage is never mistaken for a dead supervisor; so does a change of
+/// owner (the new owner gets a full timeout).
 struct Judge {
     timeout: Duration,
-    /// The heartbeat last read (`None`: no entry).
-    last_value: Option<u64>,
+    /// The owner and its heartbeat last read (`None`: no entry).
+    last: Option<(String, Option<u64>)>,
     /// Since when the heartbeat has been seen unchanged with Redis answering.
     unchanged_since: Instant,
 }
@@ -53,22 +87,27 @@ impl Judge {
     fn new(timeout: Duration, now: Instant) -> Judge {
         Judge {
             timeout,
-            last_value: None,
+            last: None,
             unchanged_since: now,
         }
     }
 
     /// `heartbeat`: `None` when Redis did not answer, `Some(entry)` otherwise. True when
-    /// the supervisor is to be judged gone.
-    fn observe(&mut self, heartbeat: Option<Option<u64>>, now: Instant) -> bool {
+    /// the owner is to be judged gone.
+    fn observe(&mut self, owner: &str, heartbeat: Option<Option<u64>>, now: Instant) -> bool {
         match heartbeat {
             None => {
                 self.unchanged_since = now;
                 false
             }
             Some(value) => {
-                if value != self.last_value {
-                    self.last_value = value;
+                // Nothing read yet counts as "no entry" of the first owner seen.
+                let changed = match &self.last {
+                    None => value.is_some(),
+                    Some((last_owner, last_value)) => last_owner != owner || *last_value != value,
+                };
+                if changed {
+                    self.last = Some((owner.to_owned(), value));
                     self.unchanged_since = now;
                 }
                 now.duration_since(self.unchanged_since) > self.timeout
@@ -88,26 +127,42 @@ mod tests {
         let mut judge = Judge::new(Duration::from_millis(1000), t0);
         // Beating: never gone.
         for (ms, beat) in [(250, 1), (500, 2), (750, 3), (1500, 4), (2400, 5)] {
-            assert!(!judge.observe(Some(Some(beat)), at(ms)), "{ms}");
+            assert!(!judge.observe("sup-a", Some(Some(beat)), at(ms)), "{ms}");
         }
         // Redis down for a long time: nothing can be known, nothing is decided.
         for ms in [3000, 6000, 9000] {
-            assert!(!judge.observe(None, at(ms)));
+            assert!(!judge.observe("sup-a", None, at(ms)));
         }
         // Back: the stale heartbeat gets a full timeout to move again.
-        assert!(!judge.observe(Some(Some(5)), at(9100)));
-        assert!(!judge.observe(Some(Some(5)), at(10_000)));
-        assert!(!judge.observe(Some(Some(6)), at(10_050)));
+        assert!(!judge.observe("sup-a", Some(Some(5)), at(9100)));
+        assert!(!judge.observe("sup-a", Some(Some(5)), at(10_000)));
+        assert!(!judge.observe("sup-a", Some(Some(6)), at(10_050)));
         // Then it stops for good.
-        assert!(!judge.observe(Some(Some(6)), at(11_000)));
-        assert!(judge.observe(Some(Some(6)), at(11_100)));
+        assert!(!judge.observe("sup-a", Some(Some(6)), at(11_000)));
+        assert!(judge.observe("sup-a", Some(Some(6)), at(11_100)));
     }
 
     #[test]
     fn a_supervisor_that_never_appears_is_gone_after_the_timeout() {
         let t0 = Instant::now();
         let mut judge = Judge::new(Duration::from_millis(500), t0);
-        assert!(!judge.observe(Some(None), t0 + Duration::from_millis(400)));
-        assert!(judge.observe(Some(None), t0 + Duration::from_millis(600)));
+        assert!(!judge.observe("sup-a", Some(None), t0 + Duration::from_millis(400)));
+        assert!(judge.observe("sup-a", Some(None), t0 + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn a_new_owner_gets_a_full_timeout() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut judge = Judge::new(Duration::from_millis(1000), t0);
+        assert!(!judge.observe("sup-a", Some(Some(7)), at(100)));
+        // sup-a died; sup-b took the worker over just before the timeout.
+        assert!(!judge.observe("sup-a", Some(Some(7)), at(1000)));
+        assert!(!judge.observe("sup-b", Some(Some(7)), at(1050)));
+        // sup-a's stale heartbeat no longer counts: sup-b's does.
+        assert!(!judge.observe("sup-b", Some(Some(7)), at(2000)));
+        assert!(!judge.observe("sup-b", Some(Some(8)), at(2040)));
+        assert!(!judge.observe("sup-b", Some(Some(8)), at(3000)));
+        assert!(judge.observe("sup-b", Some(Some(8)), at(3100)));
     }
 }
