@@ -65,7 +65,8 @@ pub struct Config {
     /// supervisor dies.
     #[arg(long, env = "MCP_SUPERVISOR_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
-    /// Workers exit by themselves when this supervisor has been gone this long.
+    /// Workers exit by themselves when their owner (the supervisor their runtime record
+    /// names) has been gone this long.
     #[arg(long, env = "MCP_WORKER_ORPHAN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub orphan_timeout: Duration,
     /// On SIGTERM, stop the workers too (default: leave them for a rolling restart).

@@ -239,6 +239,8 @@ impl Slot {
 
     /// Claims a port, spawns, and waits until `/healthz` answers for this server.
     async fn spawn_and_wait(&mut self, reason: &str) -> SpawnResult {
+        // Until a process starts, a failure has no pid or port to report.
+        self.ended = (None, None);
         self.transition(WorkerStatus::Starting, None).await;
         let Some(port) = self.claim_port().await else {
             return SpawnResult::Failed("no free port in the worker port range".into());

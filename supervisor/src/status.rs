@@ -24,7 +24,8 @@ pub fn allowed(from: WorkerStatus, to: WorkerStatus) -> bool {
         Failed => matches!(to, Starting | Restarting | Stopping),
         Stopping => matches!(to, Stopped | Idle),
         Stopped => matches!(to, Starting | Pending),
-        Idle => matches!(to, Starting | Stopped),
+        // Pending: woken while MCP_WORKER_MAX leaves no room.
+        Idle => matches!(to, Starting | Stopped | Pending),
     }
 }
 
@@ -48,7 +49,8 @@ mod tests {
     fn the_life_of_a_worker() {
         let path = [
             Pending, Starting, Running, Unhealthy, Running, Restarting, Starting, Running,
-            Stopping, Idle, Starting, Failed, Restarting, Starting, Stopping, Stopped,
+            Stopping, Idle, Pending, Starting, Failed, Restarting, Starting, Stopping, Idle,
+            Starting, Stopping, Stopped,
         ];
         for pair in path.windows(2) {
             assert!(allowed(pair[0], pair[1]), "{:?} -> {:?}", pair[0], pair[1]);

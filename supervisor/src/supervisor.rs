@@ -2,6 +2,11 @@
 //! those this supervisor holds the lease of, within `MCP_WORKER_MAX`) against actual
 //! state (slots). Start-up order: adopt live workers from runtime records and clean up
 //! ghosts, subscribe to events, then reconcile on every relevant event and on a timer.
+//!
+//! `MCP_WORKER_MAX` counts every worker process this supervisor has: slots (also those on
+//! their way out) and processes it is still killing. A replica of an owned server that
+//! finds no room (a woken idle server, a raised replica count) waits `pending` and starts
+//! as soon as room frees up; owned servers come before new ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -30,6 +35,11 @@ pub struct Supervisor {
     idle: BTreeSet<String>,
     /// Servers this supervisor marked `pending` (over `MCP_WORKER_MAX`, owner-less).
     pending: BTreeSet<String>,
+    /// Replicas of owned servers that want a worker but wait for room under
+    /// `MCP_WORKER_MAX`; their records say `pending`.
+    held: BTreeSet<SlotKey>,
+    /// When the runtime records of deleted servers were last swept (see `sweep_deleted`).
+    last_sweep: Option<Instant>,
     /// Worker processes with no desired server, and when they were first seen so.
     ghost_candidates: BTreeMap<u32, Instant>,
     /// Pids being stopped by `kill_worker` tasks. A std Mutex: held for one set
@@ -56,6 +66,8 @@ impl Supervisor {
             owned: BTreeSet::new(),
             idle: BTreeSet::new(),
             pending: BTreeSet::new(),
+            held: BTreeSet::new(),
+            last_sweep: None,
             ghost_candidates: BTreeMap::new(),
             stopping: Arc::default(),
             ended_tx,
@@ -83,7 +95,13 @@ impl Supervisor {
                     Some(Update::Event(event)) => self.on_event(event.kind).await,
                     None => break,
                 },
-                Some(ended) = self.ended_rx.recv() => self.on_slot_ended(ended),
+                Some(ended) = self.ended_rx.recv() => {
+                    self.on_slot_ended(ended);
+                    // A slot that ended made room: start what waits for it now.
+                    if !self.held.is_empty() || !self.pending.is_empty() {
+                        self.reconcile().await;
+                    }
+                }
                 _ = timer.tick() => {
                     if !adopted {
                         adopted = self.adopt().await;
@@ -158,16 +176,27 @@ impl Supervisor {
             process::scan_workers(&self.ctx).into_iter().collect();
         let desired = desired_replicas(&snapshot);
         let mut handled = BTreeSet::new();
+        let me = self.ctx.supervisor_id.clone();
+        let live_other = |record: &WorkerRecord| {
+            record.supervisor_id.as_deref().is_some_and(|owner| {
+                owner != me
+                    && supervisors
+                        .get(owner)
+                        .is_some_and(|seen| now.saturating_sub(*seen) < dead_after)
+            })
+        };
+        // Processes a live supervisor's record claims (by pid and port) are that
+        // supervisor's, whatever their command line says: a worker it took over from us
+        // while we were down is not ours to stop.
+        let claimed_by_others: BTreeSet<(u32, Option<u16>)> = records
+            .iter()
+            .flat_map(|runtime| &runtime.workers)
+            .filter(|record| live_other(record))
+            .filter_map(|record| Some((record.pid?, record.port)))
+            .collect();
         for runtime in records {
             let server_id = runtime.server_id.clone();
-            let owned_by_live_other = runtime.workers.iter().any(|record| {
-                let owner = record.supervisor_id.clone().unwrap_or_default();
-                owner != self.ctx.supervisor_id
-                    && supervisors
-                        .get(&owner)
-                        .is_some_and(|seen| now.saturating_sub(*seen) < dead_after)
-            });
-            if owned_by_live_other {
+            if runtime.workers.iter().any(live_other) {
                 continue;
             }
             match desired.get(&server_id) {
@@ -180,7 +209,7 @@ impl Supervisor {
             }
         }
         for (pid, args) in &live_workers {
-            if handled.contains(pid) {
+            if handled.contains(pid) || claimed_by_others.contains(&(*pid, args.port())) {
                 continue;
             }
             if !desired.contains_key(&args.server_id)
@@ -388,6 +417,7 @@ impl Supervisor {
                     (AfterStop::Stopped, "server inactive")
                 };
                 self.stop_server(&server_id, then, why);
+                self.settle_slotless(&server_id, deleted).await;
                 self.owned.remove(&server_id);
                 self.idle.remove(&server_id);
                 let _ = self
@@ -407,28 +437,59 @@ impl Supervisor {
             }
         }
 
-        // New servers, within MCP_WORKER_MAX.
-        let mut planned: usize = self
-            .owned
-            .iter()
-            .filter(|id| !self.idle.contains(*id))
-            .map(|id| desired.get(id).copied().unwrap_or(0) as usize)
-            .sum();
+        // Room under MCP_WORKER_MAX: every worker process this supervisor has counts,
+        // slots on their way out and processes still being killed included, so a server
+        // that replaces a stopping one never runs beside it.
+        let mut used = self.slots.len() + lock(&self.stopping).len();
+        let mut to_start: Vec<SlotKey> = Vec::new();
+        let mut to_hold: Vec<SlotKey> = Vec::new();
+        // Owned servers first: replicas without a slot (a woken idle server, a raised
+        // replica count, a server adopted without its workers).
+        for server_id in self.owned.difference(&self.idle) {
+            for replica_idx in 0..desired.get(server_id).copied().unwrap_or(0) {
+                let key = SlotKey {
+                    server_id: server_id.clone(),
+                    replica_idx,
+                };
+                if self.slots.contains_key(&key) {
+                    continue;
+                }
+                if used < self.ctx.worker_max {
+                    used += 1;
+                    to_start.push(key);
+                } else {
+                    to_hold.push(key);
+                }
+            }
+        }
+        // New servers: all their replicas fit, or they wait pending.
         for (server_id, replicas) in &desired {
             if self.owned.contains(server_id) {
                 continue;
             }
-            if planned + *replicas as usize > self.ctx.worker_max {
+            if used + *replicas as usize > self.ctx.worker_max {
                 self.mark_pending(server_id).await;
                 continue;
             }
             if self.take_lease(server_id).await == Some(true) {
                 self.owned.insert(server_id.clone());
                 self.pending.remove(server_id);
-                planned += *replicas as usize;
                 let live_workers: BTreeMap<u32, process::WorkerArgs> =
                     process::scan_workers(&self.ctx).into_iter().collect();
                 self.take_over(server_id, *replicas, &live_workers).await;
+                if self.idle.contains(server_id) {
+                    continue;
+                }
+                used += *replicas as usize;
+                for replica_idx in 0..*replicas {
+                    let key = SlotKey {
+                        server_id: server_id.clone(),
+                        replica_idx,
+                    };
+                    if !self.slots.contains_key(&key) {
+                        to_start.push(key);
+                    }
+                }
             }
         }
         for server_id in self.pending.clone() {
@@ -439,39 +500,34 @@ impl Supervisor {
         }
 
         // Slots of owned servers.
-        for server_id in self.owned.clone() {
-            let replicas = desired.get(&server_id).copied().unwrap_or(0);
-            if self.idle.contains(&server_id) {
-                continue;
-            }
-            for replica_idx in 0..replicas {
-                let key = SlotKey {
-                    server_id: server_id.clone(),
-                    replica_idx,
-                };
-                if !self.slots.contains_key(&key) {
-                    let handle = slot::start(
-                        self.ctx.clone(),
-                        key.clone(),
-                        Start::Spawn {
-                            reason: "registered",
-                        },
-                        self.ended_tx.clone(),
-                        self.cancel.child_token(),
-                    );
-                    self.slots.insert(key, handle);
-                }
-            }
-            for (key, slot) in &self.slots {
-                if key.server_id == server_id && key.replica_idx >= replicas {
-                    slot.send(Command::Stop {
-                        reason: "replica no longer wanted".into(),
-                        then: AfterStop::Remove,
-                    });
-                }
+        for key in to_start {
+            self.held.remove(&key);
+            let handle = slot::start(
+                self.ctx.clone(),
+                key.clone(),
+                Start::Spawn {
+                    reason: "registered",
+                },
+                self.ended_tx.clone(),
+                self.cancel.child_token(),
+            );
+            self.slots.insert(key, handle);
+        }
+        for key in to_hold {
+            self.hold(key).await;
+        }
+        for (key, slot) in &self.slots {
+            let replicas = desired.get(&key.server_id).copied().unwrap_or(0);
+            if self.owned.contains(&key.server_id) && key.replica_idx >= replicas {
+                slot.send(Command::Stop {
+                    reason: "replica no longer wanted".into(),
+                    then: AfterStop::Remove,
+                });
             }
         }
+        self.release_held(&desired).await;
         self.clean_ghosts(&desired).await;
+        self.sweep_deleted(&snapshot).await;
     }
 
     fn stop_server(&self, server_id: &str, then: AfterStop, why: &str) {
@@ -485,17 +541,155 @@ impl Supervisor {
         }
     }
 
-    /// Marks an owner-less server `pending` when this supervisor has no room for it.
-    async fn mark_pending(&mut self, server_id: &str) {
-        if self.pending.contains(server_id) {
+    /// Marks a replica of an owned server `pending` until there is room for its worker.
+    async fn hold(&mut self, key: SlotKey) {
+        if self.held.contains(&key) {
             return;
         }
-        match self.ctx.registry.lease_holder(server_id).await {
-            Ok(None) => {}
-            _ => return,
+        let record = self.pending_record(key.replica_idx);
+        match self
+            .ctx
+            .registry
+            .put_worker_record(&key.server_id, &record)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(event = "worker.pending", server = %key.server_id, replica = key.replica_idx,
+                    reason = record.reason.as_deref().unwrap_or(""));
+                self.held.insert(key);
+            }
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %key.server_id, error = %err)
+            }
         }
-        let record = WorkerRecord {
-            replica_idx: 0,
+    }
+
+    /// Forgets held replicas nobody wants from us any more; the pending record of a
+    /// replica no longer wanted goes (a server no longer ours is settled elsewhere).
+    async fn release_held(&mut self, desired: &BTreeMap<String, u32>) {
+        for key in self.held.clone() {
+            let owned = self.owned.contains(&key.server_id) && !self.idle.contains(&key.server_id);
+            let replicas = desired.get(&key.server_id).copied().unwrap_or(0);
+            if owned && key.replica_idx < replicas {
+                continue;
+            }
+            self.held.remove(&key);
+            if owned {
+                let _ = self
+                    .ctx
+                    .registry
+                    .remove_worker_record(&key.server_id, key.replica_idx)
+                    .await;
+            }
+        }
+    }
+
+    /// Finishes the records of a server no longer wanted that no slot of ours will
+    /// finish (idle or pending replicas): removed when the server is deleted, `stopped`
+    /// when it is inactive.
+    async fn settle_slotless(&mut self, server_id: &str, deleted: bool) {
+        self.held.retain(|key| key.server_id != server_id);
+        let records = match self.ctx.registry.get_runtime(server_id).await {
+            Ok(runtime) => runtime.workers,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+                return;
+            }
+        };
+        for mut record in records {
+            let key = SlotKey {
+                server_id: server_id.to_owned(),
+                replica_idx: record.replica_idx,
+            };
+            if self.slots.contains_key(&key)
+                || record.supervisor_id.as_deref() != Some(self.ctx.supervisor_id.as_str())
+            {
+                continue;
+            }
+            if deleted {
+                self.forget_record(server_id, &record).await;
+            } else if record.status != WorkerStatus::Stopped
+                && record.pid.is_none()
+                && crate::status::allowed(record.status, WorkerStatus::Stopped)
+            {
+                record.status = WorkerStatus::Stopped;
+                record.reason = Some("server inactive".into());
+                record.updated_at = unix_millis();
+                if let Err(err) = self
+                    .ctx
+                    .registry
+                    .put_worker_record(server_id, &record)
+                    .await
+                {
+                    tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+                }
+            }
+        }
+    }
+
+    /// Removes the records (and port claims) of deleted servers whose owner is gone: no
+    /// lease, and every record names a dead supervisor, or this one without a slot. A
+    /// live owner finishes its own records; start-up adoption does the same for what it
+    /// finds. At most once per lease TTL (it scans every runtime record).
+    async fn sweep_deleted(&mut self, snapshot: &Snapshot) {
+        if self
+            .last_sweep
+            .is_some_and(|at| at.elapsed() < self.lease_ttl)
+        {
+            return;
+        }
+        self.last_sweep = Some(Instant::now());
+        let (records, supervisors) = match tokio::try_join!(
+            self.ctx.registry.list_runtime(),
+            self.ctx.registry.supervisors()
+        ) {
+            Ok(both) => both,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.sweep.failed", error = %err);
+                return;
+            }
+        };
+        let now = unix_millis();
+        let dead_after = self.lease_ttl.as_millis() as u64;
+        for runtime in records {
+            let server_id = &runtime.server_id;
+            if snapshot.servers.contains_key(server_id) {
+                continue;
+            }
+            let someone_finishes_it =
+                runtime
+                    .workers
+                    .iter()
+                    .any(|record| match record.supervisor_id.as_deref() {
+                        Some(owner) if owner == self.ctx.supervisor_id => {
+                            self.slots.contains_key(&SlotKey {
+                                server_id: server_id.clone(),
+                                replica_idx: record.replica_idx,
+                            })
+                        }
+                        Some(owner) => supervisors
+                            .get(owner)
+                            .is_some_and(|seen| now.saturating_sub(*seen) < dead_after),
+                        None => false,
+                    });
+            if someone_finishes_it {
+                continue;
+            }
+            match self.ctx.registry.lease_holder(server_id).await {
+                Ok(None) => {}
+                _ => continue,
+            }
+            for record in &runtime.workers {
+                tracing::info!(event = "supervisor.record.swept", server = %server_id, replica = record.replica_idx,
+                    supervisor_id = record.supervisor_id.as_deref().unwrap_or(""), port = record.port, reason = "server deleted, owner gone");
+                self.forget_record(server_id, record).await;
+            }
+        }
+    }
+
+    fn pending_record(&self, replica_idx: u32) -> WorkerRecord {
+        WorkerRecord {
+            replica_idx,
             status: WorkerStatus::Pending,
             pid: None,
             host: None,
@@ -511,7 +705,19 @@ impl Supervisor {
             last_failure_at: None,
             started_at: None,
             updated_at: unix_millis(),
-        };
+        }
+    }
+
+    /// Marks an owner-less server `pending` when this supervisor has no room for it.
+    async fn mark_pending(&mut self, server_id: &str) {
+        if self.pending.contains(server_id) {
+            return;
+        }
+        match self.ctx.registry.lease_holder(server_id).await {
+            Ok(None) => {}
+            _ => return,
+        }
+        let record = self.pending_record(0);
         match self
             .ctx
             .registry

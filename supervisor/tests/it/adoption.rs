@@ -1,12 +1,14 @@
+//! Adoption and take-over: workers outlive supervisors, are adopted, followed and cleaned up.
+
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mcp_core::runtime::WorkerStatus;
 use mcp_testkit::ChildProcess;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::{call_worker, Hub};
+use crate::{alive, call_worker, events_of, holds_for, Hub};
 
 #[tokio::test]
 async fn a_restarted_supervisor_adopts_its_workers_and_cleans_up_ghosts() {
@@ -171,4 +173,155 @@ async fn a_ghost_slow_to_die_does_not_stall_the_supervisor() {
     mcp_testkit::wait_until("both ghosts killed", Duration::from_secs(30), || {
         ghosts.iter().all(|g| g.has_exited()).then_some(())
     });
+}
+
+#[tokio::test]
+async fn a_worker_taken_over_follows_its_new_owner_past_the_orphan_timeout() {
+    let hub = Hub::start().await;
+    // sup-a's workers exit 4 s after their owner is gone; a 1 s lease lets sup-b take
+    // them over well before that.
+    let mut sup_a = hub.supervisor("sup-a", &["--orphan-timeout", "4s", "--lease-ttl", "1s"]);
+    hub.register("alpha", json!({})).await;
+    let before = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    let pid = before.pid.expect("pid");
+    let sup_b = hub.supervisor("sup-b", &["--lease-ttl", "1s"]);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+
+    sup_a.signal(Signal::SIGKILL);
+    sup_a.wait_exit(Duration::from_secs(10));
+    let killed_at = Instant::now();
+    let after = hub
+        .wait_record(
+            "sup-b to own alpha",
+            "alpha",
+            Duration::from_secs(20),
+            |r| r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-b"),
+        )
+        .await;
+    assert_eq!(after.pid, Some(pid), "taken over, not restarted");
+    println!(
+        "sup-b took alpha over {:?} after sup-a died",
+        killed_at.elapsed()
+    );
+    // Twice the orphan timeout after sup-a's death, the same process still serves.
+    let window = Duration::from_secs(8).saturating_sub(killed_at.elapsed());
+    holds_for("the taken-over worker to stay up", window, || alive(pid)).await;
+    // The worker's output still goes to sup-a's captured stdout: it follows sup-b.
+    assert!(
+        sup_a
+            .json_lines()
+            .iter()
+            .any(|l| l["event"] == "worker.owner.changed" && l["supervisor_id"] == "sup-b"),
+        "the worker says it follows sup-b"
+    );
+    assert!(
+        sup_a
+            .json_lines()
+            .iter()
+            .all(|l| l["event"] != "worker.orphaned"),
+        "the worker judged itself orphaned"
+    );
+    for event in ["worker.terminated", "worker.restart", "worker.spawned"] {
+        assert!(
+            events_of(&sup_b, event, "alpha").is_empty(),
+            "sup-b logged {event} for alpha"
+        );
+    }
+    let now = hub.wait_running("alpha", Duration::from_secs(5)).await;
+    assert_eq!((now.pid, now.restarts), (Some(pid), 0), "{now:?}");
+    call_worker(&now).await;
+}
+
+#[tokio::test]
+async fn a_returning_supervisor_leaves_alone_the_workers_another_took_over() {
+    let hub = Hub::start().await;
+    let mut sup_a = hub.supervisor("sup-a", &[]);
+    hub.register("alpha", json!({})).await;
+    hub.register("beta", json!({})).await;
+    let alpha = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    let beta = hub.wait_running("beta", Duration::from_secs(20)).await;
+    let sup_b = hub.supervisor("sup-b", &[]);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+
+    sup_a.signal(Signal::SIGKILL);
+    sup_a.wait_exit(Duration::from_secs(10));
+    drop(sup_a);
+    for (server, before) in [("alpha", &alpha), ("beta", &beta)] {
+        let moved = hub
+            .wait_record("sup-b to take over", server, Duration::from_secs(20), |r| {
+                r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-b")
+            })
+            .await;
+        assert_eq!(moved.pid, before.pid, "{server} taken over, not restarted");
+    }
+
+    // sup-a comes back: the workers on its command line belong to sup-b now.
+    let sup_a = hub.supervisor("sup-a", &[]);
+    let adopted = sup_a.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    assert_eq!(adopted["workers"], 0, "{adopted}");
+    // A server registered now gets its worker from a reconcile pass of one of them.
+    hub.register("gamma", json!({})).await;
+    hub.wait_running("gamma", Duration::from_secs(20)).await;
+    let stopped: Vec<_> = sup_a
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "worker.stopping")
+        .collect();
+    assert!(
+        stopped.is_empty(),
+        "sup-a stopped sup-b's workers: {stopped:?}"
+    );
+    for (server, before) in [("alpha", &alpha), ("beta", &beta)] {
+        let pid = before.pid.expect("pid");
+        assert!(alive(pid), "{server}'s worker was killed");
+        let record = hub.wait_running(server, Duration::from_secs(5)).await;
+        assert_eq!(record.pid, Some(pid), "{server} was restarted: {record:?}");
+        assert_eq!(record.supervisor_id.as_deref(), Some("sup-b"));
+        assert_eq!(record.restarts, 0, "{record:?}");
+        for event in ["worker.terminated", "worker.restart"] {
+            assert!(
+                events_of(&sup_b, event, server).is_empty(),
+                "sup-b logged {event} for {server}"
+            );
+        }
+        call_worker(&record).await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_deleted_while_its_owner_is_dead_loses_its_record_and_port() {
+    let hub = Hub::start().await;
+    let mut sup_a = hub.supervisor("sup-a", &[]);
+    hub.register("alpha", json!({})).await;
+    let alpha = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    // sup-b is up and past its start-up adoption: only its reconcile loop can clean up.
+    let sup_b = hub.supervisor("sup-b", &[]);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+
+    sup_a.signal(Signal::SIGKILL);
+    sup_a.wait_exit(Duration::from_secs(10));
+    hub.registry.delete_server("alpha").await.expect("delete");
+    let deleted_at = Instant::now();
+    mcp_testkit::wait_until_async(
+        "alpha's record and port claim to go",
+        Duration::from_secs(20),
+        || async {
+            let ports = hub.registry.claimed_ports().await.ok()?;
+            (hub.records("alpha").await.is_empty() && ports.is_empty()).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "record of a server deleted under a dead owner swept after {:?}",
+        deleted_at.elapsed()
+    );
+    let swept = sup_b.wait_for_event("supervisor.record.swept", Duration::from_secs(5));
+    assert_eq!(swept["server"], "alpha");
+    assert_eq!(swept["supervisor_id"], "sup-a");
+    assert_eq!(swept["port"], alpha.port.expect("port"));
+    mcp_testkit::wait_until(
+        "alpha's worker stopped as a ghost",
+        Duration::from_secs(20),
+        || (!hub.worker_pids().contains_key("alpha")).then_some(()),
+    );
 }

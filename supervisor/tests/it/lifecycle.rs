@@ -1,11 +1,15 @@
+//! One supervisor, one server at a time: spawn, restart, stop, idle, health, logs and events.
+
 use std::time::{Duration, Instant};
 
+use mcp_core::events::EventKind;
 use mcp_core::runtime::WorkerStatus;
+use mcp_core::subscription::{ReloadReason, Update};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::{call_worker, elapsed_ms, Hub};
+use crate::{alive, call_worker, elapsed_ms, events_of, Hub};
 
 #[tokio::test]
 async fn a_registered_server_gets_a_running_worker_that_answers() {
@@ -60,12 +64,205 @@ async fn a_killed_worker_is_restarted_and_answers_again() {
             .is_some_and(|f| f.contains("SIGKILL")),
         "{second:?}"
     );
+    let old_port = first.port.expect("port");
     let terminated = supervisor.wait_for_event("worker.terminated", Duration::from_secs(5));
-    assert_eq!(terminated["pid"], old_pid);
     assert_eq!(terminated["server"], "alpha");
+    assert_eq!(terminated["replica"], 0);
+    assert_eq!(terminated["pid"], old_pid);
+    assert_eq!(terminated["port"], old_port);
+    assert!(
+        terminated["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("SIGKILL")),
+        "{terminated}"
+    );
     let restart = supervisor.wait_for_event("worker.restart", Duration::from_secs(5));
     assert_eq!(restart["server"], "alpha");
-    assert!(restart["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(restart["replica"], 0);
+    assert_eq!(
+        restart["pid"], old_pid,
+        "the restart names the process that died"
+    );
+    assert_eq!(restart["port"], old_port);
+    assert_eq!(restart["restarts"], 1);
+    assert!(restart["backoff_ms"].as_u64().is_some(), "{restart}");
+    assert!(
+        restart["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("SIGKILL")),
+        "{restart}"
+    );
+    let spawned =
+        mcp_testkit::wait_until("two worker.spawned lines", Duration::from_secs(5), || {
+            let lines = events_of(&supervisor, "worker.spawned", "alpha");
+            (lines.len() == 2).then_some(lines)
+        });
+    for (line, record, reason) in [
+        (&spawned[0], &first, "registered"),
+        (&spawned[1], &second, "crash"),
+    ] {
+        assert_eq!(line["server"], "alpha", "{line}");
+        assert_eq!(line["replica"], 0, "{line}");
+        assert_eq!(line["pid"], record.pid.expect("pid"), "{line}");
+        assert_eq!(line["port"], record.port.expect("port"), "{line}");
+        assert_eq!(line["reason"], reason, "{line}");
+    }
+}
+
+#[tokio::test]
+async fn status_changes_are_published_as_worker_status_events() {
+    let hub = Hub::start().await;
+    let mut events = hub.registry.subscribe();
+    match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+        Ok(Some(Update::Reload(ReloadReason::Subscribed))) => {}
+        other => panic!("expected the subscription first, got {other:?}"),
+    }
+    let _supervisor = hub.supervisor("sup-a", &[]);
+    hub.register("alpha", json!({})).await;
+    // Reads alpha's worker events until `until` matches one; returns them all.
+    async fn read_until(
+        events: &mut mcp_core::subscription::Subscription,
+        until: impl Fn(&EventKind) -> bool,
+    ) -> Vec<EventKind> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let update = tokio::time::timeout_at(deadline, events.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out; alpha's worker events so far: {seen:?}"));
+            let Some(Update::Event(event)) = update else {
+                continue;
+            };
+            if event.kind.server_id() != "alpha" {
+                continue;
+            }
+            if matches!(
+                event.kind,
+                EventKind::WorkerStatus { .. } | EventKind::WorkerRemoved { .. }
+            ) {
+                let done = until(&event.kind);
+                seen.push(event.kind);
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+    let status = |kind: &EventKind| match kind {
+        EventKind::WorkerStatus { worker, .. } => Some(worker.status),
+        _ => None,
+    };
+    let started = read_until(&mut events, |k| status(k) == Some(WorkerStatus::Running)).await;
+    let statuses: Vec<_> = started.iter().filter_map(status).collect();
+    assert_eq!(
+        statuses,
+        [WorkerStatus::Starting, WorkerStatus::Running],
+        "{started:?}"
+    );
+    let EventKind::WorkerStatus { worker, .. } = &started[1] else {
+        unreachable!()
+    };
+    let record = hub.wait_running("alpha", Duration::from_secs(5)).await;
+    assert_eq!(
+        (worker.pid, worker.port),
+        (record.pid, record.port),
+        "the event carries the record"
+    );
+
+    // Deactivated: stopping, then stopped (probe flaps in between are legal moves too).
+    hub.register("alpha", json!({"active": false})).await;
+    let stopped = read_until(&mut events, |k| status(k) == Some(WorkerStatus::Stopped)).await;
+    let statuses: Vec<_> = started.iter().chain(&stopped).filter_map(status).collect();
+    assert!(
+        statuses.ends_with(&[WorkerStatus::Stopping, WorkerStatus::Stopped]),
+        "{statuses:?}"
+    );
+    for pair in statuses.windows(2) {
+        assert!(
+            mcp_supervisor::status::allowed(pair[0], pair[1]),
+            "{statuses:?}"
+        );
+    }
+    let EventKind::WorkerStatus { worker, .. } = stopped.last().expect("stopped") else {
+        unreachable!()
+    };
+    assert!(
+        worker
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("inactive")),
+        "{worker:?}"
+    );
+    assert_eq!(worker.pid, None);
+
+    // Deleted: the record goes, and says so.
+    hub.registry.delete_server("alpha").await.expect("delete");
+    let removed = read_until(&mut events, |k| {
+        matches!(k, EventKind::WorkerRemoved { .. })
+    })
+    .await;
+    assert_eq!(
+        removed.last(),
+        Some(&EventKind::WorkerRemoved {
+            server_id: "alpha".into(),
+            replica_idx: 0
+        })
+    );
+    assert!(hub.records("alpha").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let hub = Hub::start().await;
+    let supervisor = hub.supervisor(
+        "sup-a",
+        &["--stop-timeout", "2s", "--health-failures", "1000"],
+    );
+    hub.register("alpha", json!({})).await;
+    let record = hub.wait_running("alpha", Duration::from_secs(20)).await;
+    let pid = record.pid.expect("pid");
+    // A frozen process cannot act on SIGTERM (it stays pending): like one that ignores it.
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    let deleted_at = Instant::now();
+    hub.registry.delete_server("alpha").await.expect("delete");
+    let termed_at = mcp_testkit::wait_until("SIGTERM to be sent", Duration::from_secs(10), || {
+        sigterm_pending(pid).then(Instant::now)
+    });
+    let killed_at = mcp_testkit::wait_until("the worker to die", Duration::from_secs(10), || {
+        (!alive(pid)).then(Instant::now)
+    });
+    let (after_delete, after_term) = (killed_at - deleted_at, killed_at - termed_at);
+    println!("SIGTERM ignored: killed {after_delete:?} after the delete, {after_term:?} after SIGTERM (stop timeout 2 s)");
+    assert!(
+        after_delete >= Duration::from_secs(2),
+        "SIGKILLed before the stop timeout: {after_delete:?}"
+    );
+    assert!(
+        after_term >= Duration::from_millis(1950),
+        "SIGKILLed before the stop timeout: {after_term:?}"
+    );
+    assert!(
+        after_delete < Duration::from_millis(3500),
+        "SIGKILL came late: {after_delete:?}"
+    );
+    let terminated = supervisor.wait_for_event("worker.terminated", Duration::from_secs(5));
+    assert_eq!(terminated["pid"], pid);
+    assert_eq!(terminated["port"], record.port.expect("port"));
+    assert_eq!(terminated["exit"], "killed after the stop timeout");
+}
+
+/// True when SIGTERM waits, undelivered, for `pid` (a stopped process keeps it pending).
+fn sigterm_pending(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let sigterm_bit = 1u64 << (Signal::SIGTERM as u64 - 1);
+    status.lines().any(|line| {
+        line.strip_prefix("ShdPnd:")
+            .or_else(|| line.strip_prefix("SigPnd:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & sigterm_bit != 0)
+    })
 }
 
 #[tokio::test]

@@ -1,9 +1,14 @@
-use std::time::Duration;
+//! Limits: MCP_WORKER_MAX (pending, woken servers, stopping workers) and crash-loop back-off.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use mcp_core::runtime::WorkerStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::{call_worker, Hub};
+use crate::{alive, call_worker, events_of, Hub};
 
 #[tokio::test]
 async fn over_the_worker_cap_a_server_waits_pending() {
@@ -66,25 +71,48 @@ async fn a_crash_loop_backs_off_and_other_servers_are_served() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let _supervisor = hub.supervisor("sup-a", &["--worker-bin", wrapper.to_str().expect("utf8")]);
+    let supervisor = hub.supervisor("sup-a", &["--worker-bin", wrapper.to_str().expect("utf8")]);
     hub.register("broken", json!({})).await;
 
-    let record = hub
-        .wait_record(
-            "broken to be failing with back-off",
-            "broken",
-            Duration::from_secs(30),
-            |r| {
-                r.restarts >= 4
-                    && matches!(r.status, WorkerStatus::Restarting | WorkerStatus::Failed)
-            },
-        )
-        .await;
-    let reason = record.reason.clone().unwrap_or_default();
-    assert!(
-        reason.contains("restarting in"),
-        "back-off visible in the record: {record:?}"
-    );
+    // Every failure writes the back-off ahead into the record ("...; restarting in N ms
+    // (K failures in a row)"): read the first five, as they come.
+    let mut seen: Vec<(u32, u64, u64)> = Vec::new(); // (failures in a row, delay ms, failed at)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "five failures of broken: saw {seen:?}"
+        );
+        let record = hub.records("broken").await.into_iter().next();
+        if let Some(record) = record {
+            if let Some((failures, delay)) = record.reason.as_deref().and_then(parse_backoff) {
+                if seen.last().is_none_or(|(f, _, _)| *f < failures) {
+                    let failed_at = record.last_failure_at.expect("last_failure_at");
+                    seen.push((failures, delay, failed_at));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("crash loop (failures in a row, back-off ms, failed at): {seen:?}");
+    for pair in seen.windows(2) {
+        let ((f0, delay0, at0), (f1, delay1, at1)) = (pair[0], pair[1]);
+        if f1 == f0 + 1 {
+            // 100 ms doubling up to the 2 s maximum.
+            assert_eq!(
+                delay1,
+                (delay0 * 2).min(2000),
+                "the back-off grows: {seen:?}"
+            );
+        }
+        assert!(delay1 > delay0, "the back-off grows: {seen:?}");
+        // The supervisor waited the delay it announced before the next attempt.
+        assert!(
+            at1 - at0 >= delay0,
+            "restarted before its back-off: {seen:?}"
+        );
+    }
+    let record = hub.records("broken").await.remove(0);
     assert!(
         record
             .last_failure
@@ -92,15 +120,19 @@ async fn a_crash_loop_backs_off_and_other_servers_are_served() {
             .is_some_and(|f| f.contains("exit status: 3")),
         "{record:?}"
     );
-    // Back-off grows: about 100+200+400+800 ms for 4 restarts, never a spin.
-    let restarts_now = record.restarts;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let later = hub.records("broken").await.remove(0);
-    assert!(
-        later.restarts <= restarts_now + 1,
-        "crash loop spins: {} -> {}",
-        restarts_now,
-        later.restarts
+    let logged: Vec<u64> =
+        mcp_testkit::wait_until("five worker.restart lines", Duration::from_secs(10), || {
+            let logged: Vec<u64> = events_of(&supervisor, "worker.restart", "broken")
+                .iter()
+                .filter_map(|l| l["backoff_ms"].as_u64())
+                .take(5)
+                .collect();
+            (logged.len() == 5).then_some(logged)
+        });
+    assert_eq!(
+        logged,
+        [100, 200, 400, 800, 1600],
+        "worker.restart backoff_ms"
     );
 
     // The supervisor still serves everyone else.
@@ -116,4 +148,118 @@ async fn a_crash_loop_backs_off_and_other_servers_are_served() {
         )
         .await;
     assert!(failed.restarts >= 4, "{failed:?}");
+}
+
+/// `(failures in a row, delay ms)` from a record's reason "...; restarting in N ms (K
+/// failures in a row)".
+fn parse_backoff(reason: &str) -> Option<(u32, u64)> {
+    let (_, rest) = reason.rsplit_once("restarting in ")?;
+    let (delay, rest) = rest.split_once(" ms (")?;
+    let (failures, _) = rest.split_once(' ')?;
+    Some((failures.parse().ok()?, delay.parse().ok()?))
+}
+
+#[tokio::test]
+async fn waking_an_idle_server_respects_the_worker_cap() {
+    let hub = Hub::start().await;
+    let mut supervisor = hub.supervisor("sup-a", &["--worker-max", "2", "--idle-ttl", "1s"]);
+    hub.register("s1", json!({})).await;
+    hub.wait_record("s1 idle", "s1", Duration::from_secs(20), |r| {
+        r.status == WorkerStatus::Idle
+    })
+    .await;
+    // Back without an idle TTL (s1 stays idle across the restart), so the next two stay
+    // up and fill the cap: an idle server takes no room.
+    supervisor.signal(Signal::SIGTERM);
+    assert!(supervisor.wait_exit(Duration::from_secs(20)).success());
+    let _supervisor = hub.supervisor("sup-a", &["--worker-max", "2"]);
+    for id in ["s2", "s3"] {
+        hub.register(id, json!({})).await;
+    }
+    hub.wait_running("s2", Duration::from_secs(20)).await;
+    hub.wait_running("s3", Duration::from_secs(20)).await;
+
+    let most = AtomicUsize::new(0);
+    hub.registry.request_wake("s1").await.expect("wake");
+    let pending = hub
+        .wait_record("woken s1 pending", "s1", Duration::from_secs(20), |r| {
+            most.fetch_max(hub.worker_count(), Ordering::Relaxed);
+            r.status == WorkerStatus::Pending
+        })
+        .await;
+    assert!(
+        pending
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("MCP_WORKER_MAX=2")),
+        "{pending:?}"
+    );
+    assert!(!hub.worker_pids().contains_key("s1"));
+    // Room frees up: the woken server starts, never beside the two others.
+    hub.registry.delete_server("s2").await.expect("delete");
+    let woken = hub
+        .wait_record("s1 running", "s1", Duration::from_secs(20), |r| {
+            most.fetch_max(hub.worker_count(), Ordering::Relaxed);
+            r.status == WorkerStatus::Running
+        })
+        .await;
+    assert!(
+        most.into_inner() <= 2,
+        "more than MCP_WORKER_MAX=2 workers ran"
+    );
+    call_worker(&woken).await;
+}
+
+#[tokio::test]
+async fn a_pending_server_waits_until_the_deleted_servers_worker_is_gone() {
+    let hub = Hub::start().await;
+    // Stop timeout 2 s (see Hub::supervisor); probes never give up on the frozen worker.
+    let _supervisor = hub.supervisor("sup-a", &["--worker-max", "2", "--health-failures", "1000"]);
+    for id in ["s1", "s2", "s3"] {
+        hub.register(id, json!({})).await;
+    }
+    let (running, pending) = mcp_testkit::wait_until_async(
+        "two running and one pending",
+        Duration::from_secs(20),
+        || async {
+            let mut running = Vec::new();
+            let mut pending = Vec::new();
+            for id in ["s1", "s2", "s3"] {
+                match hub.records(id).await.first().map(|r| (r.status, r.pid)) {
+                    Some((WorkerStatus::Running, Some(pid))) => running.push((id, pid)),
+                    Some((WorkerStatus::Pending, _)) => pending.push(id),
+                    _ => {}
+                }
+            }
+            (running.len() == 2 && pending.len() == 1).then_some((running, pending))
+        },
+    )
+    .await;
+    // A frozen worker cannot act on SIGTERM: it takes the whole stop timeout to go.
+    let (victim, victim_pid) = running[0];
+    kill(Pid::from_raw(victim_pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    let deleted_at = Instant::now();
+    hub.registry.delete_server(victim).await.expect("delete");
+    let most = AtomicUsize::new(0);
+    let started = hub
+        .wait_record(
+            "the pending server to run",
+            pending[0],
+            Duration::from_secs(20),
+            |r| {
+                most.fetch_max(hub.worker_count(), Ordering::Relaxed);
+                r.status == WorkerStatus::Running
+            },
+        )
+        .await;
+    println!(
+        "pending server running {:?} after the deletion of a server whose worker took the stop timeout",
+        deleted_at.elapsed()
+    );
+    assert!(!alive(victim_pid), "the deleted server's worker is gone");
+    assert!(
+        most.into_inner() <= 2,
+        "the pending server ran beside the stopping worker"
+    );
+    call_worker(&started).await;
 }

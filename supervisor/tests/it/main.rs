@@ -200,6 +200,45 @@ pub async fn call_worker(record: &WorkerRecord) -> String {
     text
 }
 
+impl Hub {
+    /// How many worker processes of this test's registry are alive.
+    pub fn worker_count(&self) -> usize {
+        self.worker_pids().values().map(Vec::len).sum()
+    }
+}
+
+/// True while `pid` is a live process (a stopped one too), not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Checks `holds` every 20 ms until `window` has passed, failing at the first `false`:
+/// for what must stay true over time (a process that must not die), not for waiting.
+pub async fn holds_for(what: &str, window: Duration, mut holds: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < window {
+        assert!(
+            holds(),
+            "{what}: stopped holding after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(holds(), "{what}: stopped holding at the end of {window:?}");
+}
+
+/// Log lines of `process` with `"event": event` about `server_id`.
+pub fn events_of(process: &ChildProcess, event: &str, server_id: &str) -> Vec<serde_json::Value> {
+    process
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["event"] == event && l["server"] == server_id)
+        .collect()
+}
+
 pub fn elapsed_ms(started: Instant) -> u128 {
     started.elapsed().as_millis()
 }

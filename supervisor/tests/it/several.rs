@@ -1,5 +1,8 @@
-use std::collections::BTreeSet;
-use std::time::Duration;
+//! Several supervisors on one registry: one owner per server, take-over when one dies.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use mcp_core::runtime::WorkerStatus;
 use nix::sys::signal::Signal;
@@ -10,71 +13,116 @@ use crate::{call_worker, Hub};
 #[tokio::test]
 async fn two_supervisors_never_duplicate_and_one_takes_over_from_the_other() {
     let hub = Hub::start().await;
-    let mut sup_a = hub.supervisor("sup-a", &["--worker-max", "2"]);
-    let sup_b = hub.supervisor("sup-b", &["--worker-max", "2"]);
     let servers = ["s1", "s2", "s3"];
+    // Every check below also samples the worker processes: never two for one server.
+    let most_per_server = AtomicUsize::new(0);
+    let sample = || {
+        let pids = hub.worker_pids();
+        most_per_server.fetch_max(
+            pids.values().map(Vec::len).max().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    };
+    let owners = || async {
+        let mut owners = BTreeMap::new();
+        for id in servers {
+            let record = hub.records(id).await.into_iter().next()?;
+            (record.status == WorkerStatus::Running).then_some(())?;
+            owners.insert(id, (record.supervisor_id?, record.pid?));
+        }
+        Some(owners)
+    };
+    // sup-a (room for 2) gets there first and leaves one server pending; sup-b (room
+    // for 3) takes that one: both supervisors own servers.
+    let mut sup_a = hub.supervisor("sup-a", &["--worker-max", "2"]);
     for id in servers {
         hub.register(id, json!({})).await;
     }
-    let owners =
-        mcp_testkit::wait_until_async("all three running", Duration::from_secs(30), || async {
-            let mut owners = Vec::new();
+    mcp_testkit::wait_until_async(
+        "two running, one pending",
+        Duration::from_secs(30),
+        || async {
+            sample();
+            let mut statuses = Vec::new();
             for id in servers {
-                let record = hub.records(id).await.into_iter().next()?;
-                (record.status == WorkerStatus::Running).then_some(())?;
-                owners.push(record.supervisor_id?);
+                statuses.push(hub.records(id).await.into_iter().next()?.status);
             }
-            Some(owners)
+            let running = statuses
+                .iter()
+                .filter(|s| **s == WorkerStatus::Running)
+                .count();
+            let pending = statuses
+                .iter()
+                .filter(|s| **s == WorkerStatus::Pending)
+                .count();
+            (running == 2 && pending == 1).then_some(())
+        },
+    )
+    .await;
+    let sup_b = hub.supervisor("sup-b", &["--worker-max", "3"]);
+    let before =
+        mcp_testkit::wait_until_async("all three running", Duration::from_secs(30), || async {
+            sample();
+            owners().await
         })
         .await;
-    let distinct: BTreeSet<&String> = owners.iter().collect();
-    assert_eq!(
-        distinct.len(),
-        2,
-        "the cap of 2 spreads three servers over both: {owners:?}"
-    );
-    // Exactly one worker process per server, whoever owns it.
-    let pids = hub.worker_pids();
-    assert!(
-        servers
+    let of = |owner: &str| -> Vec<&str> {
+        before
             .iter()
-            .all(|id| pids.get(*id).is_some_and(|p| p.len() == 1)),
-        "{pids:?}"
-    );
+            .filter(|(_, (o, _))| o == owner)
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let (a_servers, b_servers) = (of("sup-a"), of("sup-b"));
+    assert_eq!((a_servers.len(), b_servers.len()), (2, 1), "{before:?}");
 
-    // Kill sup-a: its servers move to sup-b (the cap allows 2, so raise nothing: sup-b
-    // takes what fits and the rest waits pending until room frees up).
-    let a_servers: Vec<&str> = servers
-        .iter()
-        .zip(&owners)
-        .filter(|(_, o)| o.as_str() == "sup-a")
-        .map(|(s, _)| *s)
-        .collect();
+    // SIGKILL sup-a: sup-b, the only other supervisor, takes its two servers over.
     sup_a.signal(Signal::SIGKILL);
     sup_a.wait_exit(Duration::from_secs(10));
-    drop(sup_a);
-    // The orphaned workers keep serving until sup-b takes over; give sup-b room.
-    let sup_c = hub.supervisor("sup-c", &["--worker-max", "4"]);
-    for id in &a_servers {
-        let record = hub
-            .wait_record("a new owner", id, Duration::from_secs(30), |r| {
-                r.status == WorkerStatus::Running && r.supervisor_id.as_deref() != Some("sup-a")
-            })
-            .await;
-        call_worker(&record).await;
-    }
-    mcp_testkit::wait_until(
-        "one worker per server after the takeover",
-        Duration::from_secs(20),
-        || {
-            let pids = hub.worker_pids();
-            servers
-                .iter()
-                .all(|id| pids.get(*id).is_some_and(|p| p.len() == 1))
-                .then_some(())
+    let killed_at = Instant::now();
+    let after = mcp_testkit::wait_until_async(
+        "sup-b to own every server",
+        Duration::from_secs(30),
+        || async {
+            sample();
+            let owners = owners().await?;
+            owners.values().all(|(o, _)| o == "sup-b").then_some(owners)
         },
+    )
+    .await;
+    let took = killed_at.elapsed();
+    println!(
+        "sup-b took over sup-a's {} server(s) {took:?} after its SIGKILL (lease TTL 2 s)",
+        a_servers.len()
     );
-    drop((sup_b, sup_c));
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    for id in servers {
+        assert_eq!(
+            after[id].1, before[id].1,
+            "{id} was taken over, not restarted"
+        );
+        call_worker(&hub.records(id).await[0]).await;
+    }
+    sample();
+    assert_eq!(
+        most_per_server.into_inner(),
+        1,
+        "a server ran twice at some point"
+    );
+    let adopted: Vec<_> = sup_b
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "worker.adopted")
+        .filter_map(|l| l["server"].as_str().map(str::to_owned))
+        .collect();
+    let mut expected: Vec<String> = a_servers.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    let mut adopted_sorted = adopted.clone();
+    adopted_sorted.sort();
+    assert_eq!(
+        adopted_sorted, expected,
+        "sup-b adopted exactly sup-a's servers"
+    );
 }
 
 #[tokio::test]
