@@ -237,8 +237,9 @@ async fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
         after_delete >= Duration::from_secs(2),
         "SIGKILLed before the stop timeout: {after_delete:?}"
     );
+    // SIGTERM is seen up to one poll (10 ms, more on a busy machine) after it is sent.
     assert!(
-        after_term >= Duration::from_millis(1950),
+        after_term >= Duration::from_millis(1900),
         "SIGKILLed before the stop timeout: {after_term:?}"
     );
     assert!(
