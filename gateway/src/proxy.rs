@@ -1,9 +1,12 @@
 //! Owns the request path of the gateway (Pingora `ProxyHttp`). Order for a tool call:
-//! route -> 404/403 from the in-memory table -> 413 on Content-Length -> request id ->
-//! pick a routable worker (waking an idle server, waiting for a restarting one) ->
-//! proxy; the body is held back chunk by chunk and released only once the whole of it
-//! has been parsed and validated against the tool's schema, so invalid arguments never
-//! reach a worker's REST call. Responses stream through unbuffered.
+//! route -> 404/403 from the in-memory table -> 413 on Content-Length -> the whole body
+//! read (413 past `MCP_MAX_BODY_BYTES`, chunked or not) and validated against the tool's
+//! schema (400) -> request id -> pick a routable worker (waking an idle server, waiting
+//! for a restarting one) -> proxy. So invalid arguments never wake a server, wait for a
+//! worker or reach a worker's REST call. Pingora replays a body of up to 64 KiB from its
+//! retry buffer; a larger one is sent by [`forward`]. Responses stream through unbuffered.
+
+mod forward;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,6 +47,8 @@ pub struct Gateway {
     pub settings: Settings,
     /// Round-robin position over replicas; relaxed, only spreads load.
     next_replica: AtomicUsize,
+    /// Connections of [`forward`] (Pingora's own pool is not reachable from here).
+    connector: pingora::connectors::http::v1::Connector,
 }
 
 impl Gateway {
@@ -57,6 +62,7 @@ impl Gateway {
             registry,
             settings,
             next_replica: AtomicUsize::new(0),
+            connector: pingora::connectors::http::v1::Connector::new(None),
         }
     }
 }
@@ -82,7 +88,6 @@ pub struct Ctx {
     server_id: String,
     tool: String,
     check: BodyCheck,
-    buffer: BytesMut,
     /// Written by `fail_to_proxy` when the request fails after routing.
     pending_error: Option<GatewayError>,
     /// Chosen upstream of the current attempt.
@@ -98,12 +103,15 @@ pub struct Ctx {
     attempts: u32,
     accepted_logged: bool,
     args_size: usize,
-    /// The whole body was read and validated in `request_filter` (Pingora replays it
-    /// from its retry buffer to the worker).
-    body_checked: bool,
+    /// A validated body too large for Pingora's retry buffer: Pingora cannot send a body
+    /// read in `request_filter` past that buffer, so [`forward`] sends this one.
+    held_body: Option<Bytes>,
     /// Body bytes passed through unchecked so far (routes without a body check).
     passed_bytes: usize,
     status: u16,
+    /// One sampling decision per request (taken on first use), so the success-path
+    /// events of a request (`accepted`, `proxy.start`, `proxy.done`) come together.
+    sampled: Option<bool>,
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -111,19 +119,43 @@ const SESSION_HEADER: &str = "mcp-session-id";
 /// Oversized bodies up to this size are read and dropped before the 413 answer.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Pingora's retry buffer (`BODY_BUF_LIMIT` of pingora-core): a body read in
-/// `request_filter` is replayed to the upstream from it, so only bodies up to this size
-/// can be read there.
-const RETRY_BUFFER_BYTES: usize = 64 * 1024;
+/// Attempts per request (connects and connections lost before an answer).
+const MAX_ATTEMPTS: u32 = 16;
 
-/// Reads the rest of the request body (at most `RETRY_BUFFER_BYTES`, as the caller
-/// checked from `Content-Length`).
-async fn read_whole_body(session: &mut Session) -> Result<Bytes> {
+/// How long an idle connection to a worker stays pooled.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads the rest of the request body, whatever its framing; `None` once it outgrows
+/// `limit` (the rest is then unread). Read errors are the client's.
+async fn read_whole_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
     let mut whole = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+    {
+        if whole.len() + chunk.len() > limit {
+            return Ok(None);
+        }
         whole.extend_from_slice(&chunk);
     }
-    Ok(whole.freeze())
+    Ok(Some(whole.freeze()))
+}
+
+/// Reads and drops the rest of an oversized body (at most `DRAIN_LIMIT` bytes, within
+/// 5 s), so a client still sending it gets the 413 instead of a broken pipe; the rest
+/// of a huge one is cut off with the connection.
+async fn drain_body(session: &mut Session) {
+    let drain = async {
+        let mut drained = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            drained += chunk.len();
+            if drained > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
 }
 
 #[async_trait]
@@ -138,7 +170,6 @@ impl ProxyHttp for Gateway {
             server_id: String::new(),
             tool: String::new(),
             check: BodyCheck::None,
-            buffer: BytesMut::new(),
             pending_error: None,
             endpoint: None,
             upstream_path: String::new(),
@@ -148,9 +179,10 @@ impl ProxyHttp for Gateway {
             attempts: 0,
             accepted_logged: false,
             args_size: 0,
-            body_checked: false,
+            held_body: None,
             passed_bytes: 0,
             status: 0,
+            sampled: None,
         }
     }
 
@@ -178,6 +210,11 @@ impl ProxyHttp for Gateway {
             .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let expects_continue = header.version == http::Version::HTTP_11
+            && header
+                .headers
+                .get(http::header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let session_id = header
             .headers
             .get(SESSION_HEADER)
@@ -273,25 +310,11 @@ impl ProxyHttp for Gateway {
             }
         }
         if content_length.is_some_and(|len| len > self.settings.max_body_bytes) {
-            // Read (and drop) a moderately oversized body so the client, still sending,
-            // gets the 413 instead of a broken pipe; a huge one is cut off.
+            // A moderately oversized body is drained so the client gets the 413.
             if content_length.is_some_and(|len| len <= DRAIN_LIMIT) {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    session.as_downstream_mut().drain_request_body(),
-                )
-                .await;
+                drain_body(session).await;
             }
-            let msg = format!(
-                "the body is larger than {} bytes",
-                self.settings.max_body_bytes
-            );
-            return reject(
-                session,
-                ctx,
-                GatewayError::new(413, "payload_too_large", msg),
-            )
-            .await;
+            return reject(session, ctx, self.payload_too_large()).await;
         }
 
         match ctx.route.clone() {
@@ -372,19 +395,30 @@ impl ProxyHttp for Gateway {
         }
 
         if !matches!(ctx.check, BodyCheck::None) {
-            // Small bodies are kept by Pingora so a failed connect can be retried.
+            // The whole body is read and validated now, before a worker is woken, waited
+            // for or connected to, whatever its size or framing. Pingora keeps up to
+            // 64 KiB of it (so a failed connect can be retried) and replays that to the
+            // worker; a larger body is held here and sent by `forward`.
             session.enable_retry_buffering();
-            // A body that fits that buffer is read and validated now, before a worker is
-            // woken, waited for or connected to; a larger or chunked one is held back and
-            // validated in `request_body_filter`.
-            if content_length.is_some_and(|len| len <= RETRY_BUFFER_BYTES) {
-                let whole = read_whole_body(session).await?;
-                ctx.args_size = whole.len();
-                if let Err(err) = self.check_body(&whole, ctx) {
-                    tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, status = err.status, code = err.code);
-                    return reject(session, ctx, err).await;
-                }
-                ctx.body_checked = true;
+            // A client that waits for `100 Continue` before sending its body (curl does
+            // past 1 KiB) gets it here: no worker sees the request before its body.
+            if expects_continue {
+                session
+                    .as_downstream_mut()
+                    .write_continue_response()
+                    .await?;
+            }
+            let Some(whole) = read_whole_body(session, self.settings.max_body_bytes).await? else {
+                drain_body(session).await;
+                return reject(session, ctx, self.payload_too_large()).await;
+            };
+            ctx.args_size = whole.len();
+            if let Err(err) = self.check_body(&whole, ctx) {
+                tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, status = err.status, code = err.code);
+                return reject(session, ctx, err).await;
+            }
+            if session.as_downstream().retry_buffer_truncated() {
+                ctx.held_body = Some(whole);
             }
         }
         // A server with no routable worker: wake it when idle, wait when one is coming.
@@ -401,42 +435,29 @@ impl ProxyHttp for Gateway {
                     .await
                     .is_none()
             {
-                tracing::warn!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, error = "no running worker", stage = "gateway.route");
+                let traceback = format!(
+                    "gateway.route: no routable worker of server {:?} within {:?} (MCP_GATEWAY_WORKER_WAIT)",
+                    ctx.server_id, self.settings.worker_wait
+                );
+                tracing::warn!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
+                    error = "no running worker", code = "no_worker", status = 503, stage = "gateway.route", traceback);
                 return reject(session, ctx, GatewayError::no_worker(&ctx.server_id)).await;
             }
+        }
+        if let Some(body) = ctx.held_body.clone() {
+            return forward::forward(self, session, ctx, body).await;
         }
         Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.attempts += 1;
-        ctx.buffer.clear();
         let addr = if ctx.route == Route::Admin {
             self.settings.admin_addr
         } else {
-            let endpoint = match self.pick(&ctx.server_id, ctx.pinned_replica, &ctx.failed) {
-                Some(endpoint) => endpoint,
-                None => match self
-                    .wait_for_worker(&ctx.server_id, ctx.pinned_replica, &ctx.failed)
-                    .await
-                {
-                    Some(endpoint) => endpoint,
-                    None => {
-                        ctx.pending_error = Some(GatewayError::no_worker(&ctx.server_id));
-                        return Err(Error::explain(HTTPStatus(503), "no running worker"));
-                    }
-                },
-            };
-            let addr = endpoint.addr;
-            ctx.endpoint = Some(endpoint);
-            addr
+            self.choose_worker(ctx).await?
         };
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(self.settings.connect_timeout);
-        peer.options.read_timeout = Some(self.settings.read_timeout);
-        peer.options.write_timeout = Some(self.settings.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok(Box::new(self.peer(addr)))
     }
 
     async fn upstream_request_filter(
@@ -466,9 +487,13 @@ impl ProxyHttp for Gateway {
         }
         // Origin was checked here; the worker sees the gateway as a same-host client.
         upstream.remove_header(&http::header::ORIGIN);
-        if mcp_core::log::sampled() {
+        if !matches!(ctx.check, BodyCheck::None) {
+            // The body was read here (the client had its `100 Continue` from us).
+            upstream.remove_header(&http::header::EXPECT);
+        }
+        if ctx.sampled() {
             tracing::info!(event = "tool.call.proxy.start", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                target_url = %format!("http://{}{}", ctx.endpoint.as_ref().map(|e| e.addr.to_string()).unwrap_or_default(), ctx.upstream_path), attempt = ctx.attempts);
+                target_url = %ctx.target_url(), attempt = ctx.attempts);
         }
         Ok(())
     }
@@ -477,40 +502,20 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        end_of_stream: bool,
+        _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.body_checked || ctx.route == Route::Admin {
+        // A checked body was read whole and validated in `request_filter`: this is
+        // Pingora replaying it from its retry buffer. Admin bodies pass as they are.
+        if !matches!(ctx.check, BodyCheck::None) || ctx.route == Route::Admin {
             return Ok(());
         }
-        if matches!(ctx.check, BodyCheck::None) {
-            // Passed through as it comes, but never more than the limit (a chunked body
-            // has no Content-Length to refuse up front).
-            ctx.passed_bytes += body.as_ref().map_or(0, Bytes::len);
-            if ctx.passed_bytes > self.settings.max_body_bytes {
-                return Err(self.too_large(ctx));
-            }
-            return Ok(());
+        // Passed through as it comes, but never more than the limit (a chunked body has
+        // no Content-Length to refuse up front).
+        ctx.passed_bytes += body.as_ref().map_or(0, Bytes::len);
+        if ctx.passed_bytes > self.settings.max_body_bytes {
+            return Err(self.too_large(ctx));
         }
-        if let Some(chunk) = body.take() {
-            if ctx.buffer.len() + chunk.len() > self.settings.max_body_bytes {
-                return Err(self.too_large(ctx));
-            }
-            ctx.buffer.extend_from_slice(&chunk);
-        }
-        if !end_of_stream {
-            // Hold the body back until all of it has been validated.
-            *body = Some(Bytes::new());
-            return Ok(());
-        }
-        let whole = ctx.buffer.split().freeze();
-        ctx.args_size = whole.len();
-        if let Err(err) = self.check_body(&whole, ctx) {
-            tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, status = err.status, code = err.code);
-            ctx.pending_error = Some(err);
-            return Err(Error::explain(HTTPStatus(400), "invalid request body"));
-        }
-        *body = Some(whole);
         Ok(())
     }
 
@@ -557,9 +562,7 @@ impl ProxyHttp for Gateway {
                 .settings
                 .worker_wait
                 .saturating_sub(ctx.started.elapsed());
-            if !deadline_left.is_zero() && ctx.attempts < 16 {
-                e.set_retry(true);
-            }
+            e.set_retry(!deadline_left.is_zero() && ctx.attempts < MAX_ATTEMPTS);
             tracing::warn!(event = "gateway.connect.failed", request_id = %ctx.request_id, server = %ctx.server_id, error = %e, attempt = ctx.attempts, retry = e.retry());
         }
         e
@@ -576,7 +579,8 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("peer: {peer}"));
         // A connection that broke before any response byte (a worker killed while the
         // request sat in its backlog, or a pooled connection it had closed) means the
-        // worker is gone: retry on a live one when Pingora still holds the whole body.
+        // worker is gone: retry on a live one when the whole body is still at hand
+        // (Pingora's retry buffer, or the body `forward` holds).
         // A worker killed in the middle of a call may have begun its REST call, so such
         // a call can run twice; it was lost with the worker anyway.
         let broken = matches!(
@@ -586,8 +590,8 @@ impl ProxyHttp for Gateway {
         let retry = ctx.pending_error.is_none()
             && broken
             && ctx.status == 0
-            && !session.as_ref().retry_buffer_truncated()
-            && ctx.attempts < 16
+            && (ctx.held_body.is_some() || !session.as_ref().retry_buffer_truncated())
+            && ctx.attempts < MAX_ATTEMPTS
             && ctx.started.elapsed() < self.settings.worker_wait;
         if retry {
             if let Some(endpoint) = ctx.endpoint.clone() {
@@ -612,7 +616,8 @@ impl ProxyHttp for Gateway {
             // by a close would race its pool, which could send the next call on this
             // dying connection (Pingora never reuses a downstream whose upstream failed).
             tracing::error!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                error = %e, code = "worker_failed", stage = "gateway.stream");
+                error = %e, code = "worker_failed", stage = "gateway.stream", traceback = %traceback(e),
+                target_url = %ctx.target_url(), worker_pid = ctx.endpoint.as_ref().and_then(|w| w.pid));
             if ctx.route.is_call() {
                 let data = json!({"request_id": ctx.request_id, "error": {"code": "worker_failed", "message": "the worker failed during the call"}});
                 let frame = Bytes::from(format!("event: tool_call.error\ndata: {data}\n\n"));
@@ -630,7 +635,8 @@ impl ProxyHttp for Gateway {
             .unwrap_or_else(|| classify(e, &ctx.server_id));
         if error.status >= 500 {
             tracing::error!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                error = %e, code = error.code, status = error.status, stage = "gateway.proxy");
+                error = %e, code = error.code, status = error.status, stage = "gateway.proxy", traceback = %traceback(e),
+                target_url = %ctx.target_url(), worker_pid = ctx.endpoint.as_ref().and_then(|w| w.pid));
         }
         let status = error.status;
         if write_error(session, ctx, &error).await.is_err() {
@@ -671,15 +677,54 @@ impl ProxyHttp for Gateway {
                 .with_label_values(&[&status.to_string(), server])
                 .inc();
         }
-        if ctx.endpoint.is_some() && (status >= 500 || mcp_core::log::sampled()) {
+        // Sampled with its `proxy.start` (one decision per request); failures always.
+        if ctx.endpoint.is_some() && (status >= 500 || ctx.sampled == Some(true)) {
             tracing::info!(event = "tool.call.proxy.done", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                target_url = %format!("http://{}{}", ctx.endpoint.as_ref().map(|e| e.addr.to_string()).unwrap_or_default(), ctx.upstream_path),
+                target_url = %ctx.target_url(),
                 status, latency = latency.as_secs_f64() * 1000.0, attempts = ctx.attempts);
         }
     }
 }
 
 impl Gateway {
+    /// The worker for this attempt (kept in `ctx.endpoint`): a routable one that has not
+    /// failed this request, waited for within `worker_wait`; else the 503 to answer.
+    async fn choose_worker(&self, ctx: &mut Ctx) -> Result<SocketAddr> {
+        let endpoint = match self.pick(&ctx.server_id, ctx.pinned_replica, &ctx.failed) {
+            Some(endpoint) => endpoint,
+            None => match self
+                .wait_for_worker(&ctx.server_id, ctx.pinned_replica, &ctx.failed)
+                .await
+            {
+                Some(endpoint) => endpoint,
+                None => {
+                    ctx.pending_error = Some(GatewayError::no_worker(&ctx.server_id));
+                    return Err(Error::explain(HTTPStatus(503), "no running worker"));
+                }
+            },
+        };
+        let addr = endpoint.addr;
+        ctx.endpoint = Some(endpoint);
+        Ok(addr)
+    }
+
+    fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.read_timeout = Some(self.settings.read_timeout);
+        peer.options.write_timeout = Some(self.settings.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        peer
+    }
+
+    fn payload_too_large(&self) -> GatewayError {
+        let msg = format!(
+            "the body is larger than {} bytes",
+            self.settings.max_body_bytes
+        );
+        GatewayError::new(413, "payload_too_large", msg)
+    }
+
     /// A routable worker of the server, avoiding ones that just failed.
     fn pick(&self, server_id: &str, pinned: Option<u32>, failed: &[Endpoint]) -> Option<Endpoint> {
         pick_from(
@@ -714,11 +759,7 @@ impl Gateway {
 
     /// The 413 for a body that grew past `MCP_MAX_BODY_BYTES` while streaming.
     fn too_large(&self, ctx: &mut Ctx) -> Box<Error> {
-        let msg = format!(
-            "the body is larger than {} bytes",
-            self.settings.max_body_bytes
-        );
-        ctx.pending_error = Some(GatewayError::new(413, "payload_too_large", msg));
+        ctx.pending_error = Some(self.payload_too_large());
         Error::explain(HTTPStatus(413), "body too large")
     }
 
@@ -842,7 +883,7 @@ impl Gateway {
         }
         if !ctx.accepted_logged {
             ctx.accepted_logged = true;
-            if mcp_core::log::sampled() {
+            if ctx.sampled() {
                 tracing::info!(event = "tool.call.accepted", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, args_size = ctx.args_size);
             }
         }
@@ -946,6 +987,17 @@ fn status_label(status: u16) -> &'static str {
 /// Maps a proxy error to the answer: worker timeouts 504, unreachable workers 503,
 /// other worker failures 502.
 fn classify(e: &Error, server_id: &str) -> GatewayError {
+    if e.esource() == &ErrorSource::Downstream && !matches!(e.etype(), HTTPStatus(_)) {
+        // The client's side failed (a body that stopped coming or was malformed).
+        return match e.etype() {
+            ReadTimedout => GatewayError::new(
+                408,
+                "request_timeout",
+                "the request body did not arrive in time",
+            ),
+            _ => GatewayError::new(400, "bad_request", e.to_string()),
+        };
+    }
     match e.etype() {
         HTTPStatus(code) => GatewayError::new(*code, "error", format!("HTTP {code}")),
         ReadTimedout | WriteTimedout => {
@@ -954,11 +1006,42 @@ fn classify(e: &Error, server_id: &str) -> GatewayError {
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError => {
             GatewayError::no_worker(server_id)
         }
-        _ => match e.esource() {
-            ErrorSource::Downstream => GatewayError::new(400, "bad_request", e.to_string()),
-            _ => GatewayError::new(502, "worker_failed", "the worker failed to answer"),
-        },
+        _ => GatewayError::new(502, "worker_failed", "the worker failed to answer"),
     }
+}
+
+/// The PRD's `traceback` of a failed call, in the shape of `mcp_core::log::traceback`:
+/// the error, then one `caused by:` line per cause, outermost first. Pingora chains its
+/// errors through `cause` rather than `source()`, so its links are walked here (each shows
+/// where it came from, upstream, downstream or internal, its kind and its context); the
+/// first foreign cause (e.g. the `io::Error` of a refused connect) goes to the shared
+/// helper with its own `source()` chain.
+pub(crate) fn traceback(e: &Error) -> String {
+    let mut links = Vec::new();
+    let mut pingora_link: Option<&Error> = Some(e);
+    while let Some(link) = pingora_link.take() {
+        let mut line = match link.esource().as_str() {
+            "" => link.etype().as_str().to_owned(),
+            source => format!("{source} {}", link.etype().as_str()),
+        };
+        if let Some(context) = &link.context {
+            line.push_str(&format!(": {context}"));
+        }
+        links.push(line);
+        let Some(cause) = link.cause.as_deref() else {
+            break;
+        };
+        // Pingora boxes the errors it chains (`BError`).
+        match cause
+            .downcast_ref::<Box<Error>>()
+            .map(|boxed| &**boxed)
+            .or_else(|| cause.downcast_ref::<Error>())
+        {
+            Some(inner) => pingora_link = Some(inner),
+            None => links.push(mcp_core::log::traceback(cause)),
+        }
+    }
+    links.join("\ncaused by: ")
 }
 
 /// Answers with a gateway error and ends the request (`Ok(true)` for `request_filter`).
@@ -1026,6 +1109,17 @@ async fn respond_head(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
 }
 
 impl Ctx {
+    /// The worker URL of the current attempt, for logs (empty before one is chosen).
+    fn target_url(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("http://{}{}", endpoint.addr, self.upstream_path),
+            None => String::new(),
+        }
+    }
+    /// Whether this request's success-path events are logged: decided once, on first use.
+    fn sampled(&mut self) -> bool {
+        *self.sampled.get_or_insert_with(mcp_core::log::sampled)
+    }
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
@@ -1069,6 +1163,19 @@ mod tests {
         assert!(!origin_allowed("http://localhost.evil.com", &allowed));
         assert!(!origin_allowed("http://evil.com", &allowed));
         assert!(origin_allowed("http://evil.com", &["*".to_owned()]));
+    }
+
+    #[test]
+    fn a_traceback_has_one_line_per_cause() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let connect = Error::because(ConnectRefused, "connecting", refused).into_up();
+        let e = connect.more_context("peer: 127.0.0.1:1");
+        assert_eq!(
+            traceback(&e),
+            "Upstream ConnectRefused: peer: 127.0.0.1:1\ncaused by: Upstream ConnectRefused: connecting\ncaused by: refused"
+        );
+        let alone = Error::explain(HTTPStatus(503), "no running worker");
+        assert_eq!(traceback(&alone), "HTTPStatus: no running worker");
     }
 
     #[test]
