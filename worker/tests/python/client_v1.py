@@ -1,6 +1,7 @@
 """Official MCP Python SDK 1.x over Streamable HTTP (streamablehttp_client +
 ClientSession): initialize, list tools, call one, optionally wait for
 notifications/tools/list_changed after the caller adds a tool, print a JSON summary.
+A call answered with a JSON-RPC error is in the summary as "error".
 
 usage: client_v1.py URL TOOL ARGS_JSON [--wait-list-changed SECONDS]
 """
@@ -10,6 +11,7 @@ import sys
 
 import mcp.types as types
 from mcp import ClientSession
+from mcp.shared.exceptions import McpError
 from mcp.client.streamable_http import streamablehttp_client
 
 
@@ -25,16 +27,19 @@ async def main(url: str, tool: str, args: dict, wait_changed: float) -> None:
         async with ClientSession(read, write, message_handler=on_message) as session:
             info = await session.initialize()
             tools = await session.list_tools()
-            result = await session.call_tool(tool, args)
             summary = {
                 "sdk": "1.x",
                 "protocol": info.protocolVersion,
                 "server": info.serverInfo.name,
                 "tools": sorted(t.name for t in tools.tools),
-                "isError": bool(result.isError),
-                "text": [c.text for c in result.content if c.type == "text"],
-                "structured": result.structuredContent,
             }
+            try:
+                result = await session.call_tool(tool, args)
+                summary["isError"] = bool(result.isError)
+                summary["text"] = [c.text for c in result.content if c.type == "text"]
+                summary["structured"] = result.structuredContent
+            except McpError as err:
+                summary["error"] = err.error.model_dump(mode="json")
             if wait_changed > 0:
                 print(json.dumps({"ready": True}), flush=True)
                 try:
