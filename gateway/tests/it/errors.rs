@@ -61,7 +61,13 @@ async fn refusals_are_json_with_stable_codes() {
         .send()
         .await
         .expect("sent");
-    assert_eq!(response.status().as_u16(), 400);
+    let status = response.status().as_u16();
+    let header_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let body = assert_error(status, &response.json().await.ok(), 400, "bad_request");
+    assert_eq!(body["error"]["request_id"], header_id.as_str(), "{body}");
 
     // 404 and 403.
     let (status, _, body) = stack
@@ -199,13 +205,32 @@ async fn no_worker_is_503_with_retry_after() {
         .await;
     let body = assert_error(status, &body, 400, "invalid_arguments");
     assert_eq!(body["error"]["details"][0]["pointer"], "/id", "{body}");
+    // ... whatever the body's size (past Pingora's 64 KiB retry buffer here).
+    let (status, _, body) = stack
+        .call(
+            "/mcp/fakestore_api/add_product",
+            json!({"args": {"title": "", "price": 1, "description": "d".repeat(900 * 1024)}}),
+        )
+        .await;
+    let body = assert_error(status, &body, 400, "invalid_arguments");
+    assert_eq!(sorted_pointers(&body), ["/title"], "{body}");
 
     // Ids that are not registered get a 404 and no metrics series of their own.
     let (status, _, body) = stack
         .call("/mcp/no_such_server_4711/get_fruits", json!({"args": {}}))
         .await;
     assert_error(status, &body, 404, "not_found");
-    let metrics = stack.metrics_when(|m| m.contains("status=\"404\"")).await;
+    // Error answers are counted by code and server (metrics are counted after the
+    // answer went out, hence the wait).
+    let expected = [
+        "mcp_gateway_errors_total{code=\"503\",server=\"fruits_api\"} 1",
+        "mcp_gateway_errors_total{code=\"400\",server=\"fruits_api\"} 1",
+        "mcp_gateway_errors_total{code=\"400\",server=\"fakestore_api\"} 1",
+        "mcp_gateway_errors_total{code=\"404\",server=\"-\"} 1",
+    ];
+    let metrics = stack
+        .metrics_when(|m| expected.iter().all(|e| m.lines().any(|l| l == *e)))
+        .await;
     assert!(!metrics.contains("no_such_server_4711"), "{metrics}");
 }
 
@@ -307,6 +332,147 @@ async fn an_idle_server_is_woken_by_a_call() {
         .wait_for_event("gateway.wake", std::time::Duration::from_secs(5));
 }
 
+/// The mock's FakeStore products (a call that reached the REST API would add one).
+async fn product_count(stack: &Stack) -> usize {
+    let products: Value = stack
+        .client
+        .get(format!("{}/products", stack.mock.url()))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    products.as_array().map_or(0, Vec::len)
+}
+
+/// `body` as a chunked request (no Content-Length), in 64 KiB chunks.
+fn chunked(body: &Value) -> reqwest::Body {
+    let bytes = body.to_string().into_bytes();
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
+fn sorted_pointers(body: &Value) -> Vec<String> {
+    let mut pointers: Vec<String> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["pointer"].as_str().expect("pointer").to_owned())
+        .collect();
+    pointers.sort_unstable();
+    pointers
+}
+
+#[tokio::test]
+async fn large_bodies_are_validated_before_an_idle_server_is_woken() {
+    // Bodies past Pingora's 64 KiB retry buffer, with a Content-Length or chunked, are
+    // read whole and validated before a worker is looked for, as small ones are.
+    let stack = Stack::start(Options {
+        supervisor_args: vec!["--idle-ttl".into(), "1s".into()],
+        ..Options::default()
+    })
+    .await;
+    mcp_testkit::wait_until_async(
+        "fakestore_api to go idle",
+        std::time::Duration::from_secs(20),
+        || async {
+            let runtime = stack.registry.get_runtime("fakestore_api").await.ok()?;
+            (runtime.workers.first()?.status == mcp_core::runtime::WorkerStatus::Idle).then_some(())
+        },
+    )
+    .await;
+    let description = "d".repeat(900 * 1024);
+    let invalid = json!({"args": {"title": "", "price": -1, "description": description}});
+    let url = format!("{}/mcp/fakestore_api/add_product", stack.base);
+
+    let (status, _, body) = stack
+        .call("/mcp/fakestore_api/add_product", invalid.clone())
+        .await;
+    let body = assert_error(status, &body, 400, "invalid_arguments");
+    assert_eq!(sorted_pointers(&body), ["/price", "/title"], "{body}");
+    let response = stack
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(chunked(&invalid))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let body: Option<Value> = response.json().await.ok();
+    let body = assert_error(status, &body, 400, "invalid_arguments");
+    assert_eq!(sorted_pointers(&body), ["/price", "/title"], "{body}");
+
+    assert!(
+        !stack
+            .gateway
+            .json_lines()
+            .iter()
+            .any(|l| l["event"] == "gateway.wake"),
+        "an invalid call woke the server"
+    );
+    let runtime = stack
+        .registry
+        .get_runtime("fakestore_api")
+        .await
+        .expect("runtime");
+    assert_eq!(
+        runtime.workers[0].status,
+        mcp_core::runtime::WorkerStatus::Idle,
+        "still idle"
+    );
+    assert_eq!(product_count(&stack).await, 5, "no REST call was made");
+
+    // A valid one of the same size wakes the server and reaches the REST API whole,
+    // with a Content-Length and chunked.
+    let valid = json!({"args": {"title": "Big", "price": 1, "description": description}});
+    let (status, events, body) = stack
+        .call("/mcp/fakestore_api/add_product", valid.clone())
+        .await;
+    assert_eq!(status, 200, "{body:?}");
+    let created = assert_completed(&events)[0].clone();
+    assert_eq!(
+        created["description"].as_str().map(str::len),
+        Some(900 * 1024)
+    );
+    stack
+        .gateway
+        .wait_for_event("gateway.wake", std::time::Duration::from_secs(5));
+    let response = stack
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(chunked(&valid))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    let events = crate::parse_sse(&response.text().await.expect("body"));
+    assert_eq!(
+        assert_completed(&events)[0]["description"]
+            .as_str()
+            .map(str::len),
+        Some(900 * 1024)
+    );
+    // A small chunked body fits Pingora's retry buffer: Pingora sends it itself.
+    let response = stack
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(chunked(&json!({"args": {"title": "Small", "price": 2}})))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    let events = crate::parse_sse(&response.text().await.expect("body"));
+    assert_eq!(assert_completed(&events)[0]["title"], "Small");
+    assert_eq!(product_count(&stack).await, 8);
+}
+
 /// A stand-in worker on a free port: `answer` is written to each connection (nothing
 /// at all when empty: the connection is held open and silent).
 fn fake_worker(answer: &'static [u8]) -> u16 {
@@ -326,7 +492,17 @@ fn fake_worker(answer: &'static [u8]) -> u16 {
 }
 
 async fn route_to(stack: &Stack, server_id: &str, port: u16) {
-    let record = mcp_core::runtime::WorkerRecord {
+    stack
+        .registry
+        .put_worker_record(server_id, &worker_record(port))
+        .await
+        .expect("record");
+    stack.wait_gateway_workers(server_id, 1).await;
+}
+
+/// A running replica 0 on `port`.
+fn worker_record(port: u16) -> mcp_core::runtime::WorkerRecord {
+    mcp_core::runtime::WorkerRecord {
         replica_idx: 0,
         status: mcp_core::runtime::WorkerStatus::Running,
         pid: Some(std::process::id()),
@@ -340,13 +516,100 @@ async fn route_to(stack: &Stack, server_id: &str, port: u16) {
         last_failure_at: None,
         started_at: None,
         updated_at: mcp_core::runtime::unix_millis(),
-    };
+    }
+}
+
+/// A stand-in worker that reads each request whole and answers 200 with the number of
+/// body bytes it received.
+fn counting_worker() -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end().to_ascii_lowercase();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(value) = line.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let answer = length.to_string();
+                let _ = reader.get_mut().write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_large_body_is_retried_after_a_failed_connect() {
+    // The gateway holds a large body itself (past Pingora's retry buffer), so a call
+    // whose worker refused the connection can be sent again, whole, to its replacement.
+    let stack = Stack::start(Options {
+        workers: false,
+        gateway_args: vec!["--supervisor-enabled".into(), "true".into()],
+        ..Options::default()
+    })
+    .await;
+    route_to(&stack, "test_api", mcp_testkit::free_port()).await;
+    let body = json!({"args": {"blob": "b".repeat(300 * 1024)}});
+    let length = body.to_string().len();
+    let call = stack
+        .client
+        .post(format!("{}/mcp/test_api/echo_blob", stack.base))
+        .header("x-request-id", "held-1")
+        .json(&body)
+        .send();
+    let call = tokio::spawn(call);
+    mcp_testkit::wait_until_async(
+        "the connect to the dead worker to fail",
+        std::time::Duration::from_secs(10),
+        || async {
+            stack
+                .gateway
+                .json_lines()
+                .iter()
+                .any(|l| l["event"] == "gateway.connect.failed" && l["request_id"] == "held-1")
+                .then_some(())
+        },
+    )
+    .await;
+    // The replacement comes up on another port while the call waits for it.
+    let mut replacement = worker_record(counting_worker());
+    replacement.pid = Some(std::process::id() + 1);
     stack
         .registry
-        .put_worker_record(server_id, &record)
+        .put_worker_record("test_api", &replacement)
         .await
         .expect("record");
-    stack.wait_gateway_workers(server_id, 1).await;
+    let response = call.await.expect("join").expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["x-request-id"], "held-1");
+    assert_eq!(
+        response.text().await.expect("body"),
+        length.to_string(),
+        "the whole body reached the replacement"
+    );
 }
 
 #[tokio::test]
@@ -367,7 +630,7 @@ async fn a_silent_worker_is_504_and_a_garbled_one_502_as_json() {
     let (status, _, body) = stack
         .call("/mcp/fruits_api/get_fruits", json!({"args": {}}))
         .await;
-    assert_error(status, &body, 504, "worker_timeout");
+    let timed_out = assert_error(status, &body, 504, "worker_timeout");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 
     route_to(
@@ -379,9 +642,10 @@ async fn a_silent_worker_is_504_and_a_garbled_one_502_as_json() {
     let (status, _, body) = stack
         .call("/mcp/fakestore_api/get_all_products", json!({"args": {}}))
         .await;
-    assert_error(status, &body, 502, "worker_failed");
-    // Both are logged as failures at the gateway, with where they happened.
-    mcp_testkit::wait_until(
+    let garbled = assert_error(status, &body, 502, "worker_failed");
+    // Both are logged as failures at the gateway, with where they happened and the PRD's
+    // fields: the request id of the answer, the error and its traceback (cause chain).
+    let failed = mcp_testkit::wait_until(
         "tool.call.failed lines for the 504 and the 502",
         std::time::Duration::from_secs(5),
         || {
@@ -391,8 +655,25 @@ async fn a_silent_worker_is_504_and_a_garbled_one_502_as_json() {
                 .into_iter()
                 .filter(|l| l["event"] == "tool.call.failed" && l["stage"] == "gateway.proxy")
                 .collect();
-            (failed.iter().any(|l| l["status"] == 504) && failed.iter().any(|l| l["status"] == 502))
-                .then_some(())
+            let line = |status: u16| failed.iter().find(|l| l["status"] == status).cloned();
+            Some((line(504)?, line(502)?))
         },
     );
+    for (line, answer, kind) in [
+        (&failed.0, &timed_out, "ReadTimedout"),
+        (&failed.1, &garbled, "InvalidHTTPHeader"),
+    ] {
+        assert_eq!(line["request_id"], answer["error"]["request_id"], "{line}");
+        assert!(
+            line["error"].as_str().is_some_and(|e| e.contains(kind)),
+            "{line}"
+        );
+        let traceback = line["traceback"].as_str().unwrap_or_default();
+        println!("traceback of the {kind} failure:\n{traceback}");
+        assert!(
+            traceback.starts_with(&format!("Upstream {kind}: peer: "))
+                && traceback.contains("\ncaused by: "),
+            "the traceback names where and what failed, and why: {line}"
+        );
+    }
 }
