@@ -10,6 +10,50 @@ async fn every_call_and_compatibility_route() {
     // The admin API and health behind the same front door; metrics on their own port.
     let stats: serde_json::Value = stack.get_json("/api/stats").await;
     assert_eq!(stats["servers"], 3);
+    // The dashboard routes are the admin API's: its status and body, passed through
+    // (the same request id on both, since the admin API puts it in error bodies).
+    for (path, request_id) in [("/", "dash-root"), ("/dashboard", "dash-page")] {
+        let direct = stack
+            .client
+            .get(format!("http://{}{path}", stack.admin_addr))
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .expect("sent");
+        let (direct_status, direct_body) = (direct.status(), direct.bytes().await.expect("body"));
+        let proxied = stack
+            .client
+            .get(format!("{}{path}", stack.base))
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(proxied.headers()["x-request-id"], request_id, "{path}");
+        assert_eq!(proxied.status(), direct_status, "{path}");
+        assert_eq!(proxied.bytes().await.expect("body"), direct_body, "{path}");
+        // ... answered by the admin API itself: it logged both requests.
+        mcp_testkit::wait_until(
+            &format!("the admin API to log both GET {path}"),
+            std::time::Duration::from_secs(5),
+            || {
+                let seen = stack
+                    .admin
+                    .json_lines()
+                    .iter()
+                    .filter(|l| {
+                        l["event"] == "admin.request"
+                            && l["path"] == path
+                            && l["request_id"] == request_id
+                    })
+                    .count();
+                (seen == 2).then_some(())
+            },
+        );
+        println!(
+            "GET {path}: the admin API's {direct_status} ({} bytes) through the gateway",
+            direct_body.len()
+        );
+    }
     let health: serde_json::Value = stack.get_json("/healthz").await;
     assert_eq!(
         (health["status"].clone(), health["mode"].clone()),
@@ -172,23 +216,50 @@ pub async fn check_call_routes(stack: &Stack, workers: usize) {
         )
         .await;
     assert_eq!(assert_completed(&events)[0]["name"], "Pear");
-    let (status, _, body) = stack
-        .call("/mcp/fruits_api", json!({"method": "initialize"}))
-        .await;
+    // The JSON compatibility answers carry the request id too (kept from the caller).
+    let (status, id, body) =
+        json_with_id(stack, "/mcp/fruits_api", json!({"method": "initialize"})).await;
     assert_eq!(
-        (status, body.expect("json")["serverInfo"]["name"].clone()),
-        (200, json!("fruits_api"))
+        (status, id.as_str(), body["serverInfo"]["name"].clone()),
+        (200, "compat-1", json!("fruits_api"))
     );
-    let (status, _, body) = stack
-        .call("/mcp/fruits_api", json!({"method": "tools.list"}))
-        .await;
+    let (status, id, body) =
+        json_with_id(stack, "/mcp/fruits_api", json!({"method": "tools.list"})).await;
     assert_eq!(
-        (
-            status,
-            body.expect("json")["tools"].as_array().map(Vec::len)
-        ),
-        (200, Some(5))
+        (status, id.as_str(), body["tools"].as_array().map(Vec::len)),
+        (200, "compat-1", Some(5))
     );
+    let (status, id, body) = json_with_id(stack, "/mcp/fruits_api/tools/list", json!({})).await;
+    assert_eq!(
+        (status, id.as_str(), body["tools"].as_array().map(Vec::len)),
+        (200, "compat-1", Some(5))
+    );
+
+    // An incoming id that is not a valid one is replaced, in the header and the events.
+    for bad in ["has spaces", "a/slash", "ü", &"x".repeat(129)] {
+        let response = stack
+            .client
+            .post(format!("{}/mcp/fruits_api/get_fruit_by_id", stack.base))
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(bad.as_bytes()).expect("header"),
+            )
+            .json(&json!({"args": {"id": 1}}))
+            .send()
+            .await
+            .expect("sent");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .expect("id")
+            .to_owned();
+        assert!(
+            id != bad && mcp_core::request_id::is_valid(&id),
+            "{bad:?} -> {id:?}"
+        );
+        let events = crate::parse_sse(&response.text().await.expect("body"));
+        assert_completed(&events);
+        assert_eq!(events[0].data["request_id"], id.as_str());
+    }
 
     // GET|HEAD /mcp/{id}, GET|POST /mcp/{id}/tools/list, POST /mcp/{id}/initialize, POST /mcp/initialize.
     let info: serde_json::Value = stack.get_json("/mcp/fruits_api").await;
@@ -250,4 +321,129 @@ pub async fn check_call_routes(stack: &Stack, workers: usize) {
         body["servers"],
         json!(["fakestore_api", "fruits_api", "test_api"])
     );
+}
+
+/// POSTs `body` with the request id `compat-1`; returns the status, the id the answer
+/// carries and the JSON body.
+async fn json_with_id(
+    stack: &Stack,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String, serde_json::Value) {
+    let response = stack
+        .client
+        .post(format!("{}{path}", stack.base))
+        .header("x-request-id", "compat-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, id, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn a_sampled_call_logs_its_accepted_start_and_done_together() {
+    // One sampling decision per request: with half the calls sampled, each call logs
+    // all of its success-path events or none of them.
+    let stack = Stack::start(Options {
+        gateway_args: vec!["--log-sample".into(), "0.5".into()],
+        ..Options::default()
+    })
+    .await;
+    let ids: Vec<String> = (0..10).map(|n| format!("sampled-{n}")).collect();
+    for id in &ids {
+        let response = stack
+            .client
+            .post(format!("{}/mcp/fruits_api/get_fruit_by_id", stack.base))
+            .header("x-request-id", id)
+            .json(&json!({"args": {"id": 1}}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), 200);
+        assert_completed(&crate::parse_sse(&response.text().await.expect("body")));
+    }
+    // `proxy.done` is logged after the answer went out: wait for the last one.
+    let logged = |event: &str| -> Vec<String> {
+        let mut logged: Vec<String> = stack
+            .gateway
+            .json_lines()
+            .iter()
+            .filter(|l| l["event"] == event)
+            .filter_map(|l| l["request_id"].as_str().map(str::to_owned))
+            .filter(|id| id.starts_with("sampled-"))
+            .collect();
+        logged.sort();
+        logged.dedup();
+        logged
+    };
+    let started = logged("tool.call.proxy.start");
+    assert!(
+        !started.is_empty() && started.len() < ids.len(),
+        "half the calls are sampled: {started:?}"
+    );
+    mcp_testkit::wait_until_async(
+        "proxy.done for every sampled call",
+        std::time::Duration::from_secs(5),
+        || async { (logged("tool.call.proxy.done") == started).then_some(()) },
+    )
+    .await;
+    assert_eq!(logged("tool.call.accepted"), started);
+}
+
+#[tokio::test]
+async fn a_client_that_expects_100_continue_gets_it_from_the_gateway() {
+    // The gateway reads the body before any worker sees the request, so it answers
+    // `Expect: 100-continue` itself (curl waits a second for it past 1 KiB).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(Options::default()).await;
+    let addr = stack.base.trim_start_matches("http://").to_owned();
+    for size in [2 * 1024, 300 * 1024] {
+        let body = json!({"args": {"blob": "c".repeat(size)}}).to_string();
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /mcp/test_api/echo_blob HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        let mut interim = vec![0; 64];
+        let n = tokio::time::timeout(
+            std::time::Duration::from_millis(800),
+            stream.read(&mut interim),
+        )
+        .await
+        .expect("a 100 Continue before the body was sent")
+        .expect("read");
+        let interim = String::from_utf8_lossy(&interim[..n]).into_owned();
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim:?}");
+        stream.write_all(body.as_bytes()).await.expect("body");
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut answer),
+        )
+        .await
+        .expect("in time")
+        .expect("read");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(
+            answer.contains("HTTP/1.1 200") && answer.contains("tool_call.completed"),
+            "{size} bytes: {}",
+            answer.chars().take(300).collect::<String>()
+        );
+        assert_eq!(
+            answer.matches("HTTP/1.1 100").count(),
+            0,
+            "one 100 Continue only"
+        );
+    }
 }
