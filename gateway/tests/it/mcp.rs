@@ -58,45 +58,99 @@ async fn official_sdks_work_through_the_gateway() {
 
 #[tokio::test]
 async fn sessions_hear_list_changed_through_the_gateway() {
+    // Both SDKs; 2.x with the initialize handshake (see client_v2.py: the workers do
+    // not implement the 2026-07-28 subscriptions/listen).
     let stack = Stack::start(Options::default()).await;
     let url = format!("{}/mcp-servers/fruits_api/mcp", stack.base);
-    let client = run(
-        "venv-mcp1",
-        "client_v1.py",
-        &[&url, "get_fruits", "{}", "--wait-list-changed", "20"],
-    );
-    let client = tokio::task::spawn_blocking(move || {
-        mcp_testkit::wait_until("the client to be ready", Duration::from_secs(60), || {
-            if client.has_exited() {
-                panic!("client exited: {}", client.stderr_lines().join("\n"));
-            }
+    for (venv, name, tool) in [
+        ("venv-mcp1", "client_v1.py", "lemon"),
+        ("venv-mcp2", "client_v2.py", "lime"),
+    ] {
+        let client = run(
+            venv,
+            name,
+            &[&url, "get_fruits", "{}", "--wait-list-changed", "20"],
+        );
+        let client = tokio::task::spawn_blocking(move || {
+            mcp_testkit::python::wait_ready(&client, name);
             client
-                .stdout_lines()
+        })
+        .await
+        .expect("join");
+        let added = json!({"name": tool, "method": "GET", "pathTemplate": "/fruits/4"});
+        stack
+            .registry
+            .upsert_tool("fruits_api", serde_json::from_value(added).expect("tool"))
+            .await
+            .expect("add");
+        let result = tokio::task::spawn_blocking(move || summary(&client, name))
+            .await
+            .expect("join");
+        assert_eq!(result["listChanged"], true, "{name}: {result}");
+        if name == "client_v2.py" {
+            assert_eq!(result["initialized"], true, "the handshake: {result}");
+        }
+        assert!(
+            result["toolsAfter"]
+                .as_array()
+                .expect("tools")
                 .iter()
-                .any(|l| l.contains("\"ready\""))
-                .then_some(())
-        });
-        client
+                .any(|t| t == tool),
+            "{name}: {result}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_sdk_call_with_invalid_arguments_is_refused_at_the_gateway() {
+    let stack = Stack::start(Options::default()).await;
+    let url = format!("{}/mcp-servers/fakestore_api/mcp", stack.base);
+    let result = tokio::task::spawn_blocking(move || {
+        summary(
+            &run(
+                "venv-mcp1",
+                "client_v1.py",
+                &[&url, "add_product", r#"{"title": "", "price": "free"}"#],
+            ),
+            "client_v1.py",
+        )
     })
     .await
     .expect("join");
-    let tool = json!({"name": "lemon", "method": "GET", "pathTemplate": "/fruits/4"});
-    stack
-        .registry
-        .upsert_tool("fruits_api", serde_json::from_value(tool).expect("tool"))
+    // The gateway's JSON-RPC error (the worker would have answered a tool result with
+    // isError): invalid params, with every violation and the request id.
+    let error = &result["error"];
+    assert_eq!(error["code"], -32602, "{result}");
+    let mut pointers: Vec<&str> = error["data"]["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter_map(|v| v["pointer"].as_str())
+        .collect();
+    pointers.sort_unstable();
+    assert_eq!(pointers, ["/price", "/title"], "{result}");
+    let request_id = error["data"]["request_id"].as_str().expect("request id");
+    let refused = stack
+        .gateway
+        .wait_for_event("gateway.request.refused", Duration::from_secs(5));
+    assert_eq!(
+        (refused["request_id"].as_str(), refused["tool"].as_str()),
+        (Some(request_id), Some("add_product")),
+        "{refused}"
+    );
+    let products: Value = stack
+        .client
+        .get(format!("{}/products", stack.mock.url()))
+        .send()
         .await
-        .expect("add");
-    let result = tokio::task::spawn_blocking(move || summary(&client, "client_v1.py"))
+        .expect("sent")
+        .json()
         .await
-        .expect("join");
-    assert_eq!(result["listChanged"], true, "{result}");
-    assert!(
-        result["toolsAfter"]
-            .as_array()
-            .expect("tools")
-            .iter()
-            .any(|t| t == "lemon"),
-        "{result}"
+        .expect("json");
+    assert_eq!(
+        products.as_array().map(Vec::len),
+        Some(5),
+        "the refused call never reached the REST API"
     );
 }
 
@@ -182,6 +236,13 @@ async fn json_rpc_calls_are_validated_and_origins_checked_at_the_gateway() {
         .await
         .expect("sent");
     assert_eq!(forbidden.status().as_u16(), 403);
+    let header_id = forbidden.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let body: Value = forbidden.json().await.expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "origin_forbidden", "{body}");
+    assert_eq!(body["error"]["request_id"], header_id.as_str(), "{body}");
     let allowed = post(init, None, Some("http://localhost:3000"))
         .await
         .expect("sent");
@@ -339,4 +400,175 @@ async fn mcp_status_codes_and_headers_pass_through_the_gateway() {
     .await
     .expect("sent");
     assert_eq!(status(r), 404, "the ended session is unknown");
+}
+
+/// What a (streaming) response sends within `window`, and whether it ended in it.
+async fn read_for(mut response: reqwest::Response, window: Duration) -> (String, bool) {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => return (text, true),
+            Ok(Err(_)) | Err(_) => return (text, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_worker_sees_its_own_host_and_the_clients_mcp_headers() {
+    let stack = Stack::start(Options::default()).await;
+    let url = format!("{}/mcp-servers/fruits_api/mcp", stack.base);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+
+    // Host: the gateway sends the worker's own address, so a foreign Host the client
+    // used (a public name, here `evil.example`) passes; straight to the worker the same
+    // Host is refused by its DNS-rebinding check.
+    let through = stack
+        .client
+        .post(&url)
+        .header("host", "evil.example")
+        .header("accept", "application/json, text/event-stream")
+        .json(&init)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(through.status().as_u16(), 200);
+    let session = through.headers()["mcp-session-id"]
+        .to_str()
+        .expect("session")
+        .to_owned();
+    let (text, _) = read_for(through, Duration::from_secs(5)).await;
+    assert!(text.contains("\"serverInfo\""), "{text}");
+    let port = stack
+        .registry
+        .get_runtime("fruits_api")
+        .await
+        .expect("runtime")
+        .workers[0]
+        .port
+        .expect("port");
+    let direct = |host: Option<&str>| {
+        let mut request = stack
+            .client
+            .post(format!("http://127.0.0.1:{port}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.send()
+    };
+    assert_eq!(
+        direct(Some("evil.example"))
+            .await
+            .expect("sent")
+            .status()
+            .as_u16(),
+        403,
+        "the worker checks Host"
+    );
+    assert_eq!(direct(None).await.expect("sent").status().as_u16(), 200);
+
+    // Mcp-Method and Mcp-Name (2026-07-28 standard headers): the worker checks them
+    // against the body and quotes the values it received.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}});
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "get_fruit_by_id", "arguments": {"id": 2}, "_meta": meta}});
+    let stateless = |method: &str, name: &str| {
+        stack
+            .client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .header("mcp-name", name)
+            .json(&call)
+            .send()
+    };
+    let ok = stateless("tools/call", "get_fruit_by_id")
+        .await
+        .expect("sent");
+    assert_eq!(ok.status().as_u16(), 200);
+    let text = ok.text().await.expect("body");
+    assert!(text.contains("Banana"), "{text}");
+    for (method, name, quoted) in [
+        (
+            "tools/call",
+            "get_fruits",
+            "Mcp-Name header `get_fruits` does not match",
+        ),
+        (
+            "tools/list",
+            "get_fruit_by_id",
+            "Mcp-Method header `tools/list` does not match",
+        ),
+    ] {
+        let refused = stateless(method, name).await.expect("sent");
+        assert_eq!(refused.status().as_u16(), 400);
+        let text = refused.text().await.expect("body");
+        assert!(text.contains(quoted), "{text}");
+    }
+
+    // Last-Event-ID: the worker resumes the session's notification stream from the
+    // event the client names. Two list_changed notifications are cached as events 0 and
+    // 1; resuming from 1 replays 1 only, from 0 both.
+    let initialized = stack
+        .client
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(initialized.status().as_u16(), 202);
+    let resume = |last_event_id: &'static str| {
+        let (client, url, session) = (stack.client.clone(), url.clone(), session.clone());
+        async move {
+            let response = client
+                .get(&url)
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &session)
+                .header("mcp-protocol-version", "2025-11-25")
+                .header("last-event-id", last_event_id)
+                .send()
+                .await
+                .ok()?;
+            // Replayed events come at once; the stream then stays open.
+            let (text, _) = read_for(response, Duration::from_millis(700)).await;
+            let ids: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+                .map(|id| id.trim().to_owned())
+                .collect();
+            (text.matches("notifications/tools/list_changed").count() == ids.len()).then_some(ids)
+        }
+    };
+    for (n, tool) in ["lemon_a", "lemon_b"].into_iter().enumerate() {
+        let tool = json!({"name": tool, "method": "GET", "pathTemplate": "/fruits/4"});
+        stack
+            .registry
+            .upsert_tool("fruits_api", serde_json::from_value(tool).expect("tool"))
+            .await
+            .expect("add");
+        // Until the notification is cached (a resume while the previous resumed stream
+        // is still open gets no replay).
+        let ids = mcp_testkit::wait_until_async(
+            &format!("list_changed event {n} to be replayed"),
+            Duration::from_secs(15),
+            || async { resume("0").await.filter(|ids| ids.len() == n + 1) },
+        )
+        .await;
+        assert_eq!(ids, (0..=n).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+    let ids =
+        mcp_testkit::wait_until_async("a resume from event 1", Duration::from_secs(15), || async {
+            resume("1").await.filter(|ids| !ids.is_empty())
+        })
+        .await;
+    assert_eq!(ids, ["1"], "replayed from the event the client named");
 }
