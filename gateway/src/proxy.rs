@@ -101,6 +101,9 @@ pub struct Ctx {
     /// Workers that failed this request (a restarted one is a new endpoint).
     failed: Vec<Endpoint>,
     attempts: u32,
+    /// Pooled connections that turned out closed; the first such failure does not
+    /// count against the worker (it may have closed an idle connection and live on).
+    stale_reuses: u32,
     accepted_logged: bool,
     args_size: usize,
     /// A validated body too large for Pingora's retry buffer: Pingora cannot send a body
@@ -177,6 +180,7 @@ impl ProxyHttp for Gateway {
             upstream_session: None,
             failed: Vec::new(),
             attempts: 0,
+            stale_reuses: 0,
             accepted_logged: false,
             args_size: 0,
             held_body: None,
@@ -574,7 +578,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Ctx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         // A connection that broke before any response byte (a worker killed while the
@@ -594,10 +598,16 @@ impl ProxyHttp for Gateway {
             && ctx.attempts < MAX_ATTEMPTS
             && ctx.started.elapsed() < self.settings.worker_wait;
         if retry {
-            if let Some(endpoint) = ctx.endpoint.clone() {
+            // A pooled connection the worker had closed says nothing about the worker
+            // the first time: try it again on a fresh connection. A second broken
+            // connection (or a fresh one) marks it failed for this request.
+            let stale = client_reused && ctx.stale_reuses == 0;
+            if stale {
+                ctx.stale_reuses += 1;
+            } else if let Some(endpoint) = ctx.endpoint.clone() {
                 ctx.failed.push(endpoint);
             }
-            tracing::warn!(event = "gateway.worker.lost", request_id = %ctx.request_id, server = %ctx.server_id, error = %e, attempt = ctx.attempts);
+            tracing::warn!(event = "gateway.worker.lost", stale_connection = stale, request_id = %ctx.request_id, server = %ctx.server_id, error = %e, attempt = ctx.attempts);
         }
         e.set_retry(retry);
         e
