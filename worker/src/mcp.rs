@@ -2,7 +2,8 @@
 //! registry tools (dynamic, so `list_tools`/`call_tool` are written by hand), and the
 //! Streamable HTTP endpoint at `/mcp` (rmcp, sessions kept in memory, both the
 //! 2025-11-25 `initialize` handshake and the stateless 2026-07-28 `server/discover`).
-//! Every session hears `notifications/tools/list_changed` when the tool list changes.
+//! `notifications/tools/list_changed` when the tool list changes reaches every session
+//! (2025-11-25) and every open `subscriptions/listen` stream (2026-07-28).
 
 use std::sync::Arc;
 
@@ -10,9 +11,9 @@ use axum::Router;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig as McpServerInfo,
-    Tool,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -28,7 +29,7 @@ use crate::state::WorkerState;
 #[derive(Clone)]
 pub struct McpHandler {
     pub state: Arc<WorkerState>,
-    /// Cancelled on shutdown: stops the per-session notification tasks.
+    /// Cancelled on shutdown: stops the per-session notification tasks and listen streams.
     pub shutdown: CancellationToken,
 }
 
@@ -157,6 +158,42 @@ impl ServerHandler for McpHandler {
                     });
                 }
                 Ok(CallToolResult::error(vec![ContentBlock::text(text)]).into())
+            }
+        }
+    }
+
+    /// `subscriptions/listen` (2026-07-28): tool-list changes are the only notifications
+    /// this server has. rmcp intersects this with the request and with the advertised
+    /// capabilities (`tools.listChanged`), then acknowledges before calling [`Self::listen`].
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// One listen stream: `notifications/tools/list_changed` on it each time the served
+    /// tool list changes, until the client cancels or disconnects (rmcp cancels the
+    /// request's token when the response stream is dropped) or the worker shuts down.
+    /// Returning `Ok` sends the final result, the spec's graceful close; after a
+    /// disconnect or at shutdown nobody is there to read it and the stream just ends.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let wants_tools = context.accepted().tools_list_changed == Some(true);
+        let mut changes = self.state.watch_tools();
+        changes.mark_unchanged();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                () = self.shutdown.cancelled() => return Ok(()),
+                changed = changes.changed(), if wants_tools => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    if let Err(err) = context.sink().notify_tool_list_changed().await {
+                        tracing::debug!(event = "worker.listen.closed", server = %self.state.server_id, error = %err);
+                        return Ok(());
+                    }
+                }
             }
         }
     }

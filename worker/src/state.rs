@@ -1,7 +1,7 @@
 //! Owns what this worker serves: its server's configuration and tools, each tool with
 //! its compiled argument validator and response JSONPath, swapped atomically as a whole
 //! (`Arc<Served>`) so a call sees one consistent version. Tool-list changes are
-//! broadcast to MCP sessions through a watch channel.
+//! broadcast to MCP sessions and `subscriptions/listen` streams through a watch channel.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,7 +71,8 @@ pub struct WorkerState {
     pub adapter: HttpAdapter,
     /// A std `RwLock` held only to clone or swap the `Arc`, never across an await.
     served: RwLock<Arc<Served>>,
-    /// Bumped when the tool list changes; MCP sessions send `tools/list_changed`.
+    /// Bumped when the tool list changes; MCP sessions and listen streams send
+    /// `tools/list_changed`.
     tools_changed: watch::Sender<u64>,
     /// Unix ms of the last call accepted (or of start-up); the supervisor's idle TTL
     /// reads it through `/healthz`. Atomic: written on every call, never locked.

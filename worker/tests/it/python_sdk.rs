@@ -1,5 +1,6 @@
 //! The official Python MCP SDKs (2.x default mode, 1.x Streamable HTTP, 1.x SSE) against
-//! the worker (helpers in `mcp_testkit::python`).
+//! the worker, list_changed included: 2.x hears it on a `subscriptions/listen` stream,
+//! 1.x on its session (helpers in `mcp_testkit::python`).
 
 use mcp_testkit::python::{run_client, summary, wait_ready};
 use serde_json::{json, Value};
@@ -80,14 +81,15 @@ async fn python_sdk_2_default_mode_lists_and_calls() {
     );
 }
 
-#[tokio::test]
-async fn python_sdk_1_streamable_http_lists_calls_and_hears_list_changed() {
+/// Runs a client with `--wait-list-changed`, adds tool `tool` in Redis once it listens,
+/// and returns its summary after checking the calls and that it heard the change.
+async fn hears_list_changed(venv: &'static str, script: &'static str, tool: &str) -> Value {
     let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
     let url = format!("{}/mcp", hub.base);
     let client = tokio::task::spawn_blocking(move || {
         let client = run_client(
-            "venv-mcp1",
-            "client_v1.py",
+            venv,
+            script,
             &[
                 &url,
                 "get_fruit_by_id",
@@ -96,17 +98,17 @@ async fn python_sdk_1_streamable_http_lists_calls_and_hears_list_changed() {
                 "20",
             ],
         );
-        wait_ready(&client, "client_v1.py");
+        wait_ready(&client, script);
         client
     })
     .await
     .expect("join");
-    let tool = json!({"name": "lemon", "method": "GET", "pathTemplate": "/fruits/4"});
+    let added = json!({"name": tool, "method": "GET", "pathTemplate": "/fruits/4"});
     hub.registry
-        .upsert_tool(crate::SERVER, serde_json::from_value(tool).expect("tool"))
+        .upsert_tool(crate::SERVER, serde_json::from_value(added).expect("tool"))
         .await
         .expect("add tool");
-    let summary = tokio::task::spawn_blocking(move || summary(&client, "client_v1.py"))
+    let summary = tokio::task::spawn_blocking(move || summary(&client, script))
         .await
         .expect("join");
     check_summary(&summary);
@@ -116,7 +118,40 @@ async fn python_sdk_1_streamable_http_lists_calls_and_hears_list_changed() {
             .as_array()
             .expect("tools")
             .iter()
-            .any(|t| t == "lemon"),
+            .any(|t| t == tool),
+        "{summary}"
+    );
+    summary
+}
+
+#[tokio::test]
+async fn python_sdk_1_streamable_http_lists_calls_and_hears_list_changed() {
+    hears_list_changed("venv-mcp1", "client_v1.py", "lemon").await;
+}
+
+#[tokio::test]
+async fn python_sdk_2_default_mode_hears_list_changed_on_a_listen_stream() {
+    let summary = hears_list_changed("venv-mcp2", "client_v2.py", "lime").await;
+    // The stateless 2026-07-28 protocol (no initialize, no session): the change came on
+    // a subscriptions/listen stream that the worker acknowledged for tool-list changes.
+    assert_eq!(
+        (
+            &summary["protocol"],
+            &summary["discovered"],
+            &summary["initialized"],
+            &summary["listenedVia"],
+        ),
+        (
+            &json!("2026-07-28"),
+            &json!(true),
+            &json!(false),
+            &json!("subscriptions/listen")
+        ),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["honored"],
+        json!({"toolsListChanged": true}),
         "{summary}"
     );
 }

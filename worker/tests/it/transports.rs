@@ -463,3 +463,128 @@ async fn stateless_2026_07_28_discovers_lists_and_calls_without_a_session() {
         "the caller's request id reaches the REST API: {answer}"
     );
 }
+
+/// The JSON-RPC messages of the SSE frames read so far.
+fn sse_messages(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect()
+}
+
+fn count_method(text: &str, method: &str) -> usize {
+    sse_messages(text)
+        .iter()
+        .filter(|m| m["method"] == method)
+        .count()
+}
+
+/// Opens a stateless `subscriptions/listen` asking for tool and prompt list changes.
+async fn open_listen(hub: &WorkerHarness, id: &str) -> reqwest::Response {
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": true, "promptsListChanged": true},
+            "_meta": stateless_meta()}});
+    let response = hub
+        .client
+        .post(format!("{}/mcp", hub.base))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    response
+}
+
+#[tokio::test]
+async fn subscriptions_listen_streams_tools_list_changed_over_raw_http() {
+    let hub = WorkerHarness::start(json!({}), tools()).await;
+    let mut response = open_listen(&hub, "listen-7").await;
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream"),
+        "a listen answers with a stream"
+    );
+    let mut text = String::new();
+    read_until(&mut response, &mut text, |t| {
+        count_method(t, "notifications/subscriptions/acknowledged") == 1
+    })
+    .await;
+    let messages = sse_messages(&text);
+    let ack = messages
+        .iter()
+        .find(|m| m["method"] == "notifications/subscriptions/acknowledged")
+        .expect("ack");
+    // Only tool-list changes are accepted: this server has no prompts.
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "{ack}"
+    );
+
+    // Each change of the served tool list is one notification on the open stream.
+    for (n, name) in [(1, "lemon"), (2, "lime")] {
+        let tool = json!({"name": name, "method": "GET", "pathTemplate": "/api/fruits/4"});
+        hub.registry
+            .upsert_tool(crate::SERVER, serde_json::from_value(tool).expect("tool"))
+            .await
+            .expect("add tool");
+        read_until(&mut response, &mut text, |t| {
+            count_method(t, "notifications/tools/list_changed") == n
+        })
+        .await;
+    }
+    let changed: Vec<Value> = sse_messages(&text)
+        .into_iter()
+        .filter(|m| m["method"] == "notifications/tools/list_changed")
+        .collect();
+    for notification in &changed {
+        assert_eq!(
+            notification["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "listen-7",
+            "stamped with the listen request's id: {notification}"
+        );
+    }
+    assert!(
+        sse_messages(&text).iter().all(|m| m.get("id").is_none()),
+        "the listen is still open (no final result): {text}"
+    );
+}
+
+#[tokio::test]
+async fn an_open_listen_ends_when_the_worker_shuts_down() {
+    let mut hub = WorkerHarness::start(json!({}), tools()).await;
+    let mut response = open_listen(&hub, "listen-9").await;
+    let mut text = String::new();
+    read_until(&mut response, &mut text, |t| {
+        count_method(t, "notifications/subscriptions/acknowledged") == 1
+    })
+    .await;
+    hub.process.signal(nix::sys::signal::Signal::SIGTERM);
+    // The stream ends (it does not hold the shutdown up to its timeout), and the worker
+    // exits on its own: no `worker.shutdown.timeout`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, response.chunk())
+        .await
+        .expect("the listen stream ends")
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let status = hub.process.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let logged: Vec<String> = hub
+        .process
+        .json_lines()
+        .iter()
+        .filter_map(|l| l["event"].as_str().map(str::to_owned))
+        .collect();
+    assert!(logged.iter().any(|e| e == "worker.stopped"), "{logged:?}");
+    assert!(
+        !logged.iter().any(|e| e == "worker.shutdown.timeout"),
+        "{logged:?}"
+    );
+}

@@ -6,21 +6,54 @@ stateless server/discover path; initialized: the initialize handshake).
 usage: client_v2.py URL TOOL ARGS_JSON [--wait-list-changed SECONDS]
 
 With --wait-list-changed the client then waits for notifications/tools/list_changed
-(after the caller adds a tool) and lists the tools again. It uses the initialize
-handshake (mode="legacy") for that: the hub's workers send list_changed on the session's
-stream and do not implement the 2026-07-28 subscriptions/listen, so a stateless 2.x
-client never hears it.
+(after the caller adds a tool) and lists the tools again. On the stateless 2026-07-28
+protocol it hears it on a subscriptions/listen stream (Client.listen); on a handshake
+session (had server/discover failed) through its message handler. "listenedVia" says
+which, and it prints {"ready": true} once it is listening.
 """
 import asyncio
 import json
 import sys
 
 from mcp import Client
+from mcp.shared.subscriptions import ToolsListChanged
 
 
 def is_list_changed(message) -> bool:
     message = getattr(message, "root", message)
     return getattr(message, "method", None) == "notifications/tools/list_changed"
+
+
+def ready() -> None:
+    print(json.dumps({"ready": True}), flush=True)
+
+
+async def wait_list_changed(client: Client, changed: asyncio.Event, seconds: float) -> dict:
+    """Waits for one tool-list change; the summary's listen fields."""
+    if client.protocol_version == "2026-07-28":
+        async with client.listen(tools_list_changed=True) as subscription:
+            fields = {
+                "listenedVia": "subscriptions/listen",
+                "honored": subscription.honored.model_dump(by_alias=True, exclude_none=True),
+            }
+            ready()
+            try:
+                event = await asyncio.wait_for(anext(subscription), seconds)
+                fields["listChanged"] = isinstance(event, ToolsListChanged)
+            except asyncio.TimeoutError:
+                fields["listChanged"] = False
+            if fields["listChanged"]:
+                fields["toolsAfter"] = sorted(t.name for t in (await client.list_tools()).tools)
+            return fields
+    fields = {"listenedVia": "session"}
+    ready()
+    try:
+        await asyncio.wait_for(changed.wait(), seconds)
+        fields["listChanged"] = True
+        fields["toolsAfter"] = sorted(t.name for t in (await client.list_tools()).tools)
+    except asyncio.TimeoutError:
+        fields["listChanged"] = False
+    return fields
 
 
 async def main(url: str, tool: str, args: dict, wait_changed: float) -> None:
@@ -30,7 +63,7 @@ async def main(url: str, tool: str, args: dict, wait_changed: float) -> None:
         if is_list_changed(message):
             changed.set()
 
-    options = {"mode": "legacy", "message_handler": on_message} if wait_changed > 0 else {}
+    options = {"message_handler": on_message} if wait_changed > 0 else {}
     async with Client(url, **options) as client:
         tools = await client.list_tools()
         result = await client.call_tool(tool, args)
@@ -46,13 +79,7 @@ async def main(url: str, tool: str, args: dict, wait_changed: float) -> None:
             "structured": result.structured_content,
         }
         if wait_changed > 0:
-            print(json.dumps({"ready": True}), flush=True)
-            try:
-                await asyncio.wait_for(changed.wait(), wait_changed)
-                summary["listChanged"] = True
-                summary["toolsAfter"] = sorted(t.name for t in (await client.list_tools()).tools)
-            except asyncio.TimeoutError:
-                summary["listChanged"] = False
+            summary.update(await wait_list_changed(client, changed, wait_changed))
         print(json.dumps(summary), flush=True)
 
 
