@@ -57,9 +57,9 @@ async fn official_sdks_work_through_the_gateway() {
 }
 
 #[tokio::test]
-async fn sessions_hear_list_changed_through_the_gateway() {
-    // Both SDKs; 2.x with the initialize handshake (see client_v2.py: the workers do
-    // not implement the 2026-07-28 subscriptions/listen).
+async fn official_sdks_hear_list_changed_through_the_gateway() {
+    // 1.x on its session's stream; 2.x in its default mode: the stateless 2026-07-28
+    // protocol, on a `subscriptions/listen` stream that stays open through the gateway.
     let stack = Stack::start(Options::default()).await;
     let url = format!("{}/mcp-servers/fruits_api/mcp", stack.base);
     for (venv, name, tool) in [
@@ -88,7 +88,19 @@ async fn sessions_hear_list_changed_through_the_gateway() {
             .expect("join");
         assert_eq!(result["listChanged"], true, "{name}: {result}");
         if name == "client_v2.py" {
-            assert_eq!(result["initialized"], true, "the handshake: {result}");
+            assert_eq!(
+                (
+                    &result["protocol"],
+                    &result["initialized"],
+                    &result["listenedVia"]
+                ),
+                (
+                    &json!("2026-07-28"),
+                    &json!(false),
+                    &json!("subscriptions/listen")
+                ),
+                "no handshake, a listen stream: {result}"
+            );
         }
         assert!(
             result["toolsAfter"]
