@@ -24,8 +24,11 @@ pub struct Config {
     /// Id of the supervisor that started this worker (empty when started by hand).
     #[arg(long, env = "MCP_WORKER_SUPERVISOR_ID", default_value = "")]
     pub supervisor_id: String,
-    /// Exit when the supervisor that started this worker has not been seen alive in
-    /// Redis for this many seconds (0 = never), so nothing is orphaned forever.
+    /// Exit when this worker's owner has not renewed its heartbeat in Redis for this
+    /// many seconds, so nothing is orphaned forever. The owner is the supervisor the
+    /// worker's runtime record names (so a worker taken over follows its new owner),
+    /// else `--supervisor-id`. 0 = never; no watch without `--supervisor-id`; a Redis
+    /// outage restarts the count.
     #[arg(long, env = "MCP_WORKER_ORPHAN_TIMEOUT_SECS", default_value_t = 60)]
     pub orphan_timeout_secs: u64,
     /// Host names accepted in `Host` by the MCP endpoints (comma-separated); the
