@@ -613,12 +613,24 @@ impl ProxyHttp for Gateway {
         e
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
-        // Refusals the gateway chose (400, 413, JSON-RPC errors) are not proxy failures.
+    fn suppress_error_log(&self, session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        // Refusals the gateway chose (400, 413, JSON-RPC errors) are not proxy failures,
+        // nor is a client hanging up on a stream (`fail_to_proxy` logs that at info).
         ctx.pending_error.as_ref().is_some_and(|e| e.status < 500)
+            || (session.response_written().is_some() && error.esource() == &ErrorSource::Downstream)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if session.response_written().is_some() && e.esource() == &ErrorSource::Downstream {
+            // The client hung up (a closed listen or session stream, a reader gone):
+            // nothing failed on the worker's side, and there is nobody to tell.
+            tracing::info!(event = "gateway.client.closed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
+                error = %e, latency = ctx.started.elapsed().as_secs_f64() * 1000.0);
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if session.response_written().is_some() {
             // The worker failed mid-stream: tell SSE readers why with an error event,
             // then cut the stream without the chunked terminator. A client then knows

@@ -88,3 +88,47 @@ async fn a_slow_reader_does_not_grow_the_gateway_memory() {
         "gateway memory grew by {growth_mib:.1} MiB: the stream was buffered"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_is_not_a_worker_failure() {
+    let stack = Stack::start(Options::default()).await;
+    let request_id = "01a20def-a9d8-73df-9a9a-7c78694b7aaa";
+    let mut response = stack
+        .client
+        .post(format!("{}/mcp/test_api/chunks", stack.base))
+        .header("x-request-id", request_id)
+        .json(&json!({"args": {"n": 10, "interval": 200}}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    let first = response
+        .chunk()
+        .await
+        .expect("chunk")
+        .expect("a first chunk");
+    assert!(String::from_utf8_lossy(&first).contains("tool_call.started"));
+    drop(response);
+
+    let closed = mcp_testkit::wait_until_async(
+        "the gateway to log the hang-up",
+        Duration::from_secs(10),
+        || async {
+            stack.gateway.json_lines().into_iter().find(|line| {
+                line["event"] == "gateway.client.closed" && line["request_id"] == request_id
+            })
+        },
+    )
+    .await;
+    assert_eq!(closed["server"], "test_api");
+    let failed: Vec<_> = stack
+        .gateway
+        .json_lines()
+        .into_iter()
+        .filter(|line| line["request_id"] == request_id && line["level"] == "ERROR")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "a hang-up logged as an error: {failed:?}"
+    );
+}
