@@ -37,27 +37,36 @@ stop_all() {
 trap 'stop_all; exit 130' INT TERM
 trap stop_all EXIT
 
-# host and port of REDIS_URL (redis://[user:pass@]host:port[/db])
-hostport="${REDIS_URL#*://}"; hostport="${hostport##*@}"; hostport="${hostport%%/*}"
+# host, port and password of REDIS_URL (redis://[user:pass@]host:port[/db])
+rest="${REDIS_URL#*://}"; userinfo=""
+[[ "$rest" == *@* ]] && userinfo="${rest%%@*}"
+hostport="${rest##*@}"; hostport="${hostport%%/*}"
 redis_host="${hostport%%:*}"; redis_port="${hostport##*:}"
 [ "$redis_port" = "$hostport" ] && redis_port=6379
+redis_password=""
+[[ "$userinfo" == *:* ]] && redis_password="${userinfo#*:}"
 
-redis_answers() {
-  exec 3<>"/dev/tcp/$redis_host/$redis_port" 2>/dev/null || return 1
-  printf 'PING\r\n' >&3
-  local line=""
-  read -r -t 2 line <&3 || true
-  exec 3>&- 3<&-
-  [[ "$line" == +PONG* || "$line" == -NOAUTH* ]]
+redis_answers() { # a PING within 2 s (a host that drops packets must not hang the start)
+  timeout 2 bash -c '
+    exec 3<>"/dev/tcp/$0/$1" 2>/dev/null || exit 1
+    printf "PING\r\n" >&3
+    read -r -t 2 line <&3 || true
+    [[ "$line" == +PONG* || "$line" == -NOAUTH* ]]' "$redis_host" "$redis_port" 2>/dev/null
 }
 
 if redis_answers; then
-  echo "run: using the Redis at $REDIS_URL" >&2
+  echo "run: using the Redis at $redis_host:$redis_port" >&2
 else
-  echo "run: no Redis at $REDIS_URL; starting redis-server with its data in .data/redis" >&2
+  case "$redis_host" in
+    127.*|localhost|::1|\[::1\]) ;;
+    *) echo "run: no Redis answers at $redis_host:$redis_port (REDIS_URL); start it, or unset REDIS_URL for a local one" >&2; exit 1 ;;
+  esac
+  echo "run: no Redis at $redis_host:$redis_port; starting redis-server with its data in .data/redis" >&2
   mkdir -p .data/redis
+  auth=()
+  [ -n "$redis_password" ] && auth=(--requirepass "$redis_password")
   redis-server --bind "$redis_host" --port "$redis_port" --dir "$PWD/.data/redis" \
-    --appendonly yes --save "" --loglevel warning &
+    --appendonly yes --save "" --loglevel warning "${auth[@]}" &
   pids+=($!)
   for _ in $(seq 100); do redis_answers && break; sleep 0.1; done
   redis_answers || { echo "run: redis-server did not come up" >&2; exit 1; }
