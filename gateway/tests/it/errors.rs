@@ -282,22 +282,28 @@ async fn a_slow_worker_is_504_and_the_gateway_stays_up() {
     assert_completed(&events);
 }
 
-#[tokio::test]
-async fn an_idle_server_is_woken_by_a_call() {
+/// A stack whose workers stop after 1 s without a call, once `server_id` has gone idle.
+async fn stack_with_idle_server(server_id: &str) -> Stack {
     let stack = Stack::start(Options {
         supervisor_args: vec!["--idle-ttl".into(), "1s".into()],
         ..Options::default()
     })
     .await;
     mcp_testkit::wait_until_async(
-        "fruits_api to go idle",
+        &format!("{server_id} to go idle"),
         std::time::Duration::from_secs(20),
         || async {
-            let runtime = stack.registry.get_runtime("fruits_api").await.ok()?;
+            let runtime = stack.registry.get_runtime(server_id).await.ok()?;
             (runtime.workers.first()?.status == mcp_core::runtime::WorkerStatus::Idle).then_some(())
         },
     )
     .await;
+    stack
+}
+
+#[tokio::test]
+async fn an_idle_server_is_woken_by_a_call() {
+    let stack = stack_with_idle_server("fruits_api").await;
     // Invalid arguments are refused before anything is woken.
     let (status, _, body) = stack
         .call(
@@ -371,20 +377,7 @@ fn sorted_pointers(body: &Value) -> Vec<String> {
 async fn large_bodies_are_validated_before_an_idle_server_is_woken() {
     // Bodies past Pingora's 64 KiB retry buffer, with a Content-Length or chunked, are
     // read whole and validated before a worker is looked for, as small ones are.
-    let stack = Stack::start(Options {
-        supervisor_args: vec!["--idle-ttl".into(), "1s".into()],
-        ..Options::default()
-    })
-    .await;
-    mcp_testkit::wait_until_async(
-        "fakestore_api to go idle",
-        std::time::Duration::from_secs(20),
-        || async {
-            let runtime = stack.registry.get_runtime("fakestore_api").await.ok()?;
-            (runtime.workers.first()?.status == mcp_core::runtime::WorkerStatus::Idle).then_some(())
-        },
-    )
-    .await;
+    let stack = stack_with_idle_server("fakestore_api").await;
     let description = "d".repeat(900 * 1024);
     let invalid = json!({"args": {"title": "", "price": -1, "description": description}});
     let url = format!("{}/mcp/fakestore_api/add_product", stack.base);
