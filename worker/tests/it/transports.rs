@@ -226,6 +226,16 @@ async fn mcp_post(
             .header("mcp-session-id", session)
             .header("mcp-protocol-version", "2025-11-25");
     }
+    let (status, session_id, answer) = rpc_answer(request, &body["id"]).await;
+    (status, session_id, answer.unwrap_or(Value::Null))
+}
+
+/// Sends a JSON-RPC request; returns the status, the session id header if any, and the
+/// message answering `id` (the JSON body, or one of the SSE events' data).
+async fn rpc_answer(
+    request: reqwest::RequestBuilder,
+    id: &Value,
+) -> (u16, Option<String>, Result<Value, String>) {
     let response = request.send().await.expect("sent");
     let status = response.status().as_u16();
     let session_id = response
@@ -239,8 +249,8 @@ async fn mcp_post(
         .filter_map(|l| l.strip_prefix("data:"))
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .chain(serde_json::from_str::<Value>(&text).ok())
-        .find(|v| v.get("id").is_some() && v["id"] == body["id"])
-        .unwrap_or(Value::Null);
+        .find(|v| v.get("id").is_some() && v["id"] == *id)
+        .ok_or(text);
     (status, session_id, answer)
 }
 
@@ -379,22 +389,12 @@ async fn stateless_post(
     if let Some(request_id) = request_id {
         request = request.header("x-request-id", request_id);
     }
-    let response = request.send().await.expect("sent");
-    let status = response.status().as_u16();
-    let session_id = response
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = response.text().await.expect("body");
-    let answer = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .chain(serde_json::from_str::<Value>(&text).ok())
-        .find(|v| v["id"] == id)
-        .unwrap_or_else(|| json!({"unparsed": text}));
-    (status, session_id, answer)
+    let (status, session_id, answer) = rpc_answer(request, &json!(id)).await;
+    (
+        status,
+        session_id,
+        answer.unwrap_or_else(|text| json!({"unparsed": text})),
+    )
 }
 
 #[tokio::test]
