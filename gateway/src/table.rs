@@ -35,13 +35,13 @@ pub struct ServerRoute {
 }
 
 impl ServerRoute {
-    /// True when every known worker was stopped as idle (a call should wake it).
+    /// True when the server's workers were stopped as idle (a call should wake it): some
+    /// record says `idle` and every other one `pending` (a replica held for room under
+    /// `MCP_WORKER_MAX`, which only a wake starts again).
     pub fn is_idle(&self) -> bool {
-        !self.records.is_empty()
-            && self
-                .records
-                .values()
-                .all(|r| r.status == WorkerStatus::Idle)
+        let statuses = || self.records.values().map(|r| r.status);
+        statuses().any(|s| s == WorkerStatus::Idle)
+            && statuses().all(|s| matches!(s, WorkerStatus::Idle | WorkerStatus::Pending))
     }
 
     pub fn set_record(&mut self, record: WorkerRecord) {
@@ -171,5 +171,55 @@ impl Routes {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WorkerStatus::*;
+
+    fn route(statuses: &[WorkerStatus]) -> ServerRoute {
+        let mut route = ServerRoute::default();
+        for (replica_idx, status) in (0..).zip(statuses) {
+            route.set_record(WorkerRecord {
+                replica_idx,
+                status: *status,
+                pid: None,
+                host: None,
+                port: None,
+                last_heartbeat: None,
+                supervisor_id: Some("sup-a".into()),
+                restarts: 0,
+                reason: None,
+                last_failure: None,
+                last_failure_at: None,
+                started_at: None,
+                updated_at: 0,
+            });
+        }
+        route
+    }
+
+    #[test]
+    fn a_server_is_idle_when_a_record_is_idle_and_the_others_wait() {
+        for (statuses, idle) in [
+            (&[][..], false),
+            (&[Idle][..], true),
+            (&[Idle, Idle][..], true),
+            // A replica held for room when its server went idle must not keep it asleep.
+            (&[Idle, Pending][..], true),
+            (&[Pending, Idle, Pending][..], true),
+            // Over the cap and owner-less, or woken and waiting for room: not idle.
+            (&[Pending][..], false),
+            (&[Pending, Pending][..], false),
+            // A replica on its way up or still serving: nothing to wake.
+            (&[Idle, Starting][..], false),
+            (&[Idle, Running][..], false),
+            (&[Idle, Restarting][..], false),
+            (&[Idle, Stopped][..], false),
+        ] {
+            assert_eq!(route(statuses).is_idle(), idle, "{statuses:?}");
+        }
     }
 }

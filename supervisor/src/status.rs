@@ -16,7 +16,8 @@ pub fn allowed(from: WorkerStatus, to: WorkerStatus) -> bool {
         return true;
     }
     match from {
-        Pending => matches!(to, Starting | Stopped),
+        // Idle: a replica held for room whose server went idle sleeps with it.
+        Pending => matches!(to, Starting | Stopped | Idle),
         Starting => matches!(to, Running | Restarting | Failed | Stopping),
         Running => matches!(to, Unhealthy | Restarting | Stopping),
         Unhealthy => matches!(to, Running | Restarting | Stopping),
@@ -50,7 +51,7 @@ mod tests {
         let path = [
             Pending, Starting, Running, Unhealthy, Running, Restarting, Starting, Running,
             Stopping, Idle, Pending, Starting, Failed, Restarting, Starting, Stopping, Idle,
-            Starting, Stopping, Stopped,
+            Starting, Stopping, Idle, Pending, Idle, Starting, Stopping, Stopped,
         ];
         for pair in path.windows(2) {
             assert!(allowed(pair[0], pair[1]), "{:?} -> {:?}", pair[0], pair[1]);

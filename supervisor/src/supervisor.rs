@@ -6,7 +6,8 @@
 //! `MCP_WORKER_MAX` counts every worker process this supervisor has: slots (also those on
 //! their way out) and processes it is still killing. A replica of an owned server that
 //! finds no room (a woken idle server, a raised replica count) waits `pending` and starts
-//! as soon as room frees up; owned servers come before new ones.
+//! as soon as room frees up (or says `idle` with its server when that goes idle); owned
+//! servers come before new ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -243,6 +244,7 @@ impl Supervisor {
                 return handled;
             }
         };
+        let mut held_back = Vec::new();
         for record in records {
             let key = SlotKey {
                 server_id: server_id.to_owned(),
@@ -287,9 +289,16 @@ impl Supervisor {
                 None if wanted && record.status == WorkerStatus::Idle => {
                     self.idle.insert(server_id.to_owned());
                 }
-                None if wanted && record.status == WorkerStatus::Pending => {}
+                None if wanted && record.status == WorkerStatus::Pending => {
+                    held_back.push(record);
+                }
                 None => self.forget_record(server_id, &record).await,
             }
+        }
+        // A replica held for room when its server went idle sleeps with it (records an
+        // earlier run left `pending`).
+        if self.idle.contains(server_id) {
+            self.put_to_sleep(server_id, held_back).await;
         }
         // Live workers of this server that no record names (a previous owner's, lost).
         for (pid, args) in live_workers {
@@ -480,22 +489,34 @@ impl Supervisor {
                 if self.idle.contains(server_id) {
                     continue;
                 }
-                used += *replicas as usize;
+                // Count again: take-over adopted live workers (slots now) and may have
+                // begun killing unhealthy or duplicate ones (stopping now), and a
+                // replacement must not run beside the process it replaces.
+                used = self.slots.len() + lock(&self.stopping).len() + to_start.len();
                 for replica_idx in 0..*replicas {
                     let key = SlotKey {
                         server_id: server_id.clone(),
                         replica_idx,
                     };
-                    if !self.slots.contains_key(&key) {
+                    if self.slots.contains_key(&key) {
+                        continue;
+                    }
+                    if used < self.ctx.worker_max {
+                        used += 1;
                         to_start.push(key);
+                    } else {
+                        to_hold.push(key);
                     }
                 }
             }
         }
+        // Servers marked pending here that are not ours to mark any more.
         for server_id in self.pending.clone() {
-            if !desired.contains_key(&server_id) {
+            if desired.contains_key(&server_id) {
+                self.drop_pending_taken(&server_id).await;
+            } else {
                 self.pending.remove(&server_id);
-                let _ = self.ctx.registry.remove_worker_record(&server_id, 0).await;
+                self.remove_own_pending_record(&server_id).await;
             }
         }
 
@@ -565,21 +586,73 @@ impl Supervisor {
     }
 
     /// Forgets held replicas nobody wants from us any more; the pending record of a
-    /// replica no longer wanted goes (a server no longer ours is settled elsewhere).
+    /// replica no longer wanted goes, and that of a replica whose server went idle says
+    /// `idle` with it (a server no longer ours is settled elsewhere).
     async fn release_held(&mut self, desired: &BTreeMap<String, u32>) {
+        let mut asleep = BTreeSet::new();
         for key in self.held.clone() {
-            let owned = self.owned.contains(&key.server_id) && !self.idle.contains(&key.server_id);
-            let replicas = desired.get(&key.server_id).copied().unwrap_or(0);
-            if owned && key.replica_idx < replicas {
+            let owned = self.owned.contains(&key.server_id);
+            let idle = self.idle.contains(&key.server_id);
+            let wanted = key.replica_idx < desired.get(&key.server_id).copied().unwrap_or(0);
+            if owned && !idle && wanted {
                 continue;
             }
             self.held.remove(&key);
-            if owned {
+            if !owned {
+                continue;
+            }
+            if wanted {
+                asleep.insert(key.server_id);
+            } else {
                 let _ = self
                     .ctx
                     .registry
                     .remove_worker_record(&key.server_id, key.replica_idx)
                     .await;
+            }
+        }
+        for server_id in asleep {
+            let records = match self.ctx.registry.get_runtime(&server_id).await {
+                Ok(runtime) => runtime.workers,
+                Err(err) => {
+                    tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+                    continue;
+                }
+            };
+            let replicas = desired.get(&server_id).copied().unwrap_or(0);
+            let held_back = records
+                .into_iter()
+                .filter(|r| r.status == WorkerStatus::Pending && r.replica_idx < replicas)
+                .collect();
+            self.put_to_sleep(&server_id, held_back).await;
+        }
+    }
+
+    /// Marks `idle` the `pending` records of replicas held for room whose server went
+    /// idle (its other replicas were stopped as idle). The server then looks idle as a
+    /// whole, so a call wakes it; a `pending` record left behind would keep callers
+    /// waiting for a worker nobody starts.
+    async fn put_to_sleep(&self, server_id: &str, held_back: Vec<WorkerRecord>) {
+        for mut record in held_back {
+            if !crate::status::allowed(record.status, WorkerStatus::Idle) {
+                continue;
+            }
+            record.status = WorkerStatus::Idle;
+            record.reason = Some("server idle; the next call wakes it".into());
+            record.supervisor_id = Some(self.ctx.supervisor_id.clone());
+            record.updated_at = unix_millis();
+            match self
+                .ctx
+                .registry
+                .put_worker_record(server_id, &record)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(event = "worker.idle", server = %server_id, replica = record.replica_idx, reason = "held replica of an idle server")
+                }
+                Err(err) => {
+                    tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err)
+                }
             }
         }
     }
@@ -730,6 +803,44 @@ impl Supervisor {
             }
             Err(err) => {
                 tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err)
+            }
+        }
+    }
+
+    /// Drops `server_id` from the servers this supervisor marked `pending` once another
+    /// supervisor holds its lease: that one runs the server and writes its records now.
+    async fn drop_pending_taken(&mut self, server_id: &str) {
+        if !self.pending.contains(server_id) {
+            return;
+        }
+        match self.ctx.registry.lease_holder(server_id).await {
+            Ok(Some(holder)) if holder != self.ctx.supervisor_id => {
+                self.pending.remove(server_id);
+                tracing::info!(event = "supervisor.pending.dropped", server = %server_id, supervisor_id = %holder,
+                    reason = "taken by another supervisor");
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes the `pending` record this supervisor wrote for a server no longer wanted,
+    /// and only that: a record another supervisor wrote since is that one's to finish.
+    async fn remove_own_pending_record(&self, server_id: &str) {
+        let records = match self.ctx.registry.get_runtime(server_id).await {
+            Ok(runtime) => runtime.workers,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+                return;
+            }
+        };
+        let ours = records.iter().any(|r| {
+            r.replica_idx == 0
+                && r.status == WorkerStatus::Pending
+                && r.supervisor_id.as_deref() == Some(self.ctx.supervisor_id.as_str())
+        });
+        if ours {
+            if let Err(err) = self.ctx.registry.remove_worker_record(server_id, 0).await {
+                tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mcp_core::runtime::WorkerStatus;
+use mcp_core::runtime::{WorkerRecord, WorkerStatus};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
@@ -262,4 +262,87 @@ async fn a_pending_server_waits_until_the_deleted_servers_worker_is_gone() {
         "the pending server ran beside the stopping worker"
     );
     call_worker(&started).await;
+}
+
+/// Records of `server_id` once there are `n` and `check` holds for all of them.
+async fn wait_records(
+    hub: &Hub,
+    what: &str,
+    server_id: &str,
+    n: usize,
+    check: impl Fn(&[WorkerRecord]) -> bool,
+) -> Vec<WorkerRecord> {
+    mcp_testkit::wait_until_async(what, Duration::from_secs(20), || async {
+        let records = hub.records(server_id).await;
+        (records.len() == n && check(&records)).then_some(records)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_replica_held_over_the_cap_sleeps_with_its_idle_server_and_wakes_with_it() {
+    let hub = Hub::start().await;
+    let _supervisor = hub.supervisor("sup-a", &["--worker-max", "1", "--idle-ttl", "2s"]);
+    // Running with one replica, then asked for two: the second waits for room.
+    hub.register("s1", json!({})).await;
+    hub.wait_running("s1", Duration::from_secs(20)).await;
+    hub.register("s1", json!({"replicas": 2})).await;
+    let statuses = |records: &[WorkerRecord]| records.iter().map(|r| r.status).collect::<Vec<_>>();
+    wait_records(&hub, "replica 1 held pending", "s1", 2, |r| {
+        r[1].status == WorkerStatus::Pending
+    })
+    .await;
+    // Replica 0 goes idle: the replica that waited for room is idle with it, so the
+    // gateway sees an idle server, one a call wakes.
+    let asleep = wait_records(&hub, "both replicas idle", "s1", 2, |r| {
+        statuses(r) == [WorkerStatus::Idle, WorkerStatus::Idle]
+    })
+    .await;
+    assert_eq!(asleep[1].supervisor_id.as_deref(), Some("sup-a"));
+    assert!(hub.worker_pids().is_empty(), "{:?}", hub.worker_pids());
+
+    hub.registry.request_wake("s1").await.expect("wake");
+    let woken = wait_records(&hub, "replica 0 woken, 1 held", "s1", 2, |r| {
+        statuses(r) == [WorkerStatus::Running, WorkerStatus::Pending]
+    })
+    .await;
+    call_worker(&woken[0]).await;
+    assert_eq!(hub.worker_count(), 1, "MCP_WORKER_MAX=1");
+}
+
+#[tokio::test]
+async fn a_restarted_supervisor_puts_a_held_replica_of_an_idle_server_to_sleep() {
+    let hub = Hub::start().await;
+    hub.register("s1", json!({"replicas": 2})).await;
+    // What a run before left: replica 0 stopped as idle, replica 1 still held pending.
+    for (replica_idx, status) in [(0, WorkerStatus::Idle), (1, WorkerStatus::Pending)] {
+        let record = WorkerRecord {
+            replica_idx,
+            status,
+            pid: None,
+            host: None,
+            port: None,
+            last_heartbeat: None,
+            supervisor_id: Some("sup-a".into()),
+            restarts: 0,
+            reason: None,
+            last_failure: None,
+            last_failure_at: None,
+            started_at: None,
+            updated_at: mcp_core::runtime::unix_millis(),
+        };
+        hub.registry
+            .put_worker_record("s1", &record)
+            .await
+            .expect("record");
+    }
+    let _supervisor = hub.supervisor("sup-a", &["--worker-max", "1"]);
+    wait_records(&hub, "both replicas idle", "s1", 2, |r| {
+        r.iter().all(|r| r.status == WorkerStatus::Idle)
+    })
+    .await;
+    assert!(hub.worker_pids().is_empty(), "an idle server stays idle");
+    hub.registry.request_wake("s1").await.expect("wake");
+    let woken = hub.wait_running("s1", Duration::from_secs(20)).await;
+    call_worker(&woken).await;
 }

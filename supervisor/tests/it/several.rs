@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use mcp_core::events::EventKind;
 use mcp_core::runtime::WorkerStatus;
-use nix::sys::signal::Signal;
+use mcp_core::subscription::{ReloadReason, Update};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::{call_worker, Hub};
+use crate::{alive, call_worker, events_of, Hub};
 
 #[tokio::test]
 async fn two_supervisors_never_duplicate_and_one_takes_over_from_the_other() {
@@ -205,4 +208,116 @@ async fn the_surviving_supervisor_takes_over_in_bounded_time_without_duplicates(
     );
     assert_eq!(adopted, moved.len(), "healthy orphans are adopted");
     assert_eq!(hub.worker_pids().values().map(Vec::len).sum::<usize>(), 4);
+}
+
+#[tokio::test]
+async fn a_supervisor_leaves_alone_a_server_it_marked_pending_once_another_took_it() {
+    let hub = Hub::start().await;
+    // sup-a has room for s1 only and marks s2 pending; sup-b, with room, takes s2.
+    let sup_a = hub.supervisor("sup-a", &["--worker-max", "1"]);
+    hub.register("s1", json!({})).await;
+    hub.wait_running("s1", Duration::from_secs(20)).await;
+    hub.register("s2", json!({})).await;
+    hub.wait_record("s2 pending on sup-a", "s2", Duration::from_secs(20), |r| {
+        r.status == WorkerStatus::Pending && r.supervisor_id.as_deref() == Some("sup-a")
+    })
+    .await;
+    let _sup_b = hub.supervisor("sup-b", &["--worker-max", "2"]);
+    hub.wait_record("sup-b to run s2", "s2", Duration::from_secs(20), |r| {
+        r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-b")
+    })
+    .await;
+    // sup-a stops counting s2 as its pending server (and reconciling for it).
+    let dropped = sup_a.wait_for_event("supervisor.pending.dropped", Duration::from_secs(10));
+    assert_eq!(
+        (&dropped["server"], &dropped["supervisor_id"]),
+        (&json!("s2"), &json!("sup-b"))
+    );
+
+    // s2 is made inactive: sup-b, its owner, finishes its record; sup-a must not touch it.
+    let mut updates = hub.registry.subscribe();
+    assert!(matches!(
+        updates.next().await,
+        Some(Update::Reload(ReloadReason::Subscribed))
+    ));
+    let mut config = hub
+        .registry
+        .get_server("s2")
+        .await
+        .expect("get")
+        .expect("s2");
+    config.active = false;
+    hub.registry
+        .upsert_server("s2", config)
+        .await
+        .expect("inactive");
+    hub.wait_record("s2 stopped by sup-b", "s2", Duration::from_secs(20), |r| {
+        r.status == WorkerStatus::Stopped && r.supervisor_id.as_deref() == Some("sup-b")
+    })
+    .await;
+    // Both supervisors reconciled on the change, and do every 300 ms: a few more passes.
+    let window = Instant::now() + Duration::from_millis(1500);
+    let mut removed = Vec::new();
+    while let Ok(Some(update)) = tokio::time::timeout_at(window.into(), updates.next()).await {
+        if let Update::Event(event) = update {
+            if let EventKind::WorkerRemoved {
+                server_id,
+                replica_idx,
+            } = event.kind
+            {
+                removed.push((server_id, replica_idx));
+            }
+        }
+    }
+    assert!(removed.is_empty(), "records were removed: {removed:?}");
+    let record = hub.records("s2").await;
+    assert_eq!(record.len(), 1, "{record:?}");
+    assert_eq!(
+        (record[0].status, record[0].supervisor_id.as_deref()),
+        (WorkerStatus::Stopped, Some("sup-b"))
+    );
+}
+
+#[tokio::test]
+async fn taking_over_an_unhealthy_worker_stays_within_the_worker_cap() {
+    let hub = Hub::start().await;
+    let mut sup_a = hub.supervisor("sup-a", &[]);
+    hub.register("s1", json!({})).await;
+    let before = hub.wait_running("s1", Duration::from_secs(20)).await;
+    let frozen = before.pid.expect("pid");
+    // sup-b is up and past its start-up adoption: its reconcile loop takes s1 over.
+    let sup_b = hub.supervisor("sup-b", &["--worker-max", "1"]);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    sup_a.signal(Signal::SIGKILL);
+    sup_a.wait_exit(Duration::from_secs(10));
+    // A frozen worker fails sup-b's health probe and ignores SIGTERM: killing it takes
+    // the whole stop timeout (2 s), during which it still counts against the cap.
+    kill(Pid::from_raw(frozen as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    let most = AtomicUsize::new(0);
+    let after = hub
+        .wait_record(
+            "a new worker of s1 on sup-b",
+            "s1",
+            Duration::from_secs(30),
+            |r| {
+                most.fetch_max(hub.worker_count(), Ordering::Relaxed);
+                r.status == WorkerStatus::Running
+                    && r.supervisor_id.as_deref() == Some("sup-b")
+                    && r.pid != Some(frozen)
+            },
+        )
+        .await;
+    assert!(!alive(frozen), "the frozen worker was killed");
+    let stopping = events_of(&sup_b, "worker.stopping", "s1");
+    assert!(
+        stopping
+            .iter()
+            .any(|l| l["pid"] == frozen && l["reason"] == "unhealthy at adoption"),
+        "{stopping:?}"
+    );
+    assert!(
+        most.into_inner() <= 1,
+        "the replacement ran beside the worker it replaces (MCP_WORKER_MAX=1)"
+    );
+    call_worker(&after).await;
 }
