@@ -52,6 +52,8 @@ pub fn spawn(
         .arg(&ctx.key_prefix)
         .arg("--orphan-timeout-secs")
         .arg(ctx.orphan_timeout.as_secs().max(1).to_string())
+        .arg("--advertise-host")
+        .arg(&ctx.advertise_host)
         .env("MCP_ENV_FILE", "/nonexistent/.env")
         .process_group(0)
         .stdin(Stdio::null())

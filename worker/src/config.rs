@@ -31,6 +31,11 @@ pub struct Config {
     /// outage restarts the count.
     #[arg(long, env = "MCP_WORKER_ORPHAN_TIMEOUT_SECS", default_value_t = 60)]
     pub orphan_timeout_secs: u64,
+    /// Host its runtime record names it by (the supervisor passes its own
+    /// `MCP_WORKER_ADVERTISE_HOST`): a record with the same pid and port but another host
+    /// is another machine's worker. Empty = not compared.
+    #[arg(long, env = "MCP_WORKER_ADVERTISE_HOST", default_value = "")]
+    pub advertise_host: String,
     /// Host names accepted in `Host` by the MCP endpoints (comma-separated); the
     /// gateway rewrites Host, so loopback names are enough behind it.
     #[arg(

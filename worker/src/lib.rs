@@ -70,19 +70,25 @@ pub async fn run(
         config.reconcile_every(),
         shutdown.child_token(),
     ));
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
     if !config.supervisor_id.is_empty() && config.orphan_timeout_secs > 0 {
         let timeout = Duration::from_secs(config.orphan_timeout_secs);
+        let me = orphan::Identity {
+            replica_idx: config.replica,
+            pid: std::process::id(),
+            port: addr.port(),
+            host: Some(config.advertise_host.clone()).filter(|h| !h.is_empty()),
+        };
         tokio::spawn(orphan::watch(
             state.clone(),
             config.supervisor_id.clone(),
-            config.replica,
+            me,
             timeout,
             shutdown.clone(),
         ));
     }
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
     tracing::info!(event = "worker.listening", server = %config.server, addr = %addr, port = addr.port(),
         replica = config.replica, pid = std::process::id(), tools = state.current().tools.len());
     let router = app(state, &config, shutdown.clone());

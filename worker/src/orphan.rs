@@ -2,23 +2,50 @@
 //! `mcp:supervisors`; a worker whose owner has not been seen for the timeout stops itself
 //! (SIGTERM-like graceful shutdown). The owner is the supervisor its runtime record names
 //! (a surviving supervisor that took the worker over rewrites the record), and the one on
-//! its command line only while no record names this process. While Redis is unreachable
+//! its command line only while no record names this process (by pid, port and host: a
+//! process on another machine may have the same pid and port). While Redis is unreachable
 //! nothing can be known, so the worker keeps serving, and the count starts again when it
 //! is back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mcp_core::runtime::WorkerRecord;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::WorkerState;
+
+/// What tells this process's runtime record from another's.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub replica_idx: u32,
+    pub pid: u32,
+    /// The port it listens on.
+    pub port: u16,
+    /// The host its record names it by (`--advertise-host`); `None`: not compared.
+    pub host: Option<String>,
+}
+
+impl Identity {
+    /// True when `record` is about this process: same replica, pid and port, and the
+    /// same host when both sides know it.
+    fn is_named_by(&self, record: &WorkerRecord) -> bool {
+        record.replica_idx == self.replica_idx
+            && record.pid == Some(self.pid)
+            && record.port == Some(self.port)
+            && match (&self.host, &record.host) {
+                (Some(mine), Some(recorded)) => mine == recorded,
+                _ => true,
+            }
+    }
+}
 
 /// Watches the liveness of this worker's owner until it is gone for `timeout` (then
 /// cancels `shutdown`). `started_by` is the supervisor on the command line.
 pub async fn watch(
     state: Arc<WorkerState>,
     started_by: String,
-    replica_idx: u32,
+    me: Identity,
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
@@ -31,9 +58,9 @@ pub async fn watch(
             () = shutdown.cancelled() => return,
             _ = timer.tick() => {}
         }
-        let current = current_owner(&state, &started_by, replica_idx).await;
+        let current = current_owner(&state, &started_by, &me).await;
         if current != owner {
-            tracing::info!(event = "worker.owner.changed", server = %state.server_id, replica = replica_idx,
+            tracing::info!(event = "worker.owner.changed", server = %state.server_id, replica = me.replica_idx,
                 from = %owner, supervisor_id = %current);
             owner = current;
         }
@@ -51,23 +78,25 @@ pub async fn watch(
 }
 
 /// The supervisor that owns this process now: the one its runtime record names when the
-/// record is about this pid, else the one that started it (also when Redis cannot say).
-async fn current_owner(state: &WorkerState, started_by: &str, replica_idx: u32) -> String {
-    let pid = std::process::id();
+/// record is about this process, else the one that started it (also when Redis cannot
+/// say).
+async fn current_owner(state: &WorkerState, started_by: &str, me: &Identity) -> String {
     state
         .registry
         .get_runtime(&state.server_id)
         .await
         .ok()
-        .and_then(|runtime| {
-            runtime
-                .workers
-                .into_iter()
-                .find(|r| r.replica_idx == replica_idx && r.pid == Some(pid))
-        })
+        .and_then(|runtime| owner_named(me, runtime.workers))
+        .unwrap_or_else(|| started_by.to_owned())
+}
+
+/// The supervisor named by the record, among `records`, that is about this process.
+fn owner_named(me: &Identity, records: Vec<WorkerRecord>) -> Option<String> {
+    records
+        .into_iter()
+        .find(|r| me.is_named_by(r))
         .and_then(|record| record.supervisor_id)
         .filter(|owner| !owner.is_empty())
-        .unwrap_or_else(|| started_by.to_owned())
 }
 
 /// Decides that the owner is gone from what this worker sees, on its own clock: the
@@ -119,6 +148,69 @@ impl Judge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(pid: u32, port: u16, host: Option<&str>, owner: &str) -> WorkerRecord {
+        WorkerRecord {
+            replica_idx: 0,
+            status: mcp_core::runtime::WorkerStatus::Running,
+            pid: Some(pid),
+            host: host.map(str::to_owned),
+            port: Some(port),
+            last_heartbeat: None,
+            supervisor_id: Some(owner.to_owned()),
+            restarts: 0,
+            reason: None,
+            last_failure: None,
+            last_failure_at: None,
+            started_at: None,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_record_with_this_pid_port_and_host_names_the_owner() {
+        let me = Identity {
+            replica_idx: 0,
+            pid: 42,
+            port: 9001,
+            host: Some("node-a".into()),
+        };
+        let check = |record: WorkerRecord, expected: Option<&str>| {
+            let found = owner_named(&me, vec![record.clone()]);
+            assert_eq!(found.as_deref(), expected, "{record:?}");
+        };
+        check(record(42, 9001, Some("node-a"), "sup-b"), Some("sup-b"));
+        // The host is compared only when both sides know it.
+        check(record(42, 9001, None, "sup-b"), Some("sup-b"));
+        let no_host = Identity {
+            host: None,
+            ..me.clone()
+        };
+        assert_eq!(
+            owner_named(&no_host, vec![record(42, 9001, Some("node-b"), "sup-b")]).as_deref(),
+            Some("sup-b")
+        );
+        // Same pid, another process: another port, or another machine.
+        check(record(42, 9002, Some("node-a"), "sup-b"), None);
+        check(record(42, 9001, Some("node-b"), "sup-b"), None);
+        check(record(43, 9001, Some("node-a"), "sup-b"), None);
+        // Another replica's record.
+        check(
+            WorkerRecord {
+                replica_idx: 1,
+                ..record(42, 9001, Some("node-a"), "sup-b")
+            },
+            None,
+        );
+        // A record without a port (the process it named is gone) names nobody.
+        check(
+            WorkerRecord {
+                port: None,
+                ..record(42, 9001, Some("node-a"), "sup-b")
+            },
+            None,
+        );
+    }
 
     #[test]
     fn gone_only_after_a_heartbeat_unchanged_for_the_timeout_with_redis_up() {
