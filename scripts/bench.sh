@@ -3,7 +3,7 @@
 # which starts its own hubs (real redis-server, mock REST API, admin API, supervisor,
 # workers, gateway) on free ports, measures every scenario and rewrites
 # docs/BENCHMARKS.md. Extra arguments go to `mcp-loadtest suite` (`--quick` for a
-# short trial run; `--help` lists the rest). Takes about 15 minutes.
+# short trial run; `--help` lists the rest). Takes about 6 minutes after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
