@@ -455,21 +455,8 @@ impl Supervisor {
         // Owned servers first: replicas without a slot (a woken idle server, a raised
         // replica count, a server adopted without its workers).
         for server_id in self.owned.difference(&self.idle) {
-            for replica_idx in 0..desired.get(server_id).copied().unwrap_or(0) {
-                let key = SlotKey {
-                    server_id: server_id.clone(),
-                    replica_idx,
-                };
-                if self.slots.contains_key(&key) {
-                    continue;
-                }
-                if used < self.ctx.worker_max {
-                    used += 1;
-                    to_start.push(key);
-                } else {
-                    to_hold.push(key);
-                }
-            }
+            let replicas = desired.get(server_id).copied().unwrap_or(0);
+            self.place_replicas(server_id, replicas, &mut used, &mut to_start, &mut to_hold);
         }
         // New servers: all their replicas fit, or they wait pending.
         for (server_id, replicas) in &desired {
@@ -493,21 +480,7 @@ impl Supervisor {
                 // begun killing unhealthy or duplicate ones (stopping now), and a
                 // replacement must not run beside the process it replaces.
                 used = self.slots.len() + lock(&self.stopping).len() + to_start.len();
-                for replica_idx in 0..*replicas {
-                    let key = SlotKey {
-                        server_id: server_id.clone(),
-                        replica_idx,
-                    };
-                    if self.slots.contains_key(&key) {
-                        continue;
-                    }
-                    if used < self.ctx.worker_max {
-                        used += 1;
-                        to_start.push(key);
-                    } else {
-                        to_hold.push(key);
-                    }
-                }
+                self.place_replicas(server_id, *replicas, &mut used, &mut to_start, &mut to_hold);
             }
         }
         // Servers marked pending here that are not ours to mark any more.
@@ -778,6 +751,34 @@ impl Supervisor {
             last_failure_at: None,
             started_at: None,
             updated_at: unix_millis(),
+        }
+    }
+
+    /// Replicas of `server_id` without a slot go to `to_start` while there is room under
+    /// MCP_WORKER_MAX (`used` counts the workers already there or planned), else to
+    /// `to_hold`.
+    fn place_replicas(
+        &self,
+        server_id: &str,
+        replicas: u32,
+        used: &mut usize,
+        to_start: &mut Vec<SlotKey>,
+        to_hold: &mut Vec<SlotKey>,
+    ) {
+        for replica_idx in 0..replicas {
+            let key = SlotKey {
+                server_id: server_id.to_owned(),
+                replica_idx,
+            };
+            if self.slots.contains_key(&key) {
+                continue;
+            }
+            if *used < self.ctx.worker_max {
+                *used += 1;
+                to_start.push(key);
+            } else {
+                to_hold.push(key);
+            }
         }
     }
 
