@@ -81,6 +81,26 @@ pub struct WorkerRecord {
 }
 
 impl WorkerRecord {
+    /// A record of `supervisor_id`'s replica in `status`, with nothing else known yet
+    /// (no process, no failure), stamped now.
+    pub fn new(replica_idx: u32, status: WorkerStatus, supervisor_id: &str) -> WorkerRecord {
+        WorkerRecord {
+            replica_idx,
+            status,
+            pid: None,
+            host: None,
+            port: None,
+            last_heartbeat: None,
+            supervisor_id: Some(supervisor_id.to_owned()),
+            restarts: 0,
+            reason: None,
+            last_failure: None,
+            last_failure_at: None,
+            started_at: None,
+            updated_at: unix_millis(),
+        }
+    }
+
     /// `host:port` when both are known.
     pub fn endpoint(&self) -> Option<String> {
         Some(format!("{}:{}", self.host.as_deref()?, self.port?))

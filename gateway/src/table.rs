@@ -182,21 +182,7 @@ mod tests {
     fn route(statuses: &[WorkerStatus]) -> ServerRoute {
         let mut route = ServerRoute::default();
         for (replica_idx, status) in (0..).zip(statuses) {
-            route.set_record(WorkerRecord {
-                replica_idx,
-                status: *status,
-                pid: None,
-                host: None,
-                port: None,
-                last_heartbeat: None,
-                supervisor_id: Some("sup-a".into()),
-                restarts: 0,
-                reason: None,
-                last_failure: None,
-                last_failure_at: None,
-                started_at: None,
-                updated_at: 0,
-            });
+            route.set_record(WorkerRecord::new(replica_idx, *status, "sup-a"));
         }
         route
     }

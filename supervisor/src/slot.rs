@@ -147,19 +147,8 @@ pub fn start(
 
 fn new_record(ctx: &Ctx, key: &SlotKey) -> WorkerRecord {
     WorkerRecord {
-        replica_idx: key.replica_idx,
-        status: WorkerStatus::Stopped,
-        pid: None,
         host: Some(ctx.advertise_host.clone()),
-        port: None,
-        last_heartbeat: None,
-        supervisor_id: Some(ctx.supervisor_id.clone()),
-        restarts: 0,
-        reason: None,
-        last_failure: None,
-        last_failure_at: None,
-        started_at: None,
-        updated_at: unix_millis(),
+        ..WorkerRecord::new(key.replica_idx, WorkerStatus::Stopped, &ctx.supervisor_id)
     }
 }
 

@@ -735,22 +735,11 @@ impl Supervisor {
 
     fn pending_record(&self, replica_idx: u32) -> WorkerRecord {
         WorkerRecord {
-            replica_idx,
-            status: WorkerStatus::Pending,
-            pid: None,
-            host: None,
-            port: None,
-            last_heartbeat: None,
-            supervisor_id: Some(self.ctx.supervisor_id.clone()),
-            restarts: 0,
             reason: Some(format!(
                 "MCP_WORKER_MAX={} reached on supervisor {}",
                 self.ctx.worker_max, self.ctx.supervisor_id
             )),
-            last_failure: None,
-            last_failure_at: None,
-            started_at: None,
-            updated_at: unix_millis(),
+            ..WorkerRecord::new(replica_idx, WorkerStatus::Pending, &self.ctx.supervisor_id)
         }
     }
 

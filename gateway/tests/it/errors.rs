@@ -496,19 +496,10 @@ async fn route_to(stack: &Stack, server_id: &str, port: u16) {
 /// A running replica 0 on `port`.
 fn worker_record(port: u16) -> mcp_core::runtime::WorkerRecord {
     mcp_core::runtime::WorkerRecord {
-        replica_idx: 0,
-        status: mcp_core::runtime::WorkerStatus::Running,
         pid: Some(std::process::id()),
         host: Some("127.0.0.1".into()),
         port: Some(port),
-        last_heartbeat: None,
-        supervisor_id: Some("test".into()),
-        restarts: 0,
-        reason: None,
-        last_failure: None,
-        last_failure_at: None,
-        started_at: None,
-        updated_at: mcp_core::runtime::unix_millis(),
+        ..mcp_core::runtime::WorkerRecord::new(0, mcp_core::runtime::WorkerStatus::Running, "test")
     }
 }
 

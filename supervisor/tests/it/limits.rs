@@ -316,21 +316,7 @@ async fn a_restarted_supervisor_puts_a_held_replica_of_an_idle_server_to_sleep()
     hub.register("s1", json!({"replicas": 2})).await;
     // What a run before left: replica 0 stopped as idle, replica 1 still held pending.
     for (replica_idx, status) in [(0, WorkerStatus::Idle), (1, WorkerStatus::Pending)] {
-        let record = WorkerRecord {
-            replica_idx,
-            status,
-            pid: None,
-            host: None,
-            port: None,
-            last_heartbeat: None,
-            supervisor_id: Some("sup-a".into()),
-            restarts: 0,
-            reason: None,
-            last_failure: None,
-            last_failure_at: None,
-            started_at: None,
-            updated_at: mcp_core::runtime::unix_millis(),
-        };
+        let record = WorkerRecord::new(replica_idx, status, "sup-a");
         hub.registry
             .put_worker_record("s1", &record)
             .await
