@@ -17,37 +17,19 @@ async fn over_the_worker_cap_a_server_waits_pending() {
     for id in ["s1", "s2", "s3"] {
         hub.register(id, json!({})).await;
     }
-    let (running, pending) = mcp_testkit::wait_until_async(
-        "two running and one pending",
-        Duration::from_secs(20),
-        || async {
-            let mut running = Vec::new();
-            let mut pending = Vec::new();
-            for id in ["s1", "s2", "s3"] {
-                match hub
-                    .records(id)
-                    .await
-                    .first()
-                    .map(|r| (r.status, r.reason.clone()))
-                {
-                    Some((WorkerStatus::Running, _)) => running.push(id),
-                    Some((WorkerStatus::Pending, reason)) => pending.push((id, reason)),
-                    _ => {}
-                }
-            }
-            (running.len() == 2 && pending.len() == 1).then_some((running, pending))
-        },
-    )
-    .await;
-    let (pending_id, reason) = pending[0].clone();
+    let (running, pending) = two_running_one_pending(&hub).await;
+    let (pending_id, pending_record) = pending;
     assert!(
-        reason.is_some_and(|r| r.contains("MCP_WORKER_MAX=2")),
+        pending_record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("MCP_WORKER_MAX=2")),
         "the reason is visible"
     );
     assert_eq!(hub.worker_pids().len(), 2);
 
     hub.registry
-        .delete_server(running[0])
+        .delete_server(running[0].0)
         .await
         .expect("delete");
     let started = hub.wait_running(pending_id, Duration::from_secs(20)).await;
@@ -218,25 +200,9 @@ async fn a_pending_server_waits_until_the_deleted_servers_worker_is_gone() {
     for id in ["s1", "s2", "s3"] {
         hub.register(id, json!({})).await;
     }
-    let (running, pending) = mcp_testkit::wait_until_async(
-        "two running and one pending",
-        Duration::from_secs(20),
-        || async {
-            let mut running = Vec::new();
-            let mut pending = Vec::new();
-            for id in ["s1", "s2", "s3"] {
-                match hub.records(id).await.first().map(|r| (r.status, r.pid)) {
-                    Some((WorkerStatus::Running, Some(pid))) => running.push((id, pid)),
-                    Some((WorkerStatus::Pending, _)) => pending.push(id),
-                    _ => {}
-                }
-            }
-            (running.len() == 2 && pending.len() == 1).then_some((running, pending))
-        },
-    )
-    .await;
+    let (running, pending) = two_running_one_pending(&hub).await;
     // A frozen worker cannot act on SIGTERM: it takes the whole stop timeout to go.
-    let (victim, victim_pid) = running[0];
+    let (victim, victim_pid) = (running[0].0, running[0].1.pid.expect("pid"));
     kill(Pid::from_raw(victim_pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
     let deleted_at = Instant::now();
     hub.registry.delete_server(victim).await.expect("delete");
@@ -244,7 +210,7 @@ async fn a_pending_server_waits_until_the_deleted_servers_worker_is_gone() {
     let started = hub
         .wait_record(
             "the pending server to run",
-            pending[0],
+            pending.0,
             Duration::from_secs(20),
             |r| {
                 most.fetch_max(hub.worker_count(), Ordering::Relaxed);
@@ -331,4 +297,34 @@ async fn a_restarted_supervisor_puts_a_held_replica_of_an_idle_server_to_sleep()
     hub.registry.request_wake("s1").await.expect("wake");
     let woken = hub.wait_running("s1", Duration::from_secs(20)).await;
     call_worker(&woken).await;
+}
+
+/// Waits for s1..s3 (registered under a cap of 2) to settle as two running and one
+/// pending; returns the running ones and the pending one with their records.
+async fn two_running_one_pending(
+    hub: &Hub,
+) -> (
+    Vec<(&'static str, WorkerRecord)>,
+    (&'static str, WorkerRecord),
+) {
+    mcp_testkit::wait_until_async(
+        "two running and one pending",
+        Duration::from_secs(20),
+        || async {
+            let mut running = Vec::new();
+            let mut pending = Vec::new();
+            for id in ["s1", "s2", "s3"] {
+                let Some(record) = hub.records(id).await.into_iter().next() else {
+                    continue;
+                };
+                match record.status {
+                    WorkerStatus::Running if record.pid.is_some() => running.push((id, record)),
+                    WorkerStatus::Pending => pending.push((id, record)),
+                    _ => {}
+                }
+            }
+            (running.len() == 2 && pending.len() == 1).then(|| (running, pending.remove(0)))
+        },
+    )
+    .await
 }
