@@ -237,19 +237,7 @@ async fn after_a_lost_subscription_the_worker_reloads_in_full() {
     // A tool written behind the registry's back: no event announces it, so only a
     // full reload can find it (the periodic one is 30 s away).
     let tool = json!({"name": "quiet", "method": "GET", "pathTemplate": "/fruits/5", "responseMapping": {"pick": "$.name"}});
-    let client = redis::Client::open(hub.redis.url()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    let keys = mcp_core::keys::Keys::new(&hub.prefix);
-    let _: i64 = redis::cmd("HSET")
-        .arg(keys.tools(SERVER))
-        .arg("quiet")
-        .arg(tool.to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
+    let (mut conn, _) = write_tool_behind_the_registry(&hub, "quiet", &tool).await;
     let (status, _) = hub.call("quiet", json!({})).await;
     assert_eq!(status, 404, "not known before a reload");
     // Cut the worker's subscription, as a network blip or a Redis failover would.
@@ -309,19 +297,7 @@ async fn after_a_version_gap_the_worker_reloads_in_full() {
 
     // A write whose event is lost: the tool and the version bump land in Redis, the
     // PUBLISH never happens.
-    let client = redis::Client::open(hub.redis.url()).expect("client");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
-    let keys = mcp_core::keys::Keys::new(&hub.prefix);
-    let _: i64 = redis::cmd("HSET")
-        .arg(keys.tools(SERVER))
-        .arg("quiet")
-        .arg(tool("quiet", 5).to_string())
-        .query_async(&mut conn)
-        .await
-        .expect("hset");
+    let (mut conn, keys) = write_tool_behind_the_registry(&hub, "quiet", &tool("quiet", 5)).await;
     let lost_version: u64 = redis::cmd("INCR")
         .arg(keys.version())
         .query_async(&mut conn)
@@ -361,4 +337,27 @@ async fn after_a_version_gap_the_worker_reloads_in_full() {
         .expect("json");
     assert_eq!(health["version"], lost_version + 1, "{health}");
     assert_eq!(health["tools"], 8, "{health}");
+}
+
+/// Writes a tool straight into Redis, with no version bump and no event (what a lost
+/// write would leave); returns the connection and key layout for more of the same.
+async fn write_tool_behind_the_registry(
+    hub: &WorkerHarness,
+    name: &str,
+    tool: &Value,
+) -> (redis::aio::MultiplexedConnection, mcp_core::keys::Keys) {
+    let client = redis::Client::open(hub.redis.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let keys = mcp_core::keys::Keys::new(&hub.prefix);
+    let _: i64 = redis::cmd("HSET")
+        .arg(keys.tools(SERVER))
+        .arg(name)
+        .arg(tool.to_string())
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    (conn, keys)
 }
