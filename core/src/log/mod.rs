@@ -246,14 +246,10 @@ impl Visit for JsonLine {
 }
 
 /// An error and its sources, `outer: inner: root`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(err) = source {
-        let _ = std::fmt::Write::write_fmt(&mut text, format_args!(": {err}"));
-        source = err.source();
-    }
-    text
+/// An error and each `source()` below it on one line, joined by ": " (what error
+/// messages shown to callers and the `error` log field carry).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    join_chain(error, ": ")
 }
 
 /// The PRD's `traceback` field of a failure: the error, then each `source()` below it on
@@ -261,10 +257,14 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// cause chain is what says where a failure came from (e.g. a refused TCP connect under
 /// an HTTP client error).
 pub fn traceback(error: &dyn std::error::Error) -> String {
+    join_chain(error, "\ncaused by: ")
+}
+
+fn join_chain(error: &dyn std::error::Error, separator: &str) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str("\ncaused by: ");
+        text.push_str(separator);
         text.push_str(&cause.to_string());
         source = cause.source();
     }

@@ -59,14 +59,7 @@ impl Error {
     /// The error and its causes on one line (`outer: cause: root cause`): the message of
     /// `tool_call.error` and of MCP error results.
     pub fn message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        mcp_core::log::error_chain(self)
     }
 
     /// The REST API's own status, when it answered one.
