@@ -98,6 +98,6 @@ pub async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let shutdown = mcp_core::shutdown::root_token("mcp-admin");
+    let shutdown = mcp_core::shutdown::root_token();
     run(&config, listener, shutdown).await
 }

@@ -19,13 +19,13 @@ pub async fn signalled() {
     }
 }
 
-/// A root token cancelled by the first SIGTERM or SIGINT (logged as `<service>.shutdown`).
-pub fn root_token(service: &'static str) -> CancellationToken {
+/// A root token cancelled by the first SIGTERM or SIGINT (logged as `process.shutdown`).
+pub fn root_token() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
         signalled().await;
-        tracing::info!(event = "process.shutdown", service, reason = "signal");
+        tracing::info!(event = "process.shutdown", reason = "signal");
         cancel.cancel();
     });
     token

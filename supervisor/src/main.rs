@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let shutdown = mcp_core::shutdown::root_token("mcp-supervisor");
+    let shutdown = mcp_core::shutdown::root_token();
     match mcp_supervisor::run(config, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

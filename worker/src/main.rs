@@ -44,6 +44,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let shutdown = mcp_core::shutdown::root_token("mcp-worker");
+    let shutdown = mcp_core::shutdown::root_token();
     mcp_worker::run(config, listener, shutdown).await
 }

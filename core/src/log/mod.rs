@@ -186,8 +186,13 @@ impl JsonLine {
         self.names.iter().any(|n| n == name)
     }
 
-    /// Writes `"name":` (with the separator) and lets `value` write the value.
+    /// Writes `"name":` (with the separator) and lets `value` write the value. A name
+    /// already written is skipped: the line's own fields (`timestamp`, `level`,
+    /// `service`) come first and an event field of the same name never duplicates them.
     fn raw_field(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        if self.has(name) {
+            return;
+        }
         self.out
             .push(if self.names.is_empty() { b'{' } else { b',' });
         let _ = serde_json::to_writer(&mut self.out, name);
@@ -315,7 +320,7 @@ mod tests {
     }
 
     /// Lines a JsonLayer writes for what `emit` logs.
-    fn lines_of(emit: impl FnOnce()) -> Vec<Value> {
+    fn raw_lines_of(emit: impl FnOnce()) -> Vec<String> {
         #[derive(Clone, Default)]
         struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
         impl std::io::Write for Sink {
@@ -338,9 +343,36 @@ mod tests {
         tracing::subscriber::with_default(subscriber, emit);
         drop(guard);
         let text = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf8");
-        text.lines()
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn lines_of(emit: impl FnOnce()) -> Vec<Value> {
+        raw_lines_of(emit)
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
+    }
+
+    #[test]
+    fn an_event_field_named_like_a_common_field_never_duplicates_it() {
+        let lines = raw_lines_of(|| {
+            let span = tracing::info_span!("outer", level = "span");
+            let _entered = span.enter();
+            tracing::info!(
+                event = "process.shutdown",
+                service = "other",
+                timestamp = 1u64
+            );
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let raw = &lines[0];
+        for key in ["\"service\":", "\"timestamp\":", "\"level\":", "\"event\":"] {
+            assert_eq!(raw.matches(key).count(), 1, "{key} once in {raw}");
+        }
+        let line: Value = serde_json::from_str(raw).expect("json");
+        assert_eq!(line["service"], "svc", "the line's own service wins");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["event"], "process.shutdown");
     }
 
     #[test]
