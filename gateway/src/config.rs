@@ -61,7 +61,7 @@ pub struct Config {
     /// YAML's `grace_period_seconds`, else 5; never Pingora's own 300).
     #[arg(long, env = "MCP_GATEWAY_GRACE_PERIOD_SECS")]
     pub grace_period_secs: Option<u64>,
-    /// Pingora worker threads (0 = from the YAML, else 2).
+    /// Pingora worker threads (0 = from the YAML, else 1).
     #[arg(long, env = "MCP_GATEWAY_THREADS", default_value_t = 0)]
     pub threads: usize,
     #[command(flatten)]

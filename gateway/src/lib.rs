@@ -53,7 +53,7 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
     if config.threads > 0 {
         conf.threads = config.threads;
     } else if config.pingora_conf.is_none() {
-        conf.threads = 2;
+        conf.threads = 1;
     }
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -114,6 +114,6 @@ mod tests {
         ))
         .expect("conf/gateway.yaml loads");
         assert_eq!(super::grace_period(None, conf.grace_period_seconds), 5);
-        assert_eq!(conf.threads, 2);
+        assert_eq!(conf.threads, 1);
     }
 }

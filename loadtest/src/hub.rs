@@ -29,6 +29,7 @@ pub struct HubOptions {
     /// Extra environment of every hub process (log level and sampling).
     pub env: Vec<(String, String)>,
     pub worker_max: usize,
+    /// Pingora threads of the gateway; 0 leaves them to `pingora_conf` (else 1).
     pub gateway_threads: usize,
     /// Pingora YAML for the gateway (`conf/gateway.yaml`), when given.
     pub pingora_conf: Option<PathBuf>,
@@ -41,7 +42,7 @@ impl HubOptions {
             log_dir,
             env: Vec::new(),
             worker_max: 64,
-            gateway_threads: 2,
+            gateway_threads: 0,
             pingora_conf: None,
         }
     }
