@@ -65,6 +65,10 @@ struct RunArgs {
     /// Also write the report as JSON to this file (`-` for stdout).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also print calls, failures and p50/p99/max latency for each second of the run
+    /// (stalls show up as one bad second), and add them to the JSON as `per_second`.
+    #[arg(long)]
+    per_second: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,13 +155,21 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         seed: args.seed,
         sessions_per_server: args.sessions_per_server,
-        timeline: false,
+        timeline: args.per_second,
     };
     let client = driver::client()?;
     let report = driver::run(&plan, &Target::Gateway(base), &config, &client).await?;
     print!("{}", report.table());
+    let seconds = mcp_loadtest::report::per_second(&report.timeline);
+    if args.per_second {
+        print!("{}", mcp_loadtest::report::per_second_table(&seconds));
+    }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
+        let mut json = serde_json::to_value(&report)?;
+        if args.per_second {
+            json["per_second"] = serde_json::to_value(&seconds)?;
+        }
+        let json = serde_json::to_string_pretty(&json)?;
         if path.as_os_str() == "-" {
             println!("{json}");
         } else {

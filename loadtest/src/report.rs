@@ -284,6 +284,66 @@ impl Report {
     }
 }
 
+/// One second of a run's measured window (`mcp-loadtest run --per-second`): a stall
+/// that a whole run's p99 only hints at shows up as one bad row.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Second {
+    /// Seconds since the start of the run (warm-up included) at which these calls were sent.
+    pub second: u64,
+    pub calls: u64,
+    pub failed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Groups `timeline` by the second each call was sent in; latency is send -> end.
+pub fn per_second(timeline: &[crate::driver::Call]) -> Vec<Second> {
+    let mut by_second: BTreeMap<u64, (u64, Vec<Duration>)> = BTreeMap::new();
+    for call in timeline {
+        let entry = by_second.entry(call.sent.as_secs()).or_default();
+        if !call.ok {
+            entry.0 += 1;
+        }
+        entry.1.push(call.ended.saturating_sub(call.sent));
+    }
+    by_second
+        .into_iter()
+        .map(|(second, (failed, mut latencies))| {
+            latencies.sort_unstable();
+            let at = |q: f64| {
+                // Nearest rank: the smallest value with at least q of the calls at or below it.
+                let rank = ((q * latencies.len() as f64).ceil() as usize).max(1);
+                latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1000.0
+            };
+            Second {
+                second,
+                calls: latencies.len() as u64,
+                failed,
+                p50_ms: at(0.50),
+                p99_ms: at(0.99),
+                max_ms: at(1.0),
+            }
+        })
+        .collect()
+}
+
+/// The per-second rows as a table.
+pub fn per_second_table(seconds: &[Second]) -> String {
+    let mut out = format!(
+        "{:>6} {:>7} {:>7} {:>9} {:>9} {:>9}\n",
+        "second", "calls", "failed", "p50 ms", "p99 ms", "max ms"
+    );
+    for s in seconds {
+        let _ = writeln!(
+            out,
+            "{:>6} {:>7} {:>7} {:>9.3} {:>9.3} {:>9.3}",
+            s.second, s.calls, s.failed, s.p50_ms, s.p99_ms, s.max_ms
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +443,29 @@ mod tests {
         assert_eq!(report.failure_rate, 0.0);
         assert_eq!(report.latency_ms, Percentiles::default());
         assert!(serde_json::to_string(&report).is_ok());
+    }
+    #[test]
+    fn per_second_groups_calls_by_the_second_they_were_sent() {
+        let call = |sent_ms: u64, took_ms: u64, ok: bool| crate::driver::Call {
+            sent: Duration::from_millis(sent_ms),
+            ended: Duration::from_millis(sent_ms + took_ms),
+            ok,
+        };
+        // Second 0: latencies 1..=100 ms, one failure; second 2: one slow call (second 1 empty).
+        let mut timeline: Vec<_> = (1..=100).map(|i| call(i * 5, i, i != 7)).collect();
+        timeline.push(call(2_100, 250, true));
+        let rows = per_second(&timeline);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].second, rows[0].calls, rows[0].failed), (0, 100, 1));
+        assert_eq!(
+            (rows[0].p50_ms, rows[0].p99_ms, rows[0].max_ms),
+            (50.0, 99.0, 100.0)
+        );
+        assert_eq!((rows[1].second, rows[1].calls, rows[1].failed), (2, 1, 0));
+        assert_eq!(
+            (rows[1].p50_ms, rows[1].p99_ms, rows[1].max_ms),
+            (250.0, 250.0, 250.0)
+        );
+        assert!(per_second_table(&rows).lines().count() == 3);
     }
 }
