@@ -82,31 +82,68 @@ pub async fn call(
         Ok(prepared) => prepared,
         Err(rejection) => return rejection_response(&rejection, &request_id),
     };
-    stream(state, prepared, request_id)
+    stream(state, prepared, request_id).await
 }
 
-/// Runs the call in a task and streams its events.
-pub fn stream(state: Arc<WorkerState>, prepared: invoke::Prepared, request_id: String) -> Response {
+type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = (Bytes, bool)> + Send>>;
+
+/// Runs the call in a task and streams its events. The response (head and
+/// `tool_call.started`) waits up to `state.started_hold` for the first result, so a
+/// quick REST answer leaves in the same write as `tool_call.started`.
+pub async fn stream(
+    state: Arc<WorkerState>,
+    prepared: invoke::Prepared,
+    request_id: String,
+) -> Response {
     let batches = batches(
         state.adapter.clone(),
         state.server_id.clone(),
         prepared,
         request_id.clone(),
     );
+    let batches = hold_started(Box::pin(batches), state.started_hold).await;
     sse_response(
         axum::body::Body::new(EndAwareBody {
-            batches: Box::pin(batches),
+            batches,
             ended: false,
         }),
         &request_id,
     )
 }
 
+/// Joins `tool_call.started` (the first batch, always ready) with the next batch when
+/// that one is ready within `hold`. Waiting here is cancel-safe: a batch not ready in
+/// time stays in progress inside the stream and is polled again by the body.
+async fn hold_started(mut batches: Batches, hold: std::time::Duration) -> Batches {
+    if hold.is_zero() {
+        return batches;
+    }
+    let Some((started, started_last)) = batches.next().await else {
+        return batches;
+    };
+    if started_last {
+        return Box::pin(futures::stream::iter([(started, true)]));
+    }
+    let first = match tokio::time::timeout(hold, batches.next()).await {
+        Ok(Some((batch, last))) => {
+            let mut joined = Vec::with_capacity(started.len() + batch.len());
+            joined.extend_from_slice(&started);
+            joined.extend_from_slice(&batch);
+            (Bytes::from(joined), last)
+        }
+        // The stream ended without a final frame (cannot happen: `batches` always
+        // ends with one); what there is goes out.
+        Ok(None) => return Box::pin(futures::stream::iter([(started, true)])),
+        Err(_) => (started, false),
+    };
+    Box::pin(futures::stream::once(async move { first }).chain(batches))
+}
+
 /// A response body of frame batches that says it has ended as soon as the last batch
 /// is handed out, so hyper writes the chunked terminator in the same write as the
 /// call's last events instead of one write (and one wake-up downstream) later.
 struct EndAwareBody {
-    batches: std::pin::Pin<Box<dyn futures::Stream<Item = (Bytes, bool)> + Send>>,
+    batches: Batches,
     ended: bool,
 }
 
@@ -333,7 +370,7 @@ pub async fn call_named(
         .or_else(|| envelope.remove("arguments"))
         .unwrap_or(Value::Null);
     match invoke::prepare(&state, &tool_name, args) {
-        Ok(prepared) => stream(state, prepared, request_id),
+        Ok(prepared) => stream(state, prepared, request_id).await,
         Err(rejection) => rejection_response(&rejection, &request_id),
     }
 }

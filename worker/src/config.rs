@@ -54,6 +54,12 @@ pub struct Config {
     /// Largest REST response read into memory, in bytes.
     #[arg(long, env = "MCP_WORKER_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_response_bytes: usize,
+    /// A hub call (`/call/{tool}`) holds its response head and `tool_call.started` back
+    /// this long, in milliseconds, so that a REST API that answers within it costs one
+    /// write (and one wake-up at each hop downstream) instead of two; a slower one gets
+    /// `tool_call.started` when the hold ends. 0 sends it at once.
+    #[arg(long, env = "MCP_WORKER_STARTED_HOLD_MS", default_value_t = 5)]
+    pub started_hold_ms: u64,
     /// Full reload from Redis every this many seconds, besides events.
     #[arg(long, env = "MCP_WORKER_RECONCILE_SECS", default_value_t = 30)]
     pub reconcile_secs: u64,

@@ -60,7 +60,9 @@ pub async fn run(
     let registry = config.redis.registry()?;
     let adapter =
         adapter::HttpAdapter::new(config.adapter_settings()).context("building the HTTP client")?;
-    let state = Arc::new(WorkerState::new(config.server.clone(), registry, adapter));
+    let mut state = WorkerState::new(config.server.clone(), registry, adapter);
+    state.started_hold = Duration::from_millis(config.started_hold_ms);
+    let state = Arc::new(state);
     if let Err(err) = reload::load(&state).await {
         // Serve anyway: the follower keeps trying, and /healthz says what is loaded.
         tracing::warn!(event = "worker.reload.failed", server = %config.server, error = %err);

@@ -77,6 +77,9 @@ pub struct WorkerState {
     /// Unix ms of the last call accepted (or of start-up); the supervisor's idle TTL
     /// reads it through `/healthz`. Atomic: written on every call, never locked.
     last_call_ms: AtomicU64,
+    /// How long a hub call holds `tool_call.started` back to send it with the first
+    /// result in one write (`MCP_WORKER_STARTED_HOLD_MS`); zero sends it at once.
+    pub started_hold: std::time::Duration,
 }
 
 impl WorkerState {
@@ -88,6 +91,7 @@ impl WorkerState {
             served: RwLock::new(Arc::new(Served::default())),
             tools_changed: watch::channel(0).0,
             last_call_ms: AtomicU64::new(mcp_core::runtime::unix_millis()),
+            started_hold: std::time::Duration::ZERO,
         }
     }
 

@@ -29,6 +29,15 @@ pub const SERVER: &str = "svc";
 impl WorkerHarness {
     /// A worker for server `svc` whose base URL is the mock API (+ `server_extra`).
     pub async fn start(server_extra: Value, tools: Vec<Value>) -> WorkerHarness {
+        WorkerHarness::start_with(server_extra, tools, &[]).await
+    }
+
+    /// `start` with extra command-line flags for the worker.
+    pub async fn start_with(
+        server_extra: Value,
+        tools: Vec<Value>,
+        worker_args: &[&str],
+    ) -> WorkerHarness {
         let redis = RedisServer::start();
         let prefix = mcp_testkit::unique_prefix();
         let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
@@ -67,6 +76,7 @@ impl WorkerHarness {
             "--max-response-bytes",
             "2000000",
         ]);
+        command.args(worker_args);
         let process = ChildProcess::spawn("mcp-worker", command);
         let addr = process.wait_for_listen_addr("worker.listening", Duration::from_secs(20));
         WorkerHarness {
