@@ -370,6 +370,27 @@ async fn a_sampled_call_logs_its_accepted_start_and_done_together() {
         assert_eq!(response.status().as_u16(), 200);
         assert_completed(&crate::parse_sse(&response.text().await.expect("body")));
     }
+    // Lines are written in batches: a refused call (always logged, whatever the
+    // sampling) made after the others marks where their lines have all been written.
+    let marker = stack
+        .client
+        .post(format!("{}/mcp/fruits_api/get_fruit_by_id", stack.base))
+        .header("x-request-id", "sampled-marker")
+        .json(&json!({"args": {"id": "not a number"}}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(marker.status().as_u16(), 400);
+    mcp_testkit::wait_until_async(
+        "the marker's gateway.request.refused line",
+        std::time::Duration::from_secs(10),
+        || async {
+            stack.gateway.json_lines().into_iter().find(|l| {
+                l["event"] == "gateway.request.refused" && l["request_id"] == "sampled-marker"
+            })
+        },
+    )
+    .await;
     // `proxy.done` is logged after the answer went out: wait for the last one.
     let logged = |event: &str| -> Vec<String> {
         let mut logged: Vec<String> = stack
@@ -378,7 +399,7 @@ async fn a_sampled_call_logs_its_accepted_start_and_done_together() {
             .iter()
             .filter(|l| l["event"] == event)
             .filter_map(|l| l["request_id"].as_str().map(str::to_owned))
-            .filter(|id| id.starts_with("sampled-"))
+            .filter(|id| id.starts_with("sampled-") && id != "sampled-marker")
             .collect();
         logged.sort();
         logged.dedup();

@@ -157,7 +157,22 @@ async fn with_two_replicas_a_killed_worker_costs_no_call_that_had_not_reached_it
 
     // Only a call in flight on the killed worker at the instant of the kill may fail: a
     // 502, or a started stream that ends in tool_call.error; at most one per loop.
-    let lines = stack.gateway.json_lines();
+    // Log lines are written in batches: wait until every failed call's line is out.
+    let lines = mcp_testkit::wait_until(
+        "a tool.call.failed line for every failed call",
+        Duration::from_secs(10),
+        || {
+            let lines = stack.gateway.json_lines();
+            failures
+                .iter()
+                .all(|f| {
+                    lines.iter().any(|l| {
+                        l["event"] == "tool.call.failed" && l["request_id"] == f.request_id
+                    })
+                })
+                .then_some(lines)
+        },
+    );
     let failed_at = |request_id: &str| -> Vec<Value> {
         lines
             .iter()
