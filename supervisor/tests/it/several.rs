@@ -112,19 +112,22 @@ async fn two_supervisors_never_duplicate_and_one_takes_over_from_the_other() {
         1,
         "a server ran twice at some point"
     );
-    let adopted: Vec<_> = sup_b
-        .json_lines()
-        .into_iter()
-        .filter(|l| l["event"] == "worker.adopted")
-        .filter_map(|l| l["server"].as_str().map(str::to_owned))
-        .collect();
     let mut expected: Vec<String> = a_servers.iter().map(|s| s.to_string()).collect();
     expected.sort();
-    let mut adopted_sorted = adopted.clone();
-    adopted_sorted.sort();
-    assert_eq!(
-        adopted_sorted, expected,
-        "sup-b adopted exactly sup-a's servers"
+    // Log lines are written in batches: wait for them (a wrong set times out).
+    mcp_testkit::wait_until(
+        "sup-b to log worker.adopted for exactly sup-a's servers",
+        Duration::from_secs(10),
+        || {
+            let mut adopted: Vec<String> = sup_b
+                .json_lines()
+                .into_iter()
+                .filter(|l| l["event"] == "worker.adopted")
+                .filter_map(|l| l["server"].as_str().map(str::to_owned))
+                .collect();
+            adopted.sort();
+            (adopted == expected).then_some(())
+        },
     );
 }
 
@@ -197,11 +200,20 @@ async fn the_surviving_supervisor_takes_over_in_bounded_time_without_duplicates(
         call_worker(&record).await;
     }
     // The orphaned workers were adopted, not restarted, when they were healthy.
-    let adopted = survivor
-        .json_lines()
-        .iter()
-        .filter(|l| l["event"] == "worker.adopted")
-        .count();
+    let count_adopted = || {
+        survivor
+            .json_lines()
+            .iter()
+            .filter(|l| l["event"] == "worker.adopted")
+            .count()
+    };
+    // Log lines are written in batches: wait until the expected number is out.
+    mcp_testkit::wait_until(
+        "the survivor's worker.adopted lines",
+        Duration::from_secs(10),
+        || (count_adopted() >= moved.len()).then_some(()),
+    );
+    let adopted = count_adopted();
     println!(
         "{adopted} of {} moved worker(s) adopted without a restart",
         moved.len()
