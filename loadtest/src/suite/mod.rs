@@ -232,9 +232,9 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<Results> {
                 Err(err) => results.errors.push(format!("MCP path: {err:#}")),
             }
 
-            // Last of the load runs: its final step overloads the hub on purpose, and
-            // what ran after it (thousands of idle connections left in the generator's
-            // and the gateway's pools) measured that aftermath, not the gateway.
+            // Last of the load runs: its final step overloads the hub on purpose (and
+            // leaves thousands of idle connections in the generator's and the
+            // gateway's pools), so no other figure is taken in its aftermath.
             eprintln!("suite: capacity");
             match capacity(&hub, &plan, &timing, CAPACITY_STEPS).await {
                 Ok(found) => results.capacity = Some(found),
