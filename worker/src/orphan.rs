@@ -151,19 +151,11 @@ mod tests {
 
     fn record(pid: u32, port: u16, host: Option<&str>, owner: &str) -> WorkerRecord {
         WorkerRecord {
-            replica_idx: 0,
-            status: mcp_core::runtime::WorkerStatus::Running,
             pid: Some(pid),
             host: host.map(str::to_owned),
             port: Some(port),
-            last_heartbeat: None,
-            supervisor_id: Some(owner.to_owned()),
-            restarts: 0,
-            reason: None,
-            last_failure: None,
-            last_failure_at: None,
-            started_at: None,
             updated_at: 0,
+            ..WorkerRecord::new(0, mcp_core::runtime::WorkerStatus::Running, owner)
         }
     }
 

@@ -391,19 +391,11 @@ async fn version_strictly_increases_under_concurrent_writers() {
 async fn runtime_records_are_listed_per_server_and_replica() {
     let (_redis, registry) = setup();
     let record = |idx, status| WorkerRecord {
-        replica_idx: idx,
-        status,
         pid: Some(100 + idx),
         host: Some("127.0.0.1".into()),
         port: Some(9100 + idx as u16),
-        last_heartbeat: None,
-        supervisor_id: Some("sup-1".into()),
-        restarts: 0,
-        reason: None,
-        last_failure: None,
-        last_failure_at: None,
-        started_at: None,
         updated_at: 0,
+        ..WorkerRecord::new(idx, status, "sup-1")
     };
     assert!(registry.list_runtime().await.expect("list").is_empty());
     registry
