@@ -160,14 +160,16 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let client = driver::client()?;
     let report = driver::run(&plan, &Target::Gateway(base), &config, &client).await?;
     print!("{}", report.table());
-    let seconds = mcp_loadtest::report::per_second(&report.timeline);
-    if args.per_second {
-        print!("{}", mcp_loadtest::report::per_second_table(&seconds));
+    let seconds = args
+        .per_second
+        .then(|| mcp_loadtest::report::per_second(&report.timeline));
+    if let Some(seconds) = &seconds {
+        print!("{}", mcp_loadtest::report::per_second_table(seconds));
     }
     if let Some(path) = &args.json {
         let mut json = serde_json::to_value(&report)?;
-        if args.per_second {
-            json["per_second"] = serde_json::to_value(&seconds)?;
+        if let Some(seconds) = &seconds {
+            json["per_second"] = serde_json::to_value(seconds)?;
         }
         let json = serde_json::to_string_pretty(&json)?;
         if path.as_os_str() == "-" {

@@ -311,11 +311,7 @@ pub fn per_second(timeline: &[crate::driver::Call]) -> Vec<Second> {
         .into_iter()
         .map(|(second, (failed, mut latencies))| {
             latencies.sort_unstable();
-            let at = |q: f64| {
-                // Nearest rank: the smallest value with at least q of the calls at or below it.
-                let rank = ((q * latencies.len() as f64).ceil() as usize).max(1);
-                latencies[rank.min(latencies.len()) - 1].as_secs_f64() * 1000.0
-            };
+            let at = |q: f64| nearest_rank(&latencies, q).as_secs_f64() * 1000.0;
             Second {
                 second,
                 calls: latencies.len() as u64,
@@ -326,6 +322,16 @@ pub fn per_second(timeline: &[crate::driver::Call]) -> Vec<Second> {
             }
         })
         .collect()
+}
+
+/// The nearest-rank percentile of `sorted`: the smallest value with at least a fraction
+/// `q` of the values at or below it (the default of `T` when there are none).
+pub fn nearest_rank<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
 }
 
 /// The per-second rows as a table.

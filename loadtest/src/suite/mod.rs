@@ -508,19 +508,11 @@ async fn idle_footprint(hub: &Hub) -> Footprint {
     let (idle, workers, pss) = memory(hub).await;
     Footprint {
         idle,
-        idle_worker_p50: percentile(&workers, 0.5),
+        idle_worker_p50: crate::report::nearest_rank(&workers, 0.5),
         idle_worker_max: workers.last().copied().unwrap_or(0),
-        idle_worker_pss_p50: percentile(&pss, 0.5),
+        idle_worker_pss_p50: crate::report::nearest_rank(&pss, 0.5),
         servers_200: None,
     }
-}
-
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let idx = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[idx]
 }
 
 /// Direct to the workers, then through the gateway, at the same rate.
@@ -832,7 +824,7 @@ async fn footprint_200(
     Ok(Footprint200 {
         servers: ids.len(),
         all_running_ms,
-        worker_rss_p50: percentile(&workers, 0.5),
+        worker_rss_p50: crate::report::nearest_rank(&workers, 0.5),
         worker_rss_max: workers.last().copied().unwrap_or(0),
         workers_rss_total: workers.iter().sum(),
         workers_pss_total: pss.iter().sum(),
