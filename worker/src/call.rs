@@ -118,12 +118,10 @@ async fn hold_started(mut batches: Batches, hold: std::time::Duration) -> Batche
     if hold.is_zero() {
         return batches;
     }
-    let Some((started, started_last)) = batches.next().await else {
+    // `tool_call.started` is never the last batch.
+    let Some((started, _)) = batches.next().await else {
         return batches;
     };
-    if started_last {
-        return Box::pin(futures::stream::iter([(started, true)]));
-    }
     let first = match tokio::time::timeout(hold, batches.next()).await {
         Ok(Some((batch, last))) => {
             let mut joined = Vec::with_capacity(started.len() + batch.len());

@@ -147,12 +147,12 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JsonLayer {
         line.str_field(fields::SERVICE, self.service);
         let own = event.metadata().fields();
         if let Some(scope) = ctx.event_scope(event) {
-            // Innermost span first, so it wins over outer ones; the event's own fields
-            // win over all.
+            // Innermost span first, so it wins over outer ones (a name is written
+            // once); the event's own fields win over all.
             for span in scope {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
                     for (name, value) in &span_fields.0 {
-                        if own.field(name).is_none() && !line.has(name) {
+                        if own.field(name).is_none() {
                             line.value_field(name, value);
                         }
                     }
