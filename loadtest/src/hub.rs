@@ -255,16 +255,7 @@ impl Hub {
 
     /// The running workers of a server, from its runtime records.
     pub async fn running_workers(&self, server_id: &str) -> Vec<WorkerRecord> {
-        self.registry
-            .get_runtime(server_id)
-            .await
-            .map(|r| {
-                r.workers
-                    .into_iter()
-                    .filter(|w| w.status == WorkerStatus::Running)
-                    .collect()
-            })
-            .unwrap_or_default()
+        running_workers(&self.registry, server_id).await
     }
 
     /// Workers the gateway's table holds for a server (`GET /mcp/{id}`).
@@ -282,19 +273,7 @@ impl Hub {
 
     /// The base URL of each server's first running worker, in the order of `ids`.
     pub async fn worker_urls(&self, ids: &[String]) -> anyhow::Result<Vec<Url>> {
-        let mut urls = Vec::with_capacity(ids.len());
-        for id in ids {
-            let workers = self.running_workers(id).await;
-            let worker = workers
-                .first()
-                .with_context(|| format!("{id} has no running worker"))?;
-            let host = worker.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-            let port = worker
-                .port
-                .with_context(|| format!("{id}: worker without a port"))?;
-            urls.push(Url::parse(&format!("http://{host}:{port}/"))?);
-        }
-        Ok(urls)
+        worker_urls(&self.registry, ids).await
     }
 
     /// Pids of every worker process, by server.
@@ -381,4 +360,36 @@ async fn wait_healthy(client: &reqwest::Client, base: &Url, what: &str) -> anyho
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The running workers of a server, from its runtime records in `registry`.
+pub async fn running_workers(registry: &RedisRegistry, server_id: &str) -> Vec<WorkerRecord> {
+    registry
+        .get_runtime(server_id)
+        .await
+        .map(|r| {
+            r.workers
+                .into_iter()
+                .filter(|w| w.status == WorkerStatus::Running)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The base URL of each server's first running worker, in the order of `ids` (what
+/// `mcp-loadtest run --direct` and the suite's gateway-cost run send to).
+pub async fn worker_urls(registry: &RedisRegistry, ids: &[String]) -> anyhow::Result<Vec<Url>> {
+    let mut urls = Vec::with_capacity(ids.len());
+    for id in ids {
+        let workers = running_workers(registry, id).await;
+        let worker = workers
+            .first()
+            .with_context(|| format!("{id} has no running worker"))?;
+        let host = worker.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let port = worker
+            .port
+            .with_context(|| format!("{id}: worker without a port"))?;
+        urls.push(Url::parse(&format!("http://{host}:{port}/"))?);
+    }
+    Ok(urls)
 }

@@ -69,6 +69,13 @@ struct RunArgs {
     /// (stalls show up as one bad second), and add them to the JSON as `per_second`.
     #[arg(long)]
     per_second: bool,
+    /// Send straight to the workers (each server's first running worker, found in the
+    /// registry at REDIS_URL) instead of through the gateway: what the gateway adds is
+    /// the difference between a run with and one without this flag.
+    #[arg(long)]
+    direct: bool,
+    #[command(flatten)]
+    redis: mcp_core::config::RedisArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,7 +165,13 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         timeline: args.per_second,
     };
     let client = driver::client()?;
-    let report = driver::run(&plan, &Target::Gateway(base), &config, &client).await?;
+    let target = if args.direct {
+        let registry = args.redis.registry()?;
+        Target::Direct(mcp_loadtest::hub::worker_urls(&registry, &plan.servers).await?)
+    } else {
+        Target::Gateway(base)
+    };
+    let report = driver::run(&plan, &target, &config, &client).await?;
     print!("{}", report.table());
     let seconds = args
         .per_second

@@ -72,6 +72,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// Collects the outcomes of the measured window.
+#[derive(Clone, Debug)]
 pub struct Recorder {
     latency: Histogram<u64>,
     first_event: Histogram<u64>,
@@ -125,6 +126,24 @@ impl Recorder {
         self.failures.values().sum()
     }
 
+    /// Adds another run's outcomes (its histograms, counts and failures) to these.
+    pub fn merge(&mut self, other: &Recorder) {
+        for (mine, theirs) in [
+            (&mut self.latency, &other.latency),
+            (&mut self.first_event, &other.first_event),
+            (&mut self.response, &other.response),
+            (&mut self.lag, &other.lag),
+        ] {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = mine.add(theirs);
+        }
+        self.succeeded += other.succeeded;
+        for (label, n) in &other.failures {
+            *self.failures.entry(label.clone()).or_insert(0) += n;
+        }
+        self.max_in_flight = self.max_in_flight.max(other.max_in_flight);
+    }
+
     pub fn into_report(self, meta: RunMeta) -> Report {
         let failed = self.failed();
         let secs = meta.duration.as_secs_f64();
@@ -148,13 +167,14 @@ impl Recorder {
             } else {
                 0.0
             },
-            failures: self.failures,
+            failures: self.failures.clone(),
             latency_ms: Percentiles::of(&self.latency),
             first_event_ms: Percentiles::of(&self.first_event),
             response_ms: Percentiles::of(&self.response),
             schedule_lag_ms: Percentiles::of(&self.lag),
             max_in_flight: self.max_in_flight,
             timeline: Vec::new(),
+            recorder: Box::new(self),
         }
     }
 }
@@ -231,9 +251,33 @@ pub struct Report {
     /// Every measured call, when the run asked for it (`RunConfig::timeline`).
     #[serde(skip)]
     pub timeline: Vec<crate::driver::Call>,
+    /// What the figures were computed from, so runs can be pooled ([`Report::pooled`]).
+    #[serde(skip)]
+    pub recorder: Box<Recorder>,
 }
 
 impl Report {
+    /// One report of several runs of the same plan at the same rate (the rounds of an
+    /// interleaved comparison): counts add up, durations too, and every percentile
+    /// comes from the merged histograms, not from averaging the runs' percentiles.
+    /// `None` for no runs.
+    pub fn pooled(runs: &[Report]) -> Option<Report> {
+        let first = runs.first()?;
+        let mut recorder = (*first.recorder).clone();
+        for run in &runs[1..] {
+            recorder.merge(&run.recorder);
+        }
+        Some(recorder.into_report(RunMeta {
+            scenario: first.scenario.clone(),
+            mode: first.mode,
+            target: first.target.clone(),
+            rate: first.rate_offered,
+            warmup: Duration::from_secs_f64(runs.iter().map(|r| r.warmup_s).sum()),
+            duration: Duration::from_secs_f64(runs.iter().map(|r| r.duration_s).sum()),
+            offered: runs.iter().map(|r| r.offered).sum(),
+        }))
+    }
+
     /// A human-readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -364,6 +408,44 @@ mod tests {
             duration,
             offered,
         }
+    }
+
+    #[test]
+    fn pooled_runs_give_the_percentiles_of_all_their_calls() {
+        let run = |from: u64, to: u64, failed: u64| {
+            let mut recorder = Recorder::default();
+            for ms in from..=to {
+                recorder.success(Success {
+                    latency: Duration::from_millis(ms),
+                    first_event: Duration::from_millis(1),
+                    response: Duration::from_millis(ms),
+                });
+            }
+            for _ in 0..failed {
+                recorder.failure(&Failure::Timeout);
+            }
+            recorder.into_report(meta(to - from + 1 + failed, Duration::from_secs(5)))
+        };
+        // The low half in one run, the high half in the other: neither run's p50 is
+        // the pooled one.
+        let low = run(1, 500, 1);
+        let high = run(501, 1000, 2);
+        assert!((low.latency_ms.p50 - 250.0).abs() < 1.0);
+        let pooled = Report::pooled(&[low, high]).expect("two runs");
+        assert_eq!(pooled.latency_ms.count, 1000);
+        assert_eq!(pooled.succeeded, 1000);
+        assert_eq!(pooled.failed, 3);
+        assert_eq!(pooled.offered, 1003);
+        assert_eq!(pooled.failures.get("timeout"), Some(&3));
+        assert_eq!(pooled.duration_s, 10.0);
+        assert!((pooled.achieved_rps - 100.0).abs() < 1e-9);
+        for (got, exact) in [
+            (pooled.latency_ms.p50, 500.0),
+            (pooled.latency_ms.p99, 990.0),
+        ] {
+            assert!((got - exact).abs() <= exact * 0.001, "{got} vs {exact}");
+        }
+        assert!(Report::pooled(&[]).is_none());
     }
 
     #[test]

@@ -329,8 +329,11 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         let _ = writeln!(out, "## Gateway cost\n");
         let _ = writeln!(
             out,
-            "The same mix at {:.0} rps, one run straight to the workers' `/call/{{tool}}`, one through the gateway.\n",
-            cost.rate
+            "The same mix at {:.0} rps straight to the workers' `/call/{{tool}}` and through the gateway, \
+             in {} rounds per side taken in turn (direct, gateway, gateway, direct, ...: a machine whose speed \
+             drifts during the runs weighs on both sides alike); each row pools its rounds' calls.\n",
+            cost.rate,
+            cost.rounds
         );
         let _ = writeln!(out, "{LATENCY_HEADER}");
         latency_row(&mut out, "client -> worker", &cost.direct);

@@ -79,6 +79,8 @@ pub struct Step {
 #[derive(Debug, Serialize)]
 pub struct GatewayCost {
     pub rate: f64,
+    /// Interleaved rounds per side, pooled into `direct` and `gateway`.
+    pub rounds: u32,
     pub direct: Report,
     pub gateway: Report,
     pub added_p50_ms: f64,
@@ -515,7 +517,13 @@ async fn idle_footprint(hub: &Hub) -> Footprint {
     }
 }
 
-/// Direct to the workers, then through the gateway, at the same rate.
+/// Rounds of the gateway-cost comparison, in order: `true` goes through the gateway.
+/// Each pair of rounds mirrors the one before (direct, gateway, gateway, direct, ...),
+/// so a machine that slows down or speeds up during the runs weighs on both sides alike.
+const COST_ROUNDS: [bool; 8] = [false, true, true, false, false, true, true, false];
+
+/// Straight to the workers and through the gateway at the same rate, in interleaved
+/// rounds pooled per side.
 async fn gateway_cost(
     hub: &Hub,
     plan: &Plan,
@@ -523,8 +531,8 @@ async fn gateway_cost(
     rate: f64,
     timing: &Timing,
 ) -> anyhow::Result<GatewayCost> {
-    let config = run_config(rate, timing.warmup, timing.cost)?;
-    let calls = config.schedule.total().max(1) as f64;
+    let rounds_per_side = COST_ROUNDS.len() as u32 / 2;
+    let round = timing.cost / rounds_per_side;
     let workers = hub.worker_urls(server_ids).await?;
     let worker_pids: Vec<u32> = hub.worker_pids().await.into_values().flatten().collect();
     let workers_cpu = || -> Duration {
@@ -534,32 +542,62 @@ async fn gateway_cost(
             .sum()
     };
     let gateway_pid = hub.gateway.pid();
+    let direct_target = Target::Direct(workers);
+    let gateway_target = Target::Gateway(hub.gateway_url.clone());
 
-    let w0 = workers_cpu();
-    let direct = driver::run(plan, &Target::Direct(workers), &config, &hub.client).await?;
-    let w1 = workers_cpu();
-    eprint!("{}", direct.table());
+    let mut direct = Vec::new();
+    let mut gateway = Vec::new();
+    // CPU time of the gateway and the workers, and calls sent, per side.
+    let (mut gateway_cpu, mut workers_cpu_direct, mut workers_cpu_gateway) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut calls_direct, mut calls_gateway) = (0u64, 0u64);
+    for (i, through_gateway) in COST_ROUNDS.into_iter().enumerate() {
+        // The first round of each side warms the connections up; later ones reuse them.
+        let warmup = if i < 2 {
+            timing.warmup
+        } else {
+            timing.warmup / 3
+        };
+        let config = run_config(rate, warmup, round)?;
+        let target = if through_gateway {
+            &gateway_target
+        } else {
+            &direct_target
+        };
+        let (g0, w0) = (
+            procfs::cpu_time(gateway_pid).unwrap_or_default(),
+            workers_cpu(),
+        );
+        let report = driver::run(plan, target, &config, &hub.client).await?;
+        let (g1, w1) = (
+            procfs::cpu_time(gateway_pid).unwrap_or_default(),
+            workers_cpu(),
+        );
+        if through_gateway {
+            gateway_cpu += g1.saturating_sub(g0);
+            workers_cpu_gateway += w1.saturating_sub(w0);
+            calls_gateway += config.schedule.total();
+            gateway.push(report);
+        } else {
+            workers_cpu_direct += w1.saturating_sub(w0);
+            calls_direct += config.schedule.total();
+            direct.push(report);
+        }
+    }
+    let (Some(direct), Some(gateway)) = (Report::pooled(&direct), Report::pooled(&gateway)) else {
+        anyhow::bail!("no gateway-cost rounds ran");
+    };
+    eprint!("{}{}", direct.table(), gateway.table());
 
-    let g0 = procfs::cpu_time(gateway_pid).unwrap_or_default();
-    let gateway = driver::run(
-        plan,
-        &Target::Gateway(hub.gateway_url.clone()),
-        &config,
-        &hub.client,
-    )
-    .await?;
-    let g1 = procfs::cpu_time(gateway_pid).unwrap_or_default();
-    let w2 = workers_cpu();
-    eprint!("{}", gateway.table());
-
-    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls;
+    let per_call = |d: Duration, calls: u64| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
     Ok(GatewayCost {
         rate,
+        rounds: rounds_per_side,
         added_p50_ms: gateway.latency_ms.p50 - direct.latency_ms.p50,
         added_p99_ms: gateway.latency_ms.p99 - direct.latency_ms.p99,
-        gateway_cpu_us_per_call: per_call(g1.saturating_sub(g0)),
-        worker_cpu_us_per_call_direct: per_call(w1.saturating_sub(w0)),
-        worker_cpu_us_per_call_gateway: per_call(w2.saturating_sub(w1)),
+        gateway_cpu_us_per_call: per_call(gateway_cpu, calls_gateway),
+        worker_cpu_us_per_call_direct: per_call(workers_cpu_direct, calls_direct),
+        worker_cpu_us_per_call_gateway: per_call(workers_cpu_gateway, calls_gateway),
         direct,
         gateway,
     })
