@@ -7,6 +7,7 @@
 pub mod mock_api;
 pub mod process;
 pub mod python;
+pub mod raw_http;
 pub mod redis_server;
 pub mod sse;
 pub mod wait;

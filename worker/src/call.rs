@@ -89,7 +89,9 @@ type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = (Bytes, bool)> + Sen
 
 /// Runs the call in a task and streams its events. The response (head and
 /// `tool_call.started`) waits up to `state.started_hold` for the first result, so a
-/// quick REST answer leaves in the same write as `tool_call.started`.
+/// quick REST answer leaves in the same write as `tool_call.started`; a call that is
+/// over by then leaves whole, as a sized body (`Content-Length`), so no hop downstream
+/// has chunks to frame, flush and end one by one.
 pub async fn stream(
     state: Arc<WorkerState>,
     prepared: invoke::Prepared,
@@ -101,40 +103,57 @@ pub async fn stream(
         prepared,
         request_id.clone(),
     );
-    let batches = hold_started(Box::pin(batches), state.started_hold).await;
-    sse_response(
-        axum::body::Body::new(EndAwareBody {
+    let body = match hold_started(Box::pin(batches), state.started_hold).await {
+        Held::Whole(bytes) => axum::body::Body::from(bytes),
+        Held::Streaming(batches) => axum::body::Body::new(EndAwareBody {
             batches,
             ended: false,
         }),
-        &request_id,
-    )
+    };
+    sse_response(body, &request_id)
+}
+
+/// What the hold of `tool_call.started` ended with.
+enum Held {
+    /// Every event of the call: it was over within the hold.
+    Whole(Bytes),
+    /// Batches still to come (the first may already hold `tool_call.started` and the
+    /// first result).
+    Streaming(Batches),
 }
 
 /// Joins `tool_call.started` (the first batch, always ready) with the next batch when
 /// that one is ready within `hold`. Waiting here is cancel-safe: a batch not ready in
 /// time stays in progress inside the stream and is polled again by the body.
-async fn hold_started(mut batches: Batches, hold: std::time::Duration) -> Batches {
+async fn hold_started(mut batches: Batches, hold: std::time::Duration) -> Held {
     if hold.is_zero() {
-        return batches;
+        return Held::Streaming(batches);
     }
     // `tool_call.started` is never the last batch.
     let Some((started, _)) = batches.next().await else {
-        return batches;
+        return Held::Streaming(batches);
     };
-    let first = match tokio::time::timeout(hold, batches.next()).await {
+    match tokio::time::timeout(hold, batches.next()).await {
         Ok(Some((batch, last))) => {
             let mut joined = Vec::with_capacity(started.len() + batch.len());
             joined.extend_from_slice(&started);
             joined.extend_from_slice(&batch);
-            (Bytes::from(joined), last)
+            let joined = Bytes::from(joined);
+            if last {
+                Held::Whole(joined)
+            } else {
+                Held::Streaming(Box::pin(
+                    futures::stream::once(async move { (joined, false) }).chain(batches),
+                ))
+            }
         }
         // The stream ended without a final frame (cannot happen: `batches` always
         // ends with one); what there is goes out.
-        Ok(None) => return Box::pin(futures::stream::iter([(started, true)])),
-        Err(_) => (started, false),
-    };
-    Box::pin(futures::stream::once(async move { first }).chain(batches))
+        Ok(None) => Held::Whole(started),
+        Err(_) => Held::Streaming(Box::pin(
+            futures::stream::once(async move { (started, false) }).chain(batches),
+        )),
+    }
 }
 
 /// A response body of frame batches that says it has ended as soon as the last batch

@@ -35,6 +35,8 @@ pub struct Options {
     pub workers: bool,
     pub gateway_args: Vec<String>,
     pub supervisor_args: Vec<String>,
+    /// Environment of the supervisor, which its workers inherit.
+    pub supervisor_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -43,6 +45,7 @@ impl Default for Options {
             workers: true,
             gateway_args: Vec::new(),
             supervisor_args: Vec::new(),
+            supervisor_env: Vec::new(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl Stack {
                 mcp_testkit::bin_path("mcp-worker").to_str().expect("utf8"),
             ]);
             command.args(&options.supervisor_args);
+            command.envs(options.supervisor_env.iter().map(|(k, v)| (k, v)));
             ChildProcess::spawn("mcp-supervisor", command)
         });
 

@@ -14,6 +14,38 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[tokio::test]
+async fn a_quick_answer_reaches_the_client_whole_and_sized() {
+    // A hold far above what the mock takes, so a loaded test machine cannot make the
+    // REST answer miss it (5 ms by default) and turn the answer into a stream.
+    let stack = Stack::start(Options {
+        supervisor_env: vec![("MCP_WORKER_STARTED_HOLD_MS".into(), "2000".into())],
+        ..Options::default()
+    })
+    .await;
+    let addr = stack.base.trim_start_matches("http://");
+    // The PRD mix's two tools, and an answer of a few KiB: more than one MSS, which is
+    // Pingora's default write buffer.
+    let blob = json!({"args": {"blob": "x".repeat(3000)}}).to_string();
+    for (path, body) in [
+        ("/mcp/fruits_api/get_fruit_by_id", r#"{"args":{"id":2}}"#),
+        ("/mcp/fruits_api/get_fruits", r#"{"args":{}}"#),
+        ("/mcp/test_api/echo_blob", blob.as_str()),
+        ("/mcp/fruits_api/get_fruit_by_id", r#"{"args":{"id":3}}"#),
+    ] {
+        let reads = mcp_testkit::raw_http::post_reads(addr, path, body).await;
+        assert_eq!(reads.len(), 1, "one write: {reads:?}");
+        let text = &reads[0].1;
+        let lower = text.to_ascii_lowercase();
+        for part in ["http/1.1 200", "content-length: ", "x-request-id: "] {
+            assert!(lower.contains(part), "{part:?} in {text}");
+        }
+        assert!(!lower.contains("chunked"), "{text}");
+        let (_, body) = text.split_once("\r\n\r\n").expect("head and body");
+        crate::assert_completed(&crate::parse_sse(body));
+    }
+}
+
+#[tokio::test]
 async fn chunks_stream_through_the_gateway_as_they_are_produced() {
     let stack = Stack::start(Options::default()).await;
     let mut response = stack

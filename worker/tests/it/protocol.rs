@@ -362,41 +362,18 @@ async fn write_tool_behind_the_registry(
     (conn, keys)
 }
 
-/// Sends one raw HTTP/1.1 request to the worker and returns each read's bytes (as text)
-/// until the chunked terminator, and when each arrived.
+/// One raw `POST /call/{tool}` to the worker: each read's text and when it arrived.
 async fn raw_call_reads(
     hub: &WorkerHarness,
     tool: &str,
     body: &str,
 ) -> Vec<(std::time::Duration, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = hub.base.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let request = format!(
-        "POST /call/{tool} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let sent = std::time::Instant::now();
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut reads = Vec::new();
-    let mut whole = String::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while !whole.ends_with("0\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
-            .await
-            .expect("the response within 20 s")
-            .expect("read");
-        assert!(n > 0, "the worker closed early after {whole:?}");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        whole.push_str(&text);
-        reads.push((sent.elapsed(), text));
-    }
-    reads
+    mcp_testkit::raw_http::post_reads(addr, &format!("/call/{tool}"), body).await
 }
 
 #[tokio::test]
-async fn a_quick_rest_answer_leaves_with_tool_call_started_in_one_write() {
+async fn a_quick_rest_answer_leaves_whole_in_one_sized_write() {
     // A hold far above what the mock takes, so a loaded test machine cannot make the
     // REST answer miss it (5 ms by default).
     let hub = WorkerHarness::start_with(
@@ -409,18 +386,35 @@ async fn a_quick_rest_answer_leaves_with_tool_call_started_in_one_write() {
     for _ in 0..2 {
         let reads = raw_call_reads(&hub, "get_fruit_by_id", r#"{"args":{"id":2}}"#).await;
         let first = &reads[0].1;
+        assert_eq!(reads.len(), 1, "one write: {reads:?}");
         for part in [
             "HTTP/1.1 200",
+            "content-length: ",
             "tool_call.started",
             "output.delta",
             "tool_call.completed",
-            "\r\n0\r\n\r\n",
         ] {
             assert!(
                 first.contains(part),
                 "{part:?} in the first read: {reads:?}"
             );
         }
+        assert!(!first.contains("chunked"), "{first}");
+    }
+}
+
+#[tokio::test]
+async fn a_quick_failure_leaves_whole_too() {
+    let tools = vec![
+        json!({"name": "missing", "method": "GET", "pathTemplate": "/test/status/404",
+        "inputSchema": {"type": "object"}}),
+    ];
+    let hub = WorkerHarness::start_with(json!({}), tools, &["--started-hold-ms", "2000"]).await;
+    let reads = raw_call_reads(&hub, "missing", r#"{"args":{}}"#).await;
+    assert_eq!(reads.len(), 1, "one write: {reads:?}");
+    let first = &reads[0].1;
+    for part in ["content-length: ", "tool_call.started", "tool_call.error"] {
+        assert!(first.contains(part), "{part:?} in {first}");
     }
 }
 
@@ -434,6 +428,7 @@ async fn a_slow_rest_answer_gets_tool_call_started_when_the_hold_ends() {
     let reads = raw_call_reads(&hub, "slow", r#"{"args":{}}"#).await;
     let (first_at, first) = &reads[0];
     assert!(first.contains("tool_call.started"), "{reads:?}");
+    assert!(first.contains("transfer-encoding: chunked"), "{reads:?}");
     assert!(!first.contains("tool_call.completed"), "{reads:?}");
     // The hold is 5 ms by default; anything well under the REST API's 1.5 s shows that
     // the head and `tool_call.started` did not wait for the answer.

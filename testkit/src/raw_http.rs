@@ -1,0 +1,74 @@
+//! One HTTP/1.1 exchange over a bare TCP socket, read by read: for tests about how
+//! many writes a response took, which a client library hides.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends a POST of `body` (JSON) to `path` at `addr` (`host:port`) and returns each
+/// read's bytes, as text, until the response is complete (its Content-Length, or the
+/// chunked terminator), with when each arrived after the send. Panics on a connection
+/// failure, on an early close and after 20 s.
+pub async fn post_reads(addr: &str, path: &str, body: &str) -> Vec<(Duration, String)> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = Instant::now();
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut reads = Vec::new();
+    let mut whole = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !response_complete(&whole) {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+            .await
+            .expect("the response within 20 s")
+            .expect("read");
+        assert!(n > 0, "the server closed early after {whole:?}");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        whole.push_str(&text);
+        reads.push((sent.elapsed(), text));
+    }
+    reads
+}
+
+/// Whether `text` holds a whole HTTP/1.1 response: a sized body all there, or a chunked
+/// one with its terminator.
+pub fn response_complete(text: &str) -> bool {
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    match length {
+        Some(length) => body.len() >= length,
+        None => body.ends_with("0\r\n\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::response_complete;
+
+    #[test]
+    fn a_response_is_complete_at_its_length_or_its_terminator() {
+        assert!(!response_complete(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"
+        ));
+        assert!(!response_complete(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
+        ));
+        assert!(response_complete(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde"
+        ));
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(!response_complete(chunked));
+        assert!(response_complete(&format!("{chunked}0\r\n\r\n")));
+    }
+}
