@@ -1,5 +1,6 @@
-//! Owns what the benchmarks read of other processes from `/proc`: resident memory and
-//! CPU time. Linux only; a process that is gone reads as `None`.
+//! Owns what the benchmarks read from `/proc`: other processes' resident memory and CPU
+//! time, and the machine's CPU time by state (how much a hypervisor took). Linux only;
+//! a process that is gone reads as `None`.
 
 use std::time::Duration;
 
@@ -38,6 +39,46 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The machine's CPU time so far, in clock ticks summed over its CPUs (the `cpu` line
+/// of `/proc/stat`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// Every state: user, nice, system, idle, iowait, irq, softirq, steal.
+    pub total: u64,
+    /// Time the hypervisor ran something else while this VM had work ready.
+    pub steal: u64,
+}
+
+impl MachineCpu {
+    pub fn read() -> Option<MachineCpu> {
+        parse_machine_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Share of the machine's CPU time since `before` that was stolen, in percent
+    /// (`None` when no time passed). A loaded VM whose host is busy loses time here,
+    /// which no process of the hub can show.
+    pub fn steal_percent_since(&self, before: &MachineCpu) -> Option<f64> {
+        let total = self.total.checked_sub(before.total)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        (total > 0).then(|| steal as f64 * 100.0 / total as f64)
+    }
+}
+
+fn parse_machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    (ticks.len() == 8).then(|| MachineCpu {
+        total: ticks.iter().sum(),
+        steal: ticks[7],
+    })
+}
+
 fn ticks_to_duration(ticks: u64, per_second: u64) -> Duration {
     Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / per_second.max(1))
 }
@@ -53,6 +94,22 @@ fn clock_ticks_per_second() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_line_gives_total_and_steal() {
+        let stat = "cpu  536529 0 71778 388173 3234 0 11586 24181 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        let before = parse_machine_cpu(stat).expect("parsed");
+        assert_eq!(before.total, 536529 + 71778 + 388173 + 3234 + 11586 + 24181);
+        assert_eq!(before.steal, 24181);
+        let after = MachineCpu {
+            total: before.total + 1000,
+            steal: before.steal + 150,
+        };
+        assert_eq!(after.steal_percent_since(&before), Some(15.0));
+        assert_eq!(before.steal_percent_since(&before), None);
+        assert_eq!(parse_machine_cpu("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_cpu("intr 1 2 3\n"), None);
+    }
 
     #[test]
     fn stat_lines_with_odd_names_parse() {

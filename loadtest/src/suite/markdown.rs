@@ -95,17 +95,34 @@ fn failures(report: &Report) -> String {
         .join(", ")
 }
 
+/// Cargo's profile of the binaries measured: the name of their folder (`dist`,
+/// `release`) under the target directory.
+fn build_profile(bin_dir: &std::path::Path) -> String {
+    bin_dir.file_name().map_or_else(
+        || "unknown".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    )
+}
+
+/// A share in percent, or a dash when it could not be read.
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"))
+}
+
 fn steps_table(out: &mut String, steps: &[Step]) {
     let _ = writeln!(
         out,
-        "| offered rps | achieved rps | failures | p50 ms | p99 ms | p99.9 ms | max ms | response p99 ms | generator lag p99 ms | bar |"
+        "| offered rps | achieved rps | failures | p50 ms | p99 ms | p99.9 ms | max ms | response p99 ms | generator lag p99 ms | CPU stolen | bar |"
     );
-    let _ = writeln!(out, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        out,
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for step in steps {
         let r = &step.report;
         let _ = writeln!(
             out,
-            "| {:.0} | {:.0} | {} ({:.3}%) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {:.0} | {:.0} | {} ({:.3}%) | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
             r.rate_offered,
             r.achieved_rps,
             r.failed,
@@ -116,6 +133,7 @@ fn steps_table(out: &mut String, steps: &[Step]) {
             r.latency_ms.max,
             r.response_ms.p99,
             r.schedule_lag_ms.p99,
+            percent(step.steal_percent),
             if step.passed { "met" } else { "missed" }
         );
     }
@@ -152,7 +170,7 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         out,
         "- machine: {} ({} cores), {} RAM, Linux {}\n- commit: `{}`\n- date: {}\n- wall clock of the suite: {:.0} s{}\n\
          - everything on this one machine: Redis, mock REST API, admin API, supervisor, workers, gateway \
-         and the load generator (release builds). Latency is from the moment a request is sent to the \
+         and the load generator (binaries of the `{}` profile). Latency is from the moment a request is sent to the \
          arrival of its `tool_call.completed` event (or its MCP result); a call counts as a success only \
          then. The generator is open-loop: request *k* leaves at *k / rate* whatever the others do; \
          \"generator lag\" is how late it left.\n",
@@ -167,7 +185,8 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
             "\n- **quick mode**: short runs, noisy figures; not for comparison"
         } else {
             ""
-        }
+        },
+        build_profile(&config.bin_dir)
     );
 
     let _ = writeln!(out, "## Summary against the targets\n");
@@ -288,7 +307,8 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
             "The PRD mix, the rate raised step by step until the p99 response time (from each call's scheduled \
              time, so a generator that falls behind cannot hide queueing) exceeds {CAPACITY_P99_MS} ms or failures \
              exceed {}%; the last rate that met both is the capacity: **{:.0} rps**. Latency columns run from \
-             the send.\n",
+             the send. \"CPU stolen\" is the share of the machine's CPU time the hypervisor gave to others during \
+             the step (`/proc/stat`): the same hub loses steps to a busy host.\n",
             CAPACITY_MAX_FAILURES * 100.0,
             capacity.rate
         );
@@ -341,12 +361,14 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         let _ = writeln!(
             out,
             "\nAdded by the gateway: p50 **{:+.3} ms**, p99 **{:+.3} ms**. Gateway CPU time per call: **{:.1} µs** \
-             (workers: {:.1} µs per call direct, {:.1} µs through the gateway).\n",
+             (workers: {:.1} µs per call direct, {:.1} µs through the gateway). CPU time the hypervisor \
+             took from this VM during the rounds (steal): {}.\n",
             cost.added_p50_ms,
             cost.added_p99_ms,
             cost.gateway_cpu_us_per_call,
             cost.worker_cpu_us_per_call_direct,
-            cost.worker_cpu_us_per_call_gateway
+            cost.worker_cpu_us_per_call_gateway,
+            percent(cost.steal_percent)
         );
     }
 
@@ -552,7 +574,7 @@ mod tests {
 
     fn config(out: std::path::PathBuf) -> SuiteConfig {
         SuiteConfig {
-            bin_dir: "bin".into(),
+            bin_dir: "target/dist".into(),
             log_dir: "logs".into(),
             scenario: "s.yaml".into(),
             mcp_scenario: "m.yaml".into(),
@@ -590,6 +612,7 @@ mod tests {
         write(&config(out.clone()), &results).expect("written");
         let text = std::fs::read_to_string(&out).expect("read");
         assert!(text.contains("make bench"), "{text}");
+        assert!(text.contains("binaries of the `dist` profile"), "{text}");
         assert!(
             text.contains("| PRD scenario (20 servers, 200 rps, 1 s): 0 failures (bar < 1%) | 0 failed of 100 | yes |"),
             "{text}"

@@ -74,6 +74,8 @@ pub struct Capacity {
 pub struct Step {
     pub passed: bool,
     pub report: Report,
+    /// Share of the machine's CPU the hypervisor took during the step, in percent.
+    pub steal_percent: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +83,8 @@ pub struct GatewayCost {
     pub rate: f64,
     /// Interleaved rounds per side, pooled into `direct` and `gateway`.
     pub rounds: u32,
+    /// Share of the machine's CPU the hypervisor took during the rounds, in percent.
+    pub steal_percent: Option<f64>,
     pub direct: Report,
     pub gateway: Report,
     pub added_p50_ms: f64,
@@ -385,16 +389,24 @@ async fn capacity(
     for &rate in steps {
         let pids = all_pids(hub).await;
         let cpu_before = cpu_by_pid(&pids);
+        let machine_before = procfs::MachineCpu::read();
         let sampler = RssSampler::start(pids.clone());
         let report = load(hub, plan, rate, timing.warmup, timing.step).await?;
         let rss = sampler.stop().await;
         let cpu_after = cpu_by_pid(&pids);
+        let steal_percent = procfs::MachineCpu::read()
+            .zip(machine_before)
+            .and_then(|(after, before)| after.steal_percent_since(&before));
         let calls = run_config(rate, timing.warmup, timing.step)?
             .schedule
             .total()
             .max(1) as f64;
         let passed = passes(&report);
-        found.steps.push(Step { passed, report });
+        found.steps.push(Step {
+            passed,
+            report,
+            steal_percent,
+        });
         if !passed {
             break;
         }
@@ -551,6 +563,7 @@ async fn gateway_cost(
     let (mut gateway_cpu, mut workers_cpu_direct, mut workers_cpu_gateway) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut calls_direct, mut calls_gateway) = (0u64, 0u64);
+    let machine_before = procfs::MachineCpu::read();
     for (i, through_gateway) in COST_ROUNDS.into_iter().enumerate() {
         // The first round of each side warms the connections up; later ones reuse them.
         let warmup = if i < 2 {
@@ -584,6 +597,9 @@ async fn gateway_cost(
             direct.push(report);
         }
     }
+    let steal_percent = procfs::MachineCpu::read()
+        .zip(machine_before)
+        .and_then(|(after, before)| after.steal_percent_since(&before));
     let (Some(direct), Some(gateway)) = (Report::pooled(&direct), Report::pooled(&gateway)) else {
         anyhow::bail!("no gateway-cost rounds ran");
     };
@@ -593,6 +609,7 @@ async fn gateway_cost(
     Ok(GatewayCost {
         rate,
         rounds: rounds_per_side,
+        steal_percent,
         added_p50_ms: gateway.latency_ms.p50 - direct.latency_ms.p50,
         added_p99_ms: gateway.latency_ms.p99 - direct.latency_ms.p99,
         gateway_cpu_us_per_call: per_call(gateway_cpu, calls_gateway),
