@@ -78,7 +78,7 @@ pids+=($!)
 pids+=($!)
 # Workers outlive a supervisor crash by design; under `make run` they stop with it.
 MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT="${MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT:-true}" \
-  MCP_SUPERVISOR_WORKER_BIN="$bin/mcp-worker" "$bin/mcp-supervisor" &
+  MCP_SUPERVISOR_WORKER_BIN="${MCP_SUPERVISOR_WORKER_BIN:-$bin/mcp-worker}" "$bin/mcp-supervisor" &
 pids+=($!)
 MCP_GATEWAY_PINGORA_CONF="${MCP_GATEWAY_PINGORA_CONF:-conf/gateway.yaml}" "$bin/mcp-gateway" &
 pids+=($!)

@@ -89,6 +89,27 @@ fn compose_has_the_prd_topology() {
 fn compose_commands_name_binaries_the_image_holds() {
     let binaries = workspace_binaries();
     let dockerfile = repo("Dockerfile");
+    // The profile the image builds: `--profile NAME` (defined in Cargo.toml) or `--release`.
+    let profile = match dockerfile.split_once("cargo build --profile ") {
+        Some((_, rest)) => rest
+            .split_whitespace()
+            .next()
+            .expect("a profile name")
+            .to_owned(),
+        None => {
+            assert!(
+                dockerfile.contains("cargo build --release"),
+                "the Dockerfile builds with cargo"
+            );
+            "release".to_owned()
+        }
+    };
+    if profile != "release" {
+        assert!(
+            repo("Cargo.toml").contains(&format!("[profile.{profile}]")),
+            "the Dockerfile builds profile {profile}, which Cargo.toml does not define"
+        );
+    }
     for (name, service) in compose()["services"].as_object().expect("services") {
         if name == "redis" {
             continue;
@@ -102,8 +123,8 @@ fn compose_commands_name_binaries_the_image_holds() {
             "{name} runs {command}, which no crate builds ({binaries:?})"
         );
         assert!(
-            dockerfile.contains(&format!("target/release/{command}")),
-            "the Dockerfile does not copy {command}"
+            dockerfile.contains(&format!("target/{profile}/{command}")),
+            "the Dockerfile does not copy {command} from target/{profile}"
         );
     }
 }
