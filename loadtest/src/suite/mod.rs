@@ -394,9 +394,7 @@ async fn capacity(
         let report = load(hub, plan, rate, timing.warmup, timing.step).await?;
         let rss = sampler.stop().await;
         let cpu_after = cpu_by_pid(&pids);
-        let steal_percent = procfs::MachineCpu::read()
-            .zip(machine_before)
-            .and_then(|(after, before)| after.steal_percent_since(&before));
+        let steal_percent = stolen_since(machine_before);
         let calls = run_config(rate, timing.warmup, timing.step)?
             .schedule
             .total()
@@ -415,6 +413,14 @@ async fn capacity(
         found.rss_under_load = rss;
     }
     Ok(found)
+}
+
+/// The share of the machine's CPU stolen since `before` (a reading of
+/// `procfs::MachineCpu`), in percent; `None` when either reading failed.
+fn stolen_since(before: Option<procfs::MachineCpu>) -> Option<f64> {
+    procfs::MachineCpu::read()
+        .zip(before)
+        .and_then(|(after, before)| after.steal_percent_since(&before))
 }
 
 /// Every process of the hub, named; workers are summed as `mcp-worker (all)` for CPU
@@ -597,9 +603,7 @@ async fn gateway_cost(
             direct.push(report);
         }
     }
-    let steal_percent = procfs::MachineCpu::read()
-        .zip(machine_before)
-        .and_then(|(after, before)| after.steal_percent_since(&before));
+    let steal_percent = stolen_since(machine_before);
     let (Some(direct), Some(gateway)) = (Report::pooled(&direct), Report::pooled(&gateway)) else {
         anyhow::bail!("no gateway-cost rounds ran");
     };
