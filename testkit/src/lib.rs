@@ -20,13 +20,40 @@ pub use wait::{wait_until, wait_until_async};
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    // The kernel may hand the same ephemeral port out again as soon as it is released:
+    // two ports asked for one after the other (a listener and its metrics listener)
+    // then collide. Ports this process already handed out are never handed out again.
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A key prefix no other test uses, so tests can share a Redis and run in parallel.
 pub fn unique_prefix() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_never_repeat_within_a_process() {
+        // 1000 draws from the ~28,000 ephemeral ports repeat some port almost surely
+        // (about 18 pairs expected) unless free_port prevents it.
+        let ports: Vec<u16> = (0..1000).map(|_| super::free_port()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
