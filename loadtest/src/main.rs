@@ -53,7 +53,11 @@ struct RunArgs {
     /// Requests in flight at most; arrivals beyond count as `dropped` failures.
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: u64,
-    /// A call without its completion after this long is a `timeout`.
+    /// Connections at most (requests on the wire at once, as wrk2's fixed connections);
+    /// an arrival beyond waits for one, and its wait counts in the response time.
+    #[arg(long, default_value_t = driver::DEFAULT_CONNECTIONS)]
+    connections: usize,
+    /// A call without its completion this long after it was due is a `timeout`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     /// Seed of the tool and argument choices.
@@ -159,6 +163,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         schedule: Schedule::new(args.rate, args.warmup, args.duration)
             .map_err(anyhow::Error::msg)?,
         max_in_flight: args.max_in_flight,
+        connections: args.connections,
         timeout: args.timeout,
         seed: args.seed,
         sessions_per_server: args.sessions_per_server,

@@ -172,8 +172,10 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
          - everything on this one machine: Redis, mock REST API, admin API, supervisor, workers, gateway \
          and the load generator (binaries of the `{}` profile). Latency is from the moment a request is sent to the \
          arrival of its `tool_call.completed` event (or its MCP result); a call counts as a success only \
-         then. The generator is open-loop: request *k* leaves at *k / rate* whatever the others do; \
-         \"generator lag\" is how late it left.\n",
+         then. The generator is open-loop: request *k* is due at *k / rate* whatever the others do; \
+         like wrk2 it keeps at most {} connections (one request on each at a time), so a call due while \
+         all are busy waits for one, and that wait counts in its response time (from when it was due), \
+         not in its latency; \"generator lag\" is how late it left.\n",
         machine.cpu,
         machine.cores,
         machine.memory,
@@ -186,7 +188,8 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         } else {
             ""
         },
-        build_profile(&config.bin_dir)
+        build_profile(&config.bin_dir),
+        crate::driver::DEFAULT_CONNECTIONS
     );
 
     let _ = writeln!(out, "## Summary against the targets\n");

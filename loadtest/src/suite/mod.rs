@@ -339,6 +339,7 @@ fn run_config(rate: f64, warmup: Duration, duration: Duration) -> anyhow::Result
     Ok(RunConfig {
         schedule: Schedule::new(rate, warmup, duration).map_err(anyhow::Error::msg)?,
         max_in_flight: 20_000,
+        connections: driver::DEFAULT_CONNECTIONS,
         timeout: Duration::from_secs(10),
         seed: 1,
         sessions_per_server: 2,

@@ -3,4 +3,5 @@
 //! never a speed test.
 
 mod binaries;
+mod connections;
 mod smoke;

@@ -36,6 +36,7 @@ fn config(rate: f64, seconds: u64) -> RunConfig {
         schedule: Schedule::new(rate, Duration::from_secs(1), Duration::from_secs(seconds))
             .expect("schedule"),
         max_in_flight: 5_000,
+        connections: 256,
         timeout: Duration::from_secs(10),
         seed: 1,
         sessions_per_server: 1,
