@@ -21,7 +21,7 @@ pub async fn post_reads(addr: &str, path: &str, body: &str) -> Vec<(Duration, St
     let mut reads = Vec::new();
     let mut whole = String::new();
     let mut buf = vec![0u8; 64 * 1024];
-    while !response_complete(&whole) {
+    while !message_complete(&whole) {
         let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
             .await
             .expect("the response within 20 s")
@@ -34,9 +34,9 @@ pub async fn post_reads(addr: &str, path: &str, body: &str) -> Vec<(Duration, St
     reads
 }
 
-/// Whether `text` holds a whole HTTP/1.1 response: a sized body all there, or a chunked
-/// one with its terminator.
-pub fn response_complete(text: &str) -> bool {
+/// Whether `text` holds a whole HTTP/1.1 message (a response, or a request for a test
+/// that plays the server): a sized body all there, or a chunked one with its terminator.
+pub fn message_complete(text: &str) -> bool {
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return false;
     };
@@ -54,21 +54,21 @@ pub fn response_complete(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::response_complete;
+    use super::message_complete;
 
     #[test]
-    fn a_response_is_complete_at_its_length_or_its_terminator() {
-        assert!(!response_complete(
+    fn a_message_is_complete_at_its_length_or_its_terminator() {
+        assert!(!message_complete(
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"
         ));
-        assert!(!response_complete(
+        assert!(!message_complete(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc"
         ));
-        assert!(response_complete(
+        assert!(message_complete(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde"
         ));
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n";
-        assert!(!response_complete(chunked));
-        assert!(response_complete(&format!("{chunked}0\r\n\r\n")));
+        assert!(!message_complete(chunked));
+        assert!(message_complete(&format!("{chunked}0\r\n\r\n")));
     }
 }

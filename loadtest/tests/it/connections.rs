@@ -27,35 +27,20 @@ struct Counts {
 const ANSWER: &str = "event: tool_call.started\ndata: {}\n\n\
                       event: tool_call.completed\ndata: {}\n\n";
 
-/// Serves one connection: each request (head, then a `Content-Length` body) gets the
-/// answer after `DELAY`.
+/// Serves one connection: each request gets the answer after `DELAY`. The generator
+/// sends a request only once the previous answer arrived, so what has been read is
+/// always one request.
 async fn serve(mut stream: TcpStream, counts: Arc<Counts>) {
-    let mut buf = Vec::new();
+    let mut request = String::new();
+    let mut chunk = [0u8; 4096];
     loop {
-        let head_end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 4096];
+        while !mcp_testkit::raw_http::message_complete(&request) {
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let body_len = head
-            .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + body_len {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => request.push_str(&String::from_utf8_lossy(&chunk[..n])),
             }
         }
-        buf.drain(..head_end + body_len);
+        request.clear();
 
         let now = counts.busy.fetch_add(1, Ordering::SeqCst) + 1;
         counts.most_busy.fetch_max(now, Ordering::SeqCst);
