@@ -153,7 +153,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JsonLayer {
                 if let Some(span_fields) = span.extensions().get::<SpanFields>() {
                     for (name, value) in &span_fields.0 {
                         if own.field(name).is_none() {
-                            line.value_field(name, value);
+                            line.span_field(name, value);
                         }
                     }
                 }
@@ -169,9 +169,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JsonLayer {
 }
 
 /// One JSON object being written, with the names written so far (no duplicates).
+/// Event field names are `'static`, so only a span's field names are owned copies.
 struct JsonLine {
     out: Vec<u8>,
-    names: Vec<String>,
+    names: Vec<&'static str>,
+    span_names: Vec<String>,
 }
 
 impl JsonLine {
@@ -179,43 +181,99 @@ impl JsonLine {
         JsonLine {
             out: Vec::with_capacity(320),
             names: Vec::with_capacity(12),
+            span_names: Vec::new(),
         }
     }
 
     fn has(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.names.contains(&name) || self.span_names.iter().any(|n| n == name)
     }
 
     /// Writes `"name":` (with the separator) and lets `value` write the value. A name
     /// already written is skipped: the line's own fields (`timestamp`, `level`,
     /// `service`) come first and an event field of the same name never duplicates them.
-    fn raw_field(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+    fn raw_field(&mut self, name: &'static str, value: impl FnOnce(&mut Vec<u8>)) {
         if self.has(name) {
             return;
         }
+        self.write_name(name);
+        value(&mut self.out);
+        self.names.push(name);
+    }
+
+    fn write_name(&mut self, name: &str) {
         self.out
-            .push(if self.names.is_empty() { b'{' } else { b',' });
+            .push(if self.names.is_empty() && self.span_names.is_empty() {
+                b'{'
+            } else {
+                b','
+            });
         let _ = serde_json::to_writer(&mut self.out, name);
         self.out.push(b':');
-        value(&mut self.out);
-        self.names.push(name.to_owned());
     }
 
-    fn str_field(&mut self, name: &str, value: &str) {
+    fn str_field(&mut self, name: &'static str, value: &str) {
         self.raw_field(name, |out| {
             let _ = serde_json::to_writer(out, value);
         });
     }
 
-    fn value_field(&mut self, name: &str, value: &Value) {
+    fn value_field(&mut self, name: &'static str, value: &Value) {
         self.raw_field(name, |out| {
             let _ = serde_json::to_writer(out, value);
         });
+    }
+
+    /// A span's field (its name is not `'static`).
+    fn span_field(&mut self, name: &str, value: &Value) {
+        if self.has(name) {
+            return;
+        }
+        self.write_name(name);
+        let _ = serde_json::to_writer(&mut self.out, value);
+        self.span_names.push(name.to_owned());
     }
 
     fn finish(mut self) -> Vec<u8> {
         self.out.extend_from_slice(b"}\n");
         self.out
+    }
+}
+
+/// Formats a value straight into a JSON string's body, escaped as `serde_json` escapes
+/// (no intermediate `String`: `%` and `?` fields are most of a call's log fields).
+struct JsonEscaped<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let out = &mut *self.0;
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        for (i, &byte) in bytes.iter().enumerate() {
+            let escape: &[u8] = match byte {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0x00..=0x1f => b"",
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            if escape.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0xf)]);
+            } else {
+                out.extend_from_slice(escape);
+            }
+            start = i + 1;
+        }
+        out.extend_from_slice(&bytes[start..]);
+        Ok(())
     }
 }
 
@@ -246,7 +304,11 @@ impl Visit for JsonLine {
         self.str_field(field.name(), &error_chain(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.str_field(field.name(), &format!("{value:?}"));
+        self.raw_field(field.name(), |out| {
+            out.push(b'"');
+            let _ = std::fmt::Write::write_fmt(&mut JsonEscaped(out), format_args!("{value:?}"));
+            out.push(b'"');
+        });
     }
 }
 
@@ -276,22 +338,43 @@ fn join_chain(error: &dyn std::error::Error, separator: &str) -> String {
     text
 }
 
-/// Current UTC time as `"2026-11-24T14:02:16.123Z"` (quoted), written into `out`.
+/// Current UTC time as `"2026-11-24T14:02:16.123Z"` (quoted), written into `out`. The
+/// date and time of day are formatted once a second per thread, then copied.
 fn write_rfc3339_now(out: &mut Vec<u8>) {
+    thread_local! {
+        /// The second last formatted, and `"YYYY-MM-DDTHH:MM:SS` for it.
+        static SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z\"",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        now.subsec_millis()
-    );
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_from_days(days as i64);
+        let mut text = Vec::with_capacity(20);
+        let _ = write!(
+            text,
+            "\"{:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            year.clamp(0, 9999),
+            rem / 3600,
+            (rem % 3600) / 60,
+            rem % 60,
+        );
+        prefix.copy_from_slice(&text[..20]);
+        SECOND.set((secs, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    let millis = now.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+        b'"',
+    ]);
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -317,6 +400,60 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_781), (2026, 11, 24));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn debug_and_display_values_are_escaped_as_serde_json_escapes_them() {
+        let tricky = "quote \" backslash \\ newline \n cr \r tab \t bell \u{7} nul \u{0} \u{1f} del \u{7f} é ✓";
+        let mut out = Vec::new();
+        let _ = std::fmt::Write::write_str(&mut JsonEscaped(&mut out), tricky);
+        let expected = serde_json::to_string(tricky).expect("json");
+        assert_eq!(
+            format!("\"{}\"", String::from_utf8(out).expect("utf8")),
+            expected
+        );
+        let lines = lines_of(|| {
+            tracing::info!(event = "e", shown = %tricky, debugged = ?tricky);
+        });
+        assert_eq!(lines[0]["shown"], tricky);
+        assert_eq!(lines[0]["debugged"], format!("{tricky:?}"));
+    }
+
+    #[test]
+    fn the_timestamp_is_the_current_second_to_the_millisecond() {
+        let before = std::time::SystemTime::now();
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        write_rfc3339_now(&mut first);
+        write_rfc3339_now(&mut second);
+        let after = std::time::SystemTime::now();
+        for stamp in [&first, &second] {
+            let text: String = serde_json::from_slice(stamp).expect("a JSON string");
+            assert_eq!(text.len(), 24, "{text}");
+            assert!(text.ends_with('Z'), "{text}");
+            let formatted = |t: std::time::SystemTime| {
+                let mut out = Vec::new();
+                let secs = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+                let rem = secs % 86_400;
+                let _ = write!(
+                    out,
+                    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+                    rem / 3600,
+                    rem % 3600 / 60,
+                    rem % 60
+                );
+                String::from_utf8(out).unwrap_or_default()
+            };
+            let (low, high) = (formatted(before), formatted(after));
+            assert!(
+                text[..19] >= *low.as_str() && text[..19] <= *high.as_str(),
+                "{text} within {low} .. {high}"
+            );
+        }
     }
 
     /// Lines a JsonLayer writes for what `emit` logs.
