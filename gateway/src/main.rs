@@ -4,6 +4,11 @@
 
 use mcp_gateway::config::Config;
 
+/// mimalloc instead of glibc's malloc: allocation and freeing were a tenth of the
+/// gateway's CPU time per call (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let config: Config = mcp_core::config::parse("mcp-gateway");
     if let Err(err) = config.validate() {

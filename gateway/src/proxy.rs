@@ -478,7 +478,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         if let Some(endpoint) = &ctx.endpoint {
-            upstream.insert_header(http::header::HOST, endpoint.addr.to_string())?;
+            upstream.insert_header(http::header::HOST, &*endpoint.host)?;
             if let Route::LegacySse { server_id } = &ctx.route {
                 upstream.insert_header(
                     "x-forwarded-prefix",
@@ -496,8 +496,14 @@ impl ProxyHttp for Gateway {
             upstream.remove_header(&http::header::EXPECT);
         }
         if ctx.sampled() {
-            tracing::info!(event = "tool.call.proxy.start", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                target_url = %ctx.target_url(), attempt = ctx.attempts);
+            tracing::info!(
+                event = "tool.call.proxy.start",
+                request_id = ctx.request_id.as_str(),
+                server = ctx.server_id.as_str(),
+                tool = ctx.tool.as_str(),
+                target_url = ctx.target_url().as_str(),
+                attempt = ctx.attempts
+            );
         }
         Ok(())
     }
@@ -701,9 +707,16 @@ impl ProxyHttp for Gateway {
         }
         // Sampled with its `proxy.start` (one decision per request); failures always.
         if ctx.endpoint.is_some() && (status >= 500 || ctx.sampled == Some(true)) {
-            tracing::info!(event = "tool.call.proxy.done", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
-                target_url = %ctx.target_url(),
-                status, latency = latency.as_secs_f64() * 1000.0, attempts = ctx.attempts);
+            tracing::info!(
+                event = "tool.call.proxy.done",
+                request_id = ctx.request_id.as_str(),
+                server = ctx.server_id.as_str(),
+                tool = ctx.tool.as_str(),
+                target_url = ctx.target_url().as_str(),
+                status,
+                latency = latency.as_secs_f64() * 1000.0,
+                attempts = ctx.attempts
+            );
         }
     }
 }
@@ -906,7 +919,13 @@ impl Gateway {
         if !ctx.accepted_logged {
             ctx.accepted_logged = true;
             if ctx.sampled() {
-                tracing::info!(event = "tool.call.accepted", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, args_size = ctx.args_size);
+                tracing::info!(
+                    event = "tool.call.accepted",
+                    request_id = ctx.request_id.as_str(),
+                    server = ctx.server_id.as_str(),
+                    tool = ctx.tool.as_str(),
+                    args_size = ctx.args_size
+                );
             }
         }
         Ok(())
@@ -1134,7 +1153,14 @@ impl Ctx {
     /// The worker URL of the current attempt, for logs (empty before one is chosen).
     fn target_url(&self) -> String {
         match &self.endpoint {
-            Some(endpoint) => format!("http://{}{}", endpoint.addr, self.upstream_path),
+            Some(endpoint) => {
+                let mut url =
+                    String::with_capacity(7 + endpoint.host.len() + self.upstream_path.len());
+                url.push_str("http://");
+                url.push_str(&endpoint.host);
+                url.push_str(&self.upstream_path);
+                url
+            }
             None => String::new(),
         }
     }

@@ -18,6 +18,9 @@ use tokio::sync::watch;
 pub struct Endpoint {
     pub replica_idx: u32,
     pub addr: SocketAddr,
+    /// `addr` as text (`127.0.0.1:9100`), formatted once here for the `Host` header and
+    /// the logs' `target_url` of every call.
+    pub host: Arc<str>,
     /// The worker process: a restarted worker on the same port is a new endpoint.
     pub pid: Option<u32>,
 }
@@ -60,9 +63,11 @@ impl ServerRoute {
             .values()
             .filter(|r| r.status.is_routable())
             .filter_map(|r| {
+                let addr = resolve(r)?;
                 Some(Endpoint {
                     replica_idx: r.replica_idx,
-                    addr: resolve(r)?,
+                    addr,
+                    host: addr.to_string().into(),
                     pid: r.pid,
                 })
             })
@@ -91,18 +96,32 @@ pub struct Table {
 }
 
 impl Table {
+    /// The table of a registry snapshot. A tool whose binding is the same as in
+    /// `previous` keeps its compiled schema: the watcher reloads every
+    /// `MCP_GATEWAY_RECONCILE_INTERVAL`, and compiling every schema each time cost
+    /// milliseconds of CPU per reload with 20 servers.
     pub fn from_registry(
         snapshot: mcp_core::registry::Snapshot,
         runtime: Vec<ServerRuntime>,
+        previous: &Table,
     ) -> Table {
         let mut servers: HashMap<String, ServerRoute> =
             HashMap::with_capacity(snapshot.servers.len());
         for (server_id, entry) in snapshot.servers {
+            let known = previous.servers.get(&server_id).map(|s| &s.tools);
             let tools = entry
                 .tools
                 .into_values()
-                .filter_map(|binding| ServedTool::compile(&server_id, binding))
-                .map(|tool| (tool.binding.name.clone(), Arc::new(tool)))
+                .filter_map(|binding| {
+                    let same = known
+                        .and_then(|tools| tools.get(&binding.name))
+                        .filter(|tool| tool.binding == binding);
+                    match same {
+                        Some(tool) => Some(tool.clone()),
+                        None => ServedTool::compile(&server_id, binding).map(Arc::new),
+                    }
+                })
+                .map(|tool| (tool.binding.name.clone(), tool))
                 .collect();
             servers.insert(
                 server_id,
@@ -207,5 +226,35 @@ mod tests {
         ] {
             assert_eq!(route(statuses).is_idle(), idle, "{statuses:?}");
         }
+    }
+
+    fn snapshot(description: &str) -> mcp_core::registry::Snapshot {
+        let config: ServerConfig =
+            serde_json::from_value(serde_json::json!({"baseUrl": "http://127.0.0.1:9"}))
+                .expect("server");
+        let tool: mcp_core::model::ToolBinding = serde_json::from_value(serde_json::json!({
+            "name": "get", "method": "GET", "pathTemplate": "/x", "description": description,
+            "inputSchema": {"type": "object", "properties": {"id": {"type": "integer"}}}
+        }))
+        .expect("tool");
+        let entry = mcp_core::registry::ServerEntry {
+            config,
+            tools: [("get".to_owned(), tool)].into(),
+        };
+        mcp_core::registry::Snapshot {
+            version: 1,
+            servers: [("api".to_owned(), entry)].into(),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_compiled_schema_of_an_unchanged_tool_and_recompiles_a_changed_one() {
+        let first = Table::from_registry(snapshot("v1"), Vec::new(), &Table::default());
+        let compiled = |table: &Table| table.servers["api"].tools["get"].clone();
+        let same = Table::from_registry(snapshot("v1"), Vec::new(), &first);
+        assert!(Arc::ptr_eq(&compiled(&first), &compiled(&same)));
+        let changed = Table::from_registry(snapshot("v2"), Vec::new(), &same);
+        assert!(!Arc::ptr_eq(&compiled(&same), &compiled(&changed)));
+        assert_eq!(compiled(&changed).binding.description, "v2");
     }
 }

@@ -27,7 +27,7 @@ impl Watcher {
         let snapshot = self.registry.snapshot().await?;
         let runtime = self.registry.list_runtime().await?;
         let version = snapshot.version;
-        let table = Table::from_registry(snapshot, runtime);
+        let table = Table::from_registry(snapshot, runtime, &self.routes.load());
         let n_servers = table.servers.len();
         self.routes.store(table);
         tracing::debug!(event = "gateway.table.loaded", version, servers = n_servers);
