@@ -87,7 +87,12 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
         allowed_origins: config.allowed_origins.clone(),
         rollback,
     };
-    let gateway = proxy::Gateway::new(routes.clone(), registry.clone(), settings);
+    let gateway = proxy::Gateway::new(
+        routes.clone(),
+        registry.clone(),
+        settings,
+        &server.configuration,
+    );
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp-gateway");
     proxy_service.endpoints().add_listener(

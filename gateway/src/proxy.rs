@@ -3,8 +3,9 @@
 //! read (413 past `MCP_MAX_BODY_BYTES`, chunked or not) and validated against the tool's
 //! schema (400) -> request id -> pick a routable worker (waking an idle server, waiting
 //! for a restarting one) -> proxy. So invalid arguments never wake a server, wait for a
-//! worker or reach a worker's REST call. Pingora replays a body of up to 64 KiB from its
-//! retry buffer; a larger one is sent by [`forward`]. Responses stream through unbuffered.
+//! worker or reach a worker's REST call. A checked body (a tool call, a JSON-RPC POST)
+//! is then sent by [`forward`]; Pingora proxies the rest (admin calls, GET streams).
+//! Responses stream through unbuffered.
 
 mod forward;
 
@@ -47,7 +48,8 @@ pub struct Gateway {
     pub settings: Settings,
     /// Round-robin position over replicas; relaxed, only spreads load.
     next_replica: AtomicUsize,
-    /// Connections of [`forward`] (Pingora's own pool is not reachable from here).
+    /// Connections of [`forward`] (Pingora's own pool is not reachable from here); its
+    /// pool keeps as many idle connections as Pingora's (`upstream_keepalive_pool_size`).
     connector: pingora::connectors::http::v1::Connector,
 }
 
@@ -56,13 +58,16 @@ impl Gateway {
         routes: Arc<Routes>,
         registry: mcp_core::RedisRegistry,
         settings: Settings,
+        server_conf: &pingora::server::configuration::ServerConf,
     ) -> Gateway {
         Gateway {
             routes,
             registry,
             settings,
             next_replica: AtomicUsize::new(0),
-            connector: pingora::connectors::http::v1::Connector::new(None),
+            connector: pingora::connectors::http::v1::Connector::new(Some(
+                pingora::connectors::ConnectorOptions::from_server_conf(server_conf),
+            )),
         }
     }
 }
@@ -106,8 +111,7 @@ pub struct Ctx {
     stale_reuses: u32,
     accepted_logged: bool,
     args_size: usize,
-    /// A validated body too large for Pingora's retry buffer: Pingora cannot send a body
-    /// read in `request_filter` past that buffer, so [`forward`] sends this one.
+    /// The validated body of a checked route, which [`forward`] sends.
     held_body: Option<Bytes>,
     /// Body bytes passed through unchecked so far (routes without a body check).
     passed_bytes: usize,
@@ -400,10 +404,8 @@ impl ProxyHttp for Gateway {
 
         if !matches!(ctx.check, BodyCheck::None) {
             // The whole body is read and validated now, before a worker is woken, waited
-            // for or connected to, whatever its size or framing. Pingora keeps up to
-            // 64 KiB of it (so a failed connect can be retried) and replays that to the
-            // worker; a larger body is held here and sent by `forward`.
-            session.enable_retry_buffering();
+            // for or connected to, whatever its size or framing; it is held here (so a
+            // failed connect can be retried) and sent by `forward`.
             // A client that waits for `100 Continue` before sending its body (curl does
             // past 1 KiB) gets it here: no worker sees the request before its body.
             if expects_continue {
@@ -421,9 +423,7 @@ impl ProxyHttp for Gateway {
                 tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, status = err.status, code = err.code);
                 return reject(session, ctx, err).await;
             }
-            if session.as_downstream().retry_buffer_truncated() {
-                ctx.held_body = Some(whole);
-            }
+            ctx.held_body = Some(whole);
         }
         // A server with no routable worker: wake it when idle, wait when one is coming.
         if server.workers.is_empty() {

@@ -1,18 +1,22 @@
-//! Owns sending a validated body that Pingora cannot send itself. The gateway reads a
-//! checked body whole in `request_filter`, so that it is validated before a worker is
-//! woken, waited for or connected to; Pingora then replays it to the worker from its
-//! retry buffer, which holds 64 KiB (`BODY_BUF_LIMIT` of pingora-core): past that it
-//! sends nothing at all. Such a body is sent from here over a connection of our own, and
-//! the answer streamed back. The `ProxyHttp` hooks of the Pingora path (header rewrites,
-//! retry decisions) are called, not copied, and failures end in the same `fail_to_proxy`
-//! (the error is returned from `request_filter`), so both paths answer alike.
+//! Owns sending a checked body to a worker. The gateway reads such a body whole in
+//! `request_filter`, so that it is validated before a worker is woken, waited for or
+//! connected to; it is then sent from here rather than by Pingora: Pingora replays a
+//! body read in `request_filter` from its retry buffer, which holds 64 KiB
+//! (`BODY_BUF_LIMIT` of pingora-core) and past that sends nothing at all; and this path
+//! costs less per call (about 11k of 92k instructions under callgrind: no duplex task,
+//! channel or per-chunk body filters, and the head and a body of up to
+//! [`ONE_WRITE_LIMIT`] leave in one write). The `ProxyHttp` hooks of the Pingora path
+//! (header rewrites, retry decisions) are called, not copied, and failures end in the
+//! same `fail_to_proxy` (the error is returned from `request_filter`), so both paths
+//! answer alike.
 
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
-use pingora::protocols::http::v1::client::HttpSession;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use tokio::io::AsyncWriteExt;
 
 use super::{Ctx, Gateway, UPSTREAM_IDLE_TIMEOUT};
 
@@ -28,6 +32,10 @@ const REQUEST_FIELDS_NOT_FORWARDED: [&str; 8] = [
     "upgrade",
     "expect",
 ];
+
+/// Bodies up to this size are copied behind the request head and leave with it in one
+/// write; a larger one is written after it (the copy would cost more than the write).
+const ONE_WRITE_LIMIT: usize = 64 * 1024;
 
 /// Fields of the worker's answer about the worker's own connection.
 const RESPONSE_FIELDS_NOT_FORWARDED: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
@@ -45,7 +53,7 @@ pub(super) async fn forward(
     let (mut upstream, peer) = loop {
         ctx.attempts += 1;
         let peer = gateway.peer(gateway.choose_worker(ctx).await?);
-        let (mut upstream, reused) = match gateway.connector.get_http_session(&peer).await {
+        let (upstream, reused) = match gateway.connector.get_http_session(&peer).await {
             Ok(connected) => connected,
             Err(e) => {
                 let e = gateway.fail_to_connect(session, &peer, ctx, e.into_up());
@@ -64,8 +72,8 @@ pub(super) async fn forward(
         gateway
             .upstream_request_filter(session, &mut request, ctx)
             .await?;
-        match send(&mut upstream, request, &body).await {
-            Ok(()) => break (upstream, peer),
+        match send(upstream, &peer, &request, &body).await {
+            Ok(upstream) => break (upstream, peer),
             Err(e) => {
                 let e = gateway.error_while_proxy(&peer, session, e.into_up(), ctx, reused);
                 if e.retry() {
@@ -105,13 +113,53 @@ pub(super) async fn forward(
     Ok(true)
 }
 
-/// Writes the request and reads the answer's header.
-async fn send(upstream: &mut HttpSession, request: RequestHeader, body: &[u8]) -> Result<()> {
-    upstream.write_request_header(Box::new(request)).await?;
-    upstream.write_body(body).await?;
-    upstream.finish_body().await?;
+/// Writes the request (head and body in one write when the body is small) and reads
+/// the answer's header, with the peer's timeouts as Pingora applies them.
+async fn send(
+    upstream: HttpSession,
+    peer: &HttpPeer,
+    request: &RequestHeader,
+    body: &[u8],
+) -> Result<HttpSession> {
+    let mut head = http_req_header_to_wire(request).ok_or_else(|| {
+        Error::explain(
+            InvalidHTTPHeader,
+            "request-line contains forbidden delimiter bytes",
+        )
+    })?;
+    let mut stream = upstream.into_inner();
+    let write = async {
+        if body.len() <= ONE_WRITE_LIMIT {
+            head.extend_from_slice(body);
+            stream.write_all(&head).await?;
+        } else {
+            stream.write_all(&head).await?;
+            stream.write_all(body).await?;
+        }
+        stream.flush().await
+    };
+    let written = match peer.options.write_timeout {
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => write.await,
+    };
+    written.map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::TimedOut {
+            WriteTimedout
+        } else {
+            WriteError
+        };
+        Error::because(kind, "while writing the request", e)
+    })?;
+    // A session over the same connection reads the answer: it has not written the
+    // request itself, which only matters to it for HEAD, upgrades and a request's
+    // `Connection: close`, none of which is sent here.
+    let mut upstream = HttpSession::new_with_options(stream, peer);
+    upstream.read_timeout = peer.options.read_timeout;
+    upstream.write_timeout = peer.options.write_timeout;
     upstream.read_response().await?;
-    Ok(())
+    Ok(upstream)
 }
 
 /// Pools the connection when the answer was read to its end and it may be kept alive.
