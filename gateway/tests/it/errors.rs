@@ -448,7 +448,7 @@ async fn large_bodies_are_validated_before_an_idle_server_is_woken() {
             .map(str::len),
         Some(900 * 1024)
     );
-    // A small chunked body fits Pingora's retry buffer: Pingora sends it itself.
+    // A small chunked body is read whole and sent the same way.
     let response = stack
         .client
         .post(&url)
