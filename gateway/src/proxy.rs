@@ -491,10 +491,6 @@ impl ProxyHttp for Gateway {
         }
         // Origin was checked here; the worker sees the gateway as a same-host client.
         upstream.remove_header(&http::header::ORIGIN);
-        if !matches!(ctx.check, BodyCheck::None) {
-            // The body was read here (the client had its `100 Continue` from us).
-            upstream.remove_header(&http::header::EXPECT);
-        }
         if ctx.sampled() {
             tracing::info!(
                 event = "tool.call.proxy.start",
@@ -515,9 +511,9 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // A checked body was read whole and validated in `request_filter`: this is
-        // Pingora replaying it from its retry buffer. Admin bodies pass as they are.
-        if !matches!(ctx.check, BodyCheck::None) || ctx.route == Route::Admin {
+        // Checked bodies never come here (`forward` sends them). Admin bodies pass as
+        // they are.
+        if ctx.route == Route::Admin {
             return Ok(());
         }
         // Passed through as it comes, but never more than the limit (a chunked body has
