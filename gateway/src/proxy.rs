@@ -585,8 +585,9 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("peer: {peer}"));
         // A connection that broke before any response byte (a worker killed while the
         // request sat in its backlog, or a pooled connection it had closed) means the
-        // worker is gone: retry on a live one when the whole body is still at hand
-        // (Pingora's retry buffer, or the body `forward` holds).
+        // worker is gone: retry on a live one when the whole body is still at hand (the
+        // body `forward` holds; Pingora's routes keep no copy of a body they stream, so
+        // only a request without one can be sent again).
         // A worker killed in the middle of a call may have begun its REST call, so such
         // a call can run twice; it was lost with the worker anyway.
         let broken = matches!(
@@ -596,7 +597,7 @@ impl ProxyHttp for Gateway {
         let retry = ctx.pending_error.is_none()
             && broken
             && ctx.status == 0
-            && (ctx.held_body.is_some() || !session.as_ref().retry_buffer_truncated())
+            && (ctx.held_body.is_some() || session.as_mut().is_body_empty())
             && ctx.attempts < MAX_ATTEMPTS
             && ctx.started.elapsed() < self.settings.worker_wait;
         if retry {
