@@ -109,7 +109,8 @@ pub struct Ctx {
     /// Pooled connections that turned out closed; the first such failure does not
     /// count against the worker (it may have closed an idle connection and live on).
     stale_reuses: u32,
-    accepted_logged: bool,
+    /// Where `tool.call.accepted` stands: the arguments passed (`Due`), it was written.
+    accepted: Accepted,
     args_size: usize,
     /// The validated body of a checked route, which [`forward`] sends.
     held_body: Option<Bytes>,
@@ -119,6 +120,14 @@ pub struct Ctx {
     /// One sampling decision per request (taken on first use), so the success-path
     /// events of a request (`accepted`, `proxy.start`, `proxy.done`) come together.
     sampled: Option<bool>,
+}
+
+/// `tool.call.accepted` of a request: not (yet) earned, due, written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Accepted {
+    No,
+    Due,
+    Written,
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -185,7 +194,7 @@ impl ProxyHttp for Gateway {
             failed: Vec::new(),
             attempts: 0,
             stale_reuses: 0,
-            accepted_logged: false,
+            accepted: Accepted::No,
             args_size: 0,
             held_body: None,
             passed_bytes: 0,
@@ -420,6 +429,8 @@ impl ProxyHttp for Gateway {
             };
             ctx.args_size = whole.len();
             if let Err(err) = self.check_body(&whole, ctx) {
+                // A batch's earlier calls may have passed.
+                ctx.log_accepted();
                 tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, status = err.status, code = err.code);
                 return reject(session, ctx, err).await;
             }
@@ -427,6 +438,7 @@ impl ProxyHttp for Gateway {
         }
         // A server with no routable worker: wake it when idle, wait when one is coming.
         if server.workers.is_empty() {
+            ctx.log_accepted();
             if server.is_idle() {
                 tracing::info!(event = "gateway.wake", request_id = %ctx.request_id, server = %ctx.server_id);
                 if let Err(err) = self.registry.request_wake(&ctx.server_id).await {
@@ -491,15 +503,9 @@ impl ProxyHttp for Gateway {
         }
         // Origin was checked here; the worker sees the gateway as a same-host client.
         upstream.remove_header(&http::header::ORIGIN);
-        if ctx.sampled() {
-            tracing::info!(
-                event = "tool.call.proxy.start",
-                request_id = ctx.request_id.as_str(),
-                server = ctx.server_id.as_str(),
-                tool = ctx.tool.as_str(),
-                target_url = ctx.target_url().as_str(),
-                attempt = ctx.attempts
-            );
+        // `forward` logs its own once the request is on its way.
+        if ctx.held_body.is_none() {
+            ctx.log_proxy_start();
         }
         Ok(())
     }
@@ -557,6 +563,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.log_accepted();
         if ctx.route != Route::Admin {
             // The worker may be restarting on a new port: re-resolve and try again
             // (`upstream_peer` waits for a routable worker within the bound).
@@ -582,6 +589,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.log_accepted();
         let mut e = e.more_context(format!("peer: {peer}"));
         // A connection that broke before any response byte (a worker killed while the
         // request sat in its backlog, or a pooled connection it had closed) means the
@@ -624,6 +632,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        ctx.log_accepted();
         if session.response_written().is_some() && e.esource() == &ErrorSource::Downstream {
             // The client hung up (a closed listen or session stream, a reader gone):
             // nothing failed on the worker's side, and there is nobody to tell.
@@ -677,6 +686,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.log_accepted();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -913,17 +923,8 @@ impl Gateway {
             )
             .with_details(details));
         }
-        if !ctx.accepted_logged {
-            ctx.accepted_logged = true;
-            if ctx.sampled() {
-                tracing::info!(
-                    event = "tool.call.accepted",
-                    request_id = ctx.request_id.as_str(),
-                    server = ctx.server_id.as_str(),
-                    tool = ctx.tool.as_str(),
-                    args_size = ctx.args_size
-                );
-            }
+        if ctx.accepted == Accepted::No {
+            ctx.accepted = Accepted::Due;
         }
         Ok(())
     }
@@ -1164,6 +1165,38 @@ impl Ctx {
     /// Whether this request's success-path events are logged: decided once, on first use.
     fn sampled(&mut self) -> bool {
         *self.sampled.get_or_insert_with(mcp_core::log::sampled)
+    }
+    /// Writes `tool.call.accepted` if it is due. A forwarded call writes it once its
+    /// request has left for the worker, so the line's formatting is not on the call's
+    /// path; every other event of the request that can come before that calls this first,
+    /// so the lines keep their order.
+    pub(crate) fn log_accepted(&mut self) {
+        if self.accepted != Accepted::Due {
+            return;
+        }
+        self.accepted = Accepted::Written;
+        if self.sampled() {
+            tracing::info!(
+                event = "tool.call.accepted",
+                request_id = self.request_id.as_str(),
+                server = self.server_id.as_str(),
+                tool = self.tool.as_str(),
+                args_size = self.args_size
+            );
+        }
+    }
+    fn log_proxy_start(&mut self) {
+        self.log_accepted();
+        if self.sampled() {
+            tracing::info!(
+                event = "tool.call.proxy.start",
+                request_id = self.request_id.as_str(),
+                server = self.server_id.as_str(),
+                tool = self.tool.as_str(),
+                target_url = self.target_url().as_str(),
+                attempt = self.attempts
+            );
+        }
     }
     pub fn request_id(&self) -> &str {
         &self.request_id

@@ -119,6 +119,7 @@ pub async fn serve(
     if let Err(err) = gateway.check_args(&tool, Some(&args), ctx) {
         return reject(session, ctx, err).await;
     }
+    ctx.log_accepted();
     let Some(server) = gateway
         .routes
         .load()

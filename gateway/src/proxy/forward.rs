@@ -72,7 +72,7 @@ pub(super) async fn forward(
         gateway
             .upstream_request_filter(session, &mut request, ctx)
             .await?;
-        match send(upstream, &peer, &request, &body).await {
+        match send(upstream, &peer, &request, &body, ctx).await {
             Ok(upstream) => break (upstream, peer),
             Err(e) => {
                 let e = gateway.error_while_proxy(&peer, session, e.into_up(), ctx, reused);
@@ -114,12 +114,15 @@ pub(super) async fn forward(
 }
 
 /// Writes the request (head and body in one write when the body is small) and reads
-/// the answer's header, with the peer's timeouts as Pingora applies them.
+/// the answer's header, with the peer's timeouts as Pingora applies them. The call's
+/// `tool.call.accepted` and `tool.call.proxy.start` lines are written between the two,
+/// while the worker works, rather than before the request leaves.
 async fn send(
     upstream: HttpSession,
     peer: &HttpPeer,
     request: &RequestHeader,
     body: &[u8],
+    ctx: &mut Ctx,
 ) -> Result<HttpSession> {
     let mut head = http_req_header_to_wire(request).ok_or_else(|| {
         Error::explain(
@@ -144,6 +147,7 @@ async fn send(
             .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
         None => write.await,
     };
+    ctx.log_proxy_start();
     written.map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::TimedOut {
             WriteTimedout
