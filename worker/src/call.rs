@@ -210,13 +210,29 @@ pub fn sse_response(body: axum::body::Body, request_id: &str) -> Response {
 
 /// One SSE frame: `event: NAME\ndata: JSON\n\n`.
 pub fn frame(name: &str, data: &Value) -> Bytes {
-    let mut text = String::with_capacity(64);
-    text.push_str("event: ");
-    text.push_str(name);
-    text.push_str("\ndata: ");
-    text.push_str(&data.to_string());
-    text.push_str("\n\n");
-    Bytes::from(text)
+    let mut out = Vec::with_capacity(128);
+    write_frame(&mut out, name, |out| write_json(out, data));
+    Bytes::from(out)
+}
+
+/// Appends one SSE frame to `out`, its data written by `data` (JSON on one line).
+fn write_frame(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    data(out);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `value` as compact JSON, straight into `out` (no intermediate `String`, no
+/// `fmt` machinery). Serializing a `Value` into memory cannot fail; if it ever did,
+/// `null` keeps the frame well formed.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(mark);
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// The events of one call, produced as the REST call progresses: the call runs in its
@@ -307,11 +323,19 @@ impl Frames {
         Some(Bytes::from(batch))
     }
 
+    /// `{"request_id": .., "seq": .., "output": ..}`, written field by field: the same
+    /// JSON as building that object would give, without copying the output into it.
     fn push_delta(&mut self, batch: &mut Vec<u8>, output: Value) {
-        batch.extend_from_slice(&frame(
-            "output.delta",
-            &json!({"request_id": self.request_id, "seq": self.seq, "output": output}),
-        ));
+        let (request_id, seq) = (&self.request_id, self.seq);
+        write_frame(batch, "output.delta", |out| {
+            out.extend_from_slice(b"{\"request_id\":");
+            write_json(out, request_id.as_str());
+            out.extend_from_slice(b",\"seq\":");
+            write_json(out, &seq);
+            out.extend_from_slice(b",\"output\":");
+            write_json(out, &output);
+            out.push(b'}');
+        });
         self.seq += 1;
     }
 
@@ -437,4 +461,61 @@ pub fn tool_list(state: &WorkerState) -> Vec<Value> {
         .filter(|t| t.binding.active)
         .map(|t| json!({"name": t.binding.name, "description": t.binding.description, "inputSchema": t.binding.input_schema}))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data line of one SSE frame, parsed.
+    fn data_of(frame: &[u8], event: &str) -> (String, Value) {
+        let text = std::str::from_utf8(frame).expect("utf-8");
+        let rest = text
+            .strip_prefix(&format!("event: {event}\ndata: "))
+            .unwrap_or_else(|| panic!("{text:?}"));
+        let data = rest.strip_suffix("\n\n").expect("frame end");
+        assert!(!data.contains('\n'), "one data line: {data:?}");
+        (data.to_owned(), serde_json::from_str(data).expect("JSON"))
+    }
+
+    #[test]
+    fn a_delta_frame_is_the_json_object_of_its_fields() {
+        let (_tx, deltas) = mpsc::channel(1);
+        let mut frames = Frames {
+            request_id: "id \"quoted\" \\ é\u{1}".into(),
+            deltas,
+            done: None,
+            seq: 41,
+        };
+        let output = json!({"z": 1, "a": ["x\ny", null, 2.5, "\u{2028}"], "m": {"b": true}});
+        let mut batch = b"before".to_vec();
+        frames.push_delta(&mut batch, output.clone());
+        frames.push_delta(&mut batch, json!("second"));
+        let batch = batch.strip_prefix(b"before").expect("appended");
+        let split = batch
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .expect("two frames")
+            + 2;
+        let (text, first) = data_of(&batch[..split], "output.delta");
+        let want = json!({"request_id": frames.request_id, "seq": 41, "output": output});
+        assert_eq!(first, want);
+        assert_eq!(
+            text,
+            want.to_string(),
+            "same bytes as serializing the object"
+        );
+        let (_, second) = data_of(&batch[split..], "output.delta");
+        assert_eq!(second["seq"], 42);
+        assert_eq!(second["output"], "second");
+    }
+
+    #[test]
+    fn a_frame_is_its_event_and_one_line_of_json() {
+        let data = json!({"request_id": "r", "text": "two\nlines", "n": [1, 2]});
+        let frame = frame("tool_call.completed", &data);
+        let (text, parsed) = data_of(&frame, "tool_call.completed");
+        assert_eq!(parsed, data);
+        assert_eq!(text, data.to_string());
+    }
 }
