@@ -292,61 +292,97 @@ impl Slot {
         }
     }
 
-    /// Watches a running worker until something ends its run.
+    /// Watches a running worker until something ends its run. A probe of a hung worker
+    /// takes its whole timeout; a stop, restart or shutdown that comes meanwhile is
+    /// handled at once, not after it (nor after the health ticks missed while it waited).
     async fn monitor(&mut self) -> MonitorEnd {
         let mut health_tick = tokio::time::interval(self.ctx.health_interval);
+        health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         health_tick.tick().await;
         let mut adopted_tick = tokio::time::interval(ADOPTED_POLL);
         let mut failed_probes = 0u32;
         loop {
-            tokio::select! {
+            let port = tokio::select! {
+                biased;
                 exit = wait_child(&mut self.proc) => return MonitorEnd::Exited(exit),
+                command = self.commands.recv() => return self.on_command(command),
+                () = self.cancel.cancelled() => return self.on_shutdown(),
                 _ = adopted_tick.tick(), if matches!(self.proc, Some(Proc::Adopted)) => {
                     if !self.record.pid.is_some_and(process::alive) {
                         return MonitorEnd::Exited("process is gone".into());
                     }
-                }
-                command = self.commands.recv() => match command {
-                    Some(Command::Stop { reason, then }) => return MonitorEnd::Stop(then, reason),
-                    Some(Command::Restart { reason }) => return MonitorEnd::Restart(reason),
-                    None => return MonitorEnd::Detach,
-                },
-                () = self.cancel.cancelled() => {
-                    if self.ctx.stop_workers_on_exit {
-                        return MonitorEnd::Stop(AfterStop::Stopped, "supervisor shutdown".into());
-                    }
-                    return MonitorEnd::Detach;
+                    continue;
                 }
                 _ = health_tick.tick() => {
                     let Some(port) = self.record.port else { continue };
-                    match self.probe(port, self.ctx.health_interval.min(Duration::from_secs(2))).await {
-                        Ok(health) => {
-                            failed_probes = 0;
-                            self.record.last_heartbeat = Some(unix_millis());
-                            if self.running_since.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
-                                self.failures_in_a_row = 0;
-                            }
-                            if self.record.status == WorkerStatus::Unhealthy {
-                                self.transition(WorkerStatus::Running, None).await;
-                            } else {
-                                self.write(false).await;
-                            }
-                            if !self.ctx.idle_ttl.is_zero() && health.idle_ms >= self.ctx.idle_ttl.as_millis() as u64 {
-                                return MonitorEnd::Stop(AfterStop::Idle, format!("no call for {:?}", self.ctx.idle_ttl));
-                            }
-                        }
-                        Err(failure) => {
-                            failed_probes += 1;
-                            tracing::warn!(event = "worker.health.fail", server = %self.key.server_id, replica = self.key.replica_idx,
-                                pid = self.record.pid, port, response_code = failure.response_code.unwrap_or(0), error = %failure.error, failed_probes);
-                            if failed_probes >= self.ctx.health_failures {
-                                return MonitorEnd::Unhealthy(format!("{failed_probes} failed health probes: {}", failure.error));
-                            }
-                            self.transition(WorkerStatus::Unhealthy, Some(failure.error)).await;
-                        }
+                    port
+                }
+            };
+            let probe =
+                self.probe_owned(port, self.ctx.health_interval.min(Duration::from_secs(2)));
+            let probed = tokio::select! {
+                biased;
+                exit = wait_child(&mut self.proc) => return MonitorEnd::Exited(exit),
+                command = self.commands.recv() => return self.on_command(command),
+                () = self.cancel.cancelled() => return self.on_shutdown(),
+                probed = probe => probed,
+            };
+            match probed {
+                Ok(health) => {
+                    failed_probes = 0;
+                    self.record.last_heartbeat = Some(unix_millis());
+                    if self
+                        .running_since
+                        .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
+                    {
+                        self.failures_in_a_row = 0;
+                    }
+                    if self.record.status == WorkerStatus::Unhealthy {
+                        self.transition(WorkerStatus::Running, None).await;
+                    } else {
+                        self.write(false).await;
+                    }
+                    if !self.ctx.idle_ttl.is_zero()
+                        && health.idle_ms >= self.ctx.idle_ttl.as_millis() as u64
+                    {
+                        return MonitorEnd::Stop(
+                            AfterStop::Idle,
+                            format!("no call for {:?}", self.ctx.idle_ttl),
+                        );
                     }
                 }
+                Err(failure) => {
+                    failed_probes += 1;
+                    tracing::warn!(event = "worker.health.fail", server = %self.key.server_id, replica = self.key.replica_idx,
+                        pid = self.record.pid, port, response_code = failure.response_code.unwrap_or(0), error = %failure.error, failed_probes);
+                    if failed_probes >= self.ctx.health_failures {
+                        return MonitorEnd::Unhealthy(format!(
+                            "{failed_probes} failed health probes: {}",
+                            failure.error
+                        ));
+                    }
+                    self.transition(WorkerStatus::Unhealthy, Some(failure.error))
+                        .await;
+                }
             }
+        }
+    }
+
+    /// How a command to a monitored worker ends its run.
+    fn on_command(&self, command: Option<Command>) -> MonitorEnd {
+        match command {
+            Some(Command::Stop { reason, then }) => MonitorEnd::Stop(then, reason),
+            Some(Command::Restart { reason }) => MonitorEnd::Restart(reason),
+            None => MonitorEnd::Detach,
+        }
+    }
+
+    /// How the supervisor's shutdown ends a monitored worker's run.
+    fn on_shutdown(&self) -> MonitorEnd {
+        if self.ctx.stop_workers_on_exit {
+            MonitorEnd::Stop(AfterStop::Stopped, "supervisor shutdown".into())
+        } else {
+            MonitorEnd::Detach
         }
     }
 
@@ -550,12 +586,24 @@ impl Slot {
         port: u16,
         timeout: Duration,
     ) -> Result<health::Health, health::ProbeFailure> {
+        self.probe_owned(port, timeout).await
+    }
+
+    /// [`Self::probe`] as a future that borrows nothing, so the monitor can wait on it
+    /// and on its commands at once.
+    fn probe_owned(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<health::Health, health::ProbeFailure>> + 'static
+    {
         let host = if self.ctx.bind_host.is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
             self.ctx.bind_host.to_string()
         };
-        health::probe(&self.ctx.http, &host, port, &self.key.server_id, timeout).await
+        let (http, server_id) = (self.ctx.http.clone(), self.key.server_id.clone());
+        async move { health::probe(&http, &host, port, &server_id, timeout).await }
     }
 
     /// Moves to `to` (refusing an illegal move) and writes the record with its event.
