@@ -5,8 +5,9 @@
 use mcp_gateway::config::Config;
 
 /// mimalloc instead of glibc's malloc: glibc's malloc and free were a quarter of the
-/// gateway's instructions per call (callgrind) and mimalloc needs about half as many,
-/// for about 14 MiB more RSS (docs/BENCHMARKS.md).
+/// gateway's instructions per call (callgrind) and mimalloc needs about half as many.
+/// Built without transparent huge pages (`no_thp`), it takes no more RSS than glibc's
+/// (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

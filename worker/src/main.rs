@@ -4,6 +4,14 @@
 use anyhow::Context;
 use mcp_worker::config::Config;
 
+/// mimalloc, as in the gateway: malloc and free were a fifth of a call's instructions
+/// under glibc; with mimalloc a call takes 129k instead of 155k (callgrind). Built
+/// without transparent huge pages (`no_thp` in Cargo.toml), a worker's RSS stays what it
+/// was under glibc (11.3 MiB idle, 13.5 MiB after both protocols); with them it was
+/// 20-21 MiB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let config: Config = mcp_core::config::parse("mcp-worker");
     let _log = match mcp_core::log::init("mcp-worker", &config.log) {
