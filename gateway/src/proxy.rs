@@ -666,8 +666,11 @@ impl ProxyHttp for Gateway {
         let error = ctx
             .pending_error
             .take()
-            .unwrap_or_else(|| classify(e, &ctx.server_id));
-        if error.status >= 500 {
+            .unwrap_or_else(|| classify(e, &ctx.route, &ctx.server_id));
+        if error.status >= 500 && ctx.route == Route::Admin {
+            tracing::error!(event = "gateway.admin.failed", request_id = %ctx.request_id,
+                error = %e, code = error.code, status = error.status, traceback = %traceback(e));
+        } else if error.status >= 500 {
             tracing::error!(event = "tool.call.failed", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool,
                 error = %e, code = error.code, status = error.status, stage = "gateway.proxy", traceback = %traceback(e),
                 target_url = %ctx.target_url(), worker_pid = ctx.endpoint.as_ref().and_then(|w| w.pid));
@@ -1025,7 +1028,7 @@ fn status_label(status: u16) -> &'static str {
 
 /// Maps a proxy error to the answer: worker timeouts 504, unreachable workers 503,
 /// other worker failures 502.
-fn classify(e: &Error, server_id: &str) -> GatewayError {
+fn classify(e: &Error, route: &Route, server_id: &str) -> GatewayError {
     if e.esource() == &ErrorSource::Downstream && !matches!(e.etype(), HTTPStatus(_)) {
         // The client's side failed (a body that stopped coming or was malformed).
         return match e.etype() {
@@ -1035,6 +1038,19 @@ fn classify(e: &Error, server_id: &str) -> GatewayError {
                 "the request body did not arrive in time",
             ),
             _ => GatewayError::new(400, "bad_request", e.to_string()),
+        };
+    }
+    if *route == Route::Admin {
+        // The admin API's failures are its own, not a worker's.
+        return match e.etype() {
+            HTTPStatus(code) => GatewayError::new(*code, "error", format!("HTTP {code}")),
+            ReadTimedout | WriteTimedout => {
+                GatewayError::new(504, "admin_timeout", "the admin API did not answer in time")
+            }
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError => {
+                GatewayError::new(503, "admin_unavailable", "the admin API is not reachable")
+            }
+            _ => GatewayError::new(502, "admin_failed", "the admin API failed to answer"),
         };
     }
     match e.etype() {

@@ -670,3 +670,128 @@ fn io_error_kind(err: &reqwest::Error) -> Option<std::io::ErrorKind> {
     }
     None
 }
+
+/// What a stand-in admin API saw of one request: its `Content-Length` and the body
+/// bytes that arrived (within 2 s).
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    request_line: String,
+    content_length: usize,
+    body_received: usize,
+}
+
+/// A stand-in admin API that closes the first connection after reading its request,
+/// unanswered, and answers every later one with 200 `{}`.
+fn dropping_admin() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().flatten().enumerate() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut content_length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim_end().to_ascii_lowercase();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(value) = line.strip_prefix("content-length:") {
+                        content_length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; content_length];
+                let mut body_received = 0;
+                while body_received < content_length {
+                    match reader.read(&mut body[body_received..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => body_received += read,
+                    }
+                }
+                if let Ok(mut seen) = log.lock() {
+                    seen.push(Seen {
+                        request_line: request_line.trim_end().to_owned(),
+                        content_length,
+                        body_received,
+                    });
+                }
+                if n > 0 {
+                    let _ = reader.get_mut().write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+                    );
+                }
+                // The first connection is dropped here, unanswered.
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_admin_post_is_never_sent_again_without_its_body_and_a_get_is_retried() {
+    // Pingora streams an admin body through without keeping it, so when the admin
+    // API's connection breaks before an answer the request cannot be sent again whole:
+    // it must fail as a JSON 502, not reach the admin API a second time bodiless. A
+    // request without a body is simply sent again.
+    let stack = Stack::start(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let (admin, seen) = dropping_admin();
+    let (gateway, base, _) =
+        crate::start_gateway(&stack.redis, &stack.prefix, &admin, &[], &stack.client).await;
+
+    let body = json!({"name": "fresh", "baseUrl": "http://127.0.0.1:1"});
+    let response = stack
+        .client
+        .post(format!("{base}/api/servers/fresh"))
+        .header("x-request-id", "admin-post-1")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    let answer: Option<Value> = response.json().await.ok();
+    let error = assert_error(status, &answer, 502, "admin_failed");
+    assert_eq!(error["error"]["request_id"], "admin-post-1", "{error}");
+    let logged = gateway.wait_for_event("gateway.admin.failed", std::time::Duration::from_secs(5));
+    assert_eq!(logged["request_id"], "admin-post-1", "{logged}");
+    // The gateway answered after its last attempt, so everything it sent is recorded.
+    let posts = seen.lock().expect("lock").clone();
+    assert_eq!(
+        posts.len(),
+        1,
+        "the POST reached the admin API once: {posts:?}"
+    );
+    assert_eq!(posts[0].request_line, "POST /api/servers/fresh HTTP/1.1");
+    assert_eq!(posts[0].content_length, body.to_string().len());
+    assert_eq!(posts[0].body_received, posts[0].content_length, "{posts:?}");
+
+    let response = stack
+        .client
+        .get(format!("{base}/api/servers"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "retried on a new connection"
+    );
+    let requests = seen.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1].request_line, "GET /api/servers HTTP/1.1");
+}
