@@ -500,30 +500,42 @@ fn worker_record(port: u16) -> mcp_core::runtime::WorkerRecord {
     }
 }
 
+/// Reads a request's head: its request line (without the line end) and its
+/// `Content-Length` (0 when absent); `None` when the connection ends first.
+fn read_head(reader: &mut impl std::io::BufRead) -> Option<(String, usize)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_ascii_lowercase();
+        if line.is_empty() {
+            return Some((request_line.trim_end().to_owned(), length));
+        }
+        if let Some(value) = line.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+}
+
 /// A stand-in worker that reads each request whole and answers 200 with the number of
 /// body bytes it received.
 fn counting_worker() -> u16 {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream);
-                let mut length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end().to_ascii_lowercase();
-                    if line.is_empty() {
-                        break;
-                    }
-                    if let Some(value) = line.strip_prefix("content-length:") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
+                let Some((_, length)) = read_head(&mut reader) else {
+                    return;
+                };
                 let mut body = vec![0; length];
                 if reader.read_exact(&mut body).is_err() {
                     return;
@@ -683,7 +695,7 @@ struct Seen {
 /// A stand-in admin API that closes the first connection after reading its request,
 /// unanswered, and answers every later one with 200 `{}`.
 fn dropping_admin() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -694,24 +706,9 @@ fn dropping_admin() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
             std::thread::spawn(move || {
                 let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
                 let mut reader = BufReader::new(stream);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                let Some((request_line, content_length)) = read_head(&mut reader) else {
                     return;
-                }
-                let mut content_length = 0;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end().to_ascii_lowercase();
-                    if line.is_empty() {
-                        break;
-                    }
-                    if let Some(value) = line.strip_prefix("content-length:") {
-                        content_length = value.trim().parse().unwrap_or(0);
-                    }
-                }
+                };
                 let mut body = vec![0; content_length];
                 let mut body_received = 0;
                 while body_received < content_length {
@@ -722,7 +719,7 @@ fn dropping_admin() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Seen>>>) {
                 }
                 if let Ok(mut seen) = log.lock() {
                     seen.push(Seen {
-                        request_line: request_line.trim_end().to_owned(),
+                        request_line,
                         content_length,
                         body_received,
                     });
