@@ -1027,7 +1027,7 @@ fn status_label(status: u16) -> &'static str {
 }
 
 /// Maps a proxy error to the answer: worker timeouts 504, unreachable workers 503,
-/// other worker failures 502.
+/// other worker failures 502; the admin API's own (`admin_*`) on the admin route.
 fn classify(e: &Error, route: &Route, server_id: &str) -> GatewayError {
     if e.esource() == &ErrorSource::Downstream && !matches!(e.etype(), HTTPStatus(_)) {
         // The client's side failed (a body that stopped coming or was malformed).
