@@ -318,8 +318,7 @@ impl Slot {
                     port
                 }
             };
-            let probe =
-                self.probe_owned(port, self.ctx.health_interval.min(Duration::from_secs(2)));
+            let probe = self.probe(port, self.ctx.health_interval.min(Duration::from_secs(2)));
             let probed = tokio::select! {
                 biased;
                 exit = wait_child(&mut self.proc) => return MonitorEnd::Exited(exit),
@@ -581,17 +580,9 @@ impl Slot {
         }
     }
 
-    async fn probe(
-        &self,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<health::Health, health::ProbeFailure> {
-        self.probe_owned(port, timeout).await
-    }
-
-    /// [`Self::probe`] as a future that borrows nothing, so the monitor can wait on it
-    /// and on its commands at once.
-    fn probe_owned(
+    /// A health probe of the worker on `port`, as a future that borrows nothing, so the
+    /// monitor can wait on it and on its commands at once.
+    fn probe(
         &self,
         port: u16,
         timeout: Duration,
