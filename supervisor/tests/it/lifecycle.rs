@@ -223,6 +223,12 @@ async fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     let pid = record.pid.expect("pid");
     // A frozen process cannot act on SIGTERM (it stays pending): like one that ignores it.
     kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).expect("SIGSTOP");
+    // Stopped for real before the delete: a worker not yet scheduled to take SIGSTOP
+    // would take a SIGTERM sent meanwhile first (the lower signal number), leaving
+    // none pending to see.
+    mcp_testkit::wait_until("the worker to stop", Duration::from_secs(10), || {
+        stopped(pid).then_some(())
+    });
     let deleted_at = Instant::now();
     hub.registry.delete_server("alpha").await.expect("delete");
     let termed_at = mcp_testkit::wait_until("SIGTERM to be sent", Duration::from_secs(10), || {
@@ -250,6 +256,17 @@ async fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     assert_eq!(terminated["pid"], pid);
     assert_eq!(terminated["port"], record.port.expect("port"));
     assert_eq!(terminated["exit"], "killed after the stop timeout");
+}
+
+/// True when `pid` is stopped (state `T` in `/proc/<pid>/stat`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+        .unwrap_or(false)
 }
 
 /// True when SIGTERM waits, undelivered, for `pid` (a stopped process keeps it pending).
