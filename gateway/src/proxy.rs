@@ -8,6 +8,7 @@
 //! Responses stream through unbuffered.
 
 mod forward;
+mod pool;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,9 +49,11 @@ pub struct Gateway {
     pub settings: Settings,
     /// Round-robin position over replicas; relaxed, only spreads load.
     next_replica: AtomicUsize,
-    /// Connections of [`forward`] (Pingora's own pool is not reachable from here); its
-    /// pool keeps as many idle connections as Pingora's (`upstream_keepalive_pool_size`).
-    connector: pingora::connectors::http::v1::Connector,
+    /// New connections of [`forward`]; Pingora's own connector is not reachable from here.
+    transport: pingora::connectors::TransportConnector,
+    /// Idle connections of [`forward`], as many as Pingora's pool keeps
+    /// (`upstream_keepalive_pool_size`).
+    pool: pool::Pool,
 }
 
 impl Gateway {
@@ -65,9 +68,13 @@ impl Gateway {
             registry,
             settings,
             next_replica: AtomicUsize::new(0),
-            connector: pingora::connectors::http::v1::Connector::new(Some(
+            transport: pingora::connectors::TransportConnector::new(Some(
                 pingora::connectors::ConnectorOptions::from_server_conf(server_conf),
             )),
+            pool: pool::Pool::new(
+                server_conf.upstream_keepalive_pool_size,
+                UPSTREAM_IDLE_TIMEOUT,
+            ),
         }
     }
 }
@@ -131,6 +138,28 @@ enum Accepted {
 }
 
 const SESSION_HEADER: &str = "mcp-session-id";
+const FORWARDED_PREFIX_HEADER: &str = "x-forwarded-prefix";
+
+/// Sets `name` to `value` in a response header unless it already holds exactly that.
+fn set_header(header: &mut ResponseHeader, name: &'static str, value: &str) -> Result<()> {
+    if header.headers.get(name).map(|v| v.as_bytes()) != Some(value.as_bytes()) {
+        header.insert_header(name, value)?;
+    }
+    Ok(())
+}
+
+/// The fields the gateway sets on a request to an upstream, replacing the client's: the
+/// same on both ways out (Pingora's `upstream_request_filter` and [`forward`]).
+struct UpstreamFields<'a> {
+    request_id: &'a str,
+    /// The worker's address: a worker checks the Host it is called by.
+    host: Option<&'a str>,
+    /// Where a legacy SSE stream's message URLs must point (through the gateway, to
+    /// the same replica).
+    forwarded_prefix: Option<String>,
+    /// The worker's own MCP session id (the gateway's `r{n}.` prefix removed).
+    session: Option<&'a str>,
+}
 
 /// Oversized bodies up to this size are read and dropped before the 413 answer.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
@@ -179,28 +208,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            started: Instant::now(),
-            request_id: String::new(),
-            route: Route::NotFound,
-            server_id: String::new(),
-            tool: String::new(),
-            check: BodyCheck::None,
-            pending_error: None,
-            endpoint: None,
-            upstream_path: String::new(),
-            pinned_replica: None,
-            upstream_session: None,
-            failed: Vec::new(),
-            attempts: 0,
-            stale_reuses: 0,
-            accepted: Accepted::No,
-            args_size: 0,
-            held_body: None,
-            passed_bytes: 0,
-            status: 0,
-            sampled: None,
-        }
+        Ctx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -485,26 +493,22 @@ impl ProxyHttp for Gateway {
         if let Ok(uri) = ctx.upstream_path.parse::<http::Uri>() {
             upstream.set_uri(uri);
         }
-        upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
-        if ctx.route == Route::Admin {
-            return Ok(());
+        let fields = ctx.upstream_fields();
+        upstream.insert_header(request_id::HEADER, fields.request_id)?;
+        if let Some(host) = fields.host {
+            upstream.insert_header(http::header::HOST, host)?;
         }
-        if let Some(endpoint) = &ctx.endpoint {
-            upstream.insert_header(http::header::HOST, &*endpoint.host)?;
-            if let Route::LegacySse { server_id } = &ctx.route {
-                upstream.insert_header(
-                    "x-forwarded-prefix",
-                    format!("/mcp-servers/{server_id}/r{}", endpoint.replica_idx),
-                )?;
-            }
+        if let Some(prefix) = fields.forwarded_prefix {
+            upstream.insert_header(FORWARDED_PREFIX_HEADER, prefix)?;
         }
-        if let Some(inner) = &ctx.upstream_session {
-            upstream.insert_header(SESSION_HEADER, inner.as_str())?;
+        if let Some(inner) = fields.session {
+            upstream.insert_header(SESSION_HEADER, inner)?;
         }
-        // Origin was checked here; the worker sees the gateway as a same-host client.
-        upstream.remove_header(&http::header::ORIGIN);
+        if ctx.route != Route::Admin {
+            upstream.remove_header(&http::header::ORIGIN);
+        }
         // `forward` logs its own once the request is on its way.
-        if ctx.held_body.is_none() {
+        if ctx.route != Route::Admin && ctx.held_body.is_none() {
             ctx.log_proxy_start();
         }
         Ok(())
@@ -538,11 +542,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = upstream.status.as_u16();
-        upstream.insert_header(request_id::HEADER, ctx.request_id.as_str())?;
+        // A worker already sends both (the request id is the one it was given); a field
+        // that is right as it is costs a lookup rather than a rewrite.
+        set_header(upstream, request_id::HEADER, &ctx.request_id)?;
         if ctx.route == Route::Admin {
             return Ok(());
         }
-        upstream.insert_header("x-accel-buffering", "no")?;
+        set_header(upstream, "x-accel-buffering", "no")?;
         if let (Some(endpoint), Some(session_id)) = (
             &ctx.endpoint,
             upstream
@@ -1164,6 +1170,31 @@ async fn respond_head(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
 }
 
 impl Ctx {
+    fn new() -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            request_id: String::new(),
+            route: Route::NotFound,
+            server_id: String::new(),
+            tool: String::new(),
+            check: BodyCheck::None,
+            pending_error: None,
+            endpoint: None,
+            upstream_path: String::new(),
+            pinned_replica: None,
+            upstream_session: None,
+            failed: Vec::new(),
+            attempts: 0,
+            stale_reuses: 0,
+            accepted: Accepted::No,
+            args_size: 0,
+            held_body: None,
+            passed_bytes: 0,
+            status: 0,
+            sampled: None,
+        }
+    }
+
     /// The worker URL of the current attempt, for logs (empty before one is chosen).
     fn target_url(&self) -> String {
         match &self.endpoint {
@@ -1201,6 +1232,30 @@ impl Ctx {
             );
         }
     }
+    /// What [`UpstreamFields`] this request's upstream gets (an admin call only its id).
+    fn upstream_fields(&self) -> UpstreamFields<'_> {
+        let mut fields = UpstreamFields {
+            request_id: &self.request_id,
+            host: None,
+            forwarded_prefix: None,
+            session: None,
+        };
+        if self.route == Route::Admin {
+            return fields;
+        }
+        if let Some(endpoint) = &self.endpoint {
+            fields.host = Some(&endpoint.host);
+            if let Route::LegacySse { server_id } = &self.route {
+                fields.forwarded_prefix = Some(format!(
+                    "/mcp-servers/{server_id}/r{}",
+                    endpoint.replica_idx
+                ));
+            }
+        }
+        fields.session = self.upstream_session.as_deref();
+        fields
+    }
+
     fn log_proxy_start(&mut self) {
         self.log_accepted();
         if self.sampled() {

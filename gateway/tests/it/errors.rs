@@ -1,3 +1,6 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::{assert_completed, Options, Stack};
@@ -791,4 +794,82 @@ async fn an_admin_post_is_never_sent_again_without_its_body_and_a_get_is_retried
     let requests = seen.lock().expect("lock").clone();
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_eq!(requests[1].request_line, "GET /api/servers HTTP/1.1");
+}
+
+/// A stand-in worker that answers every request `200 {"ok":true}` on a keep-alive
+/// connection, or closes each connection after its first answer (without saying so in
+/// the answer, as a worker that restarts or times idle connections out does); counts the
+/// connections it accepted.
+fn answering_worker(close_after_answer: bool) -> (u16, Arc<AtomicUsize>) {
+    use std::io::{BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                while let Some((_, length)) = read_head(&mut reader) {
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = br#"{"ok":true}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    let stream = reader.get_mut();
+                    if stream.write_all(head.as_bytes()).is_err()
+                        || stream.write_all(answer).is_err()
+                    {
+                        return;
+                    }
+                    if close_after_answer {
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test]
+async fn a_pooled_worker_connection_is_reused_and_one_the_worker_closed_never_fails_a_call() {
+    let stack = Stack::start(Options {
+        workers: false,
+        gateway_args: vec!["--supervisor-enabled".into(), "true".into()],
+        ..Options::default()
+    })
+    .await;
+    let (port, connections) = answering_worker(false);
+    route_to(&stack, "fruits_api", port).await;
+    for _ in 0..3 {
+        let (status, _, body) = stack
+            .call("/mcp/fruits_api/get_fruits", json!({"args": {}}))
+            .await;
+        assert_eq!(status, 200, "{body:?}");
+        assert_eq!(body, Some(json!({"ok": true})));
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "calls one after another share one pooled connection"
+    );
+
+    // Each connection is closed by the worker once idle: every call still succeeds, on
+    // a connection of its own.
+    let (port, connections) = answering_worker(true);
+    route_to(&stack, "fakestore_api", port).await;
+    for _ in 0..5 {
+        let (status, _, body) = stack
+            .call("/mcp/fakestore_api/get_all_products", json!({"args": {}}))
+            .await;
+        assert_eq!(status, 200, "{body:?}");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
 }
