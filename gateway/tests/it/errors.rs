@@ -172,17 +172,7 @@ async fn refusals_are_json_with_stable_codes() {
 
 #[tokio::test]
 async fn no_worker_is_503_with_retry_after() {
-    let stack = Stack::start(Options {
-        workers: false,
-        gateway_args: vec![
-            "--supervisor-enabled".into(),
-            "true".into(),
-            "--worker-wait".into(),
-            "300ms".into(),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_routed_by_hand(&["--worker-wait", "300ms"]).await;
     let response = stack
         .post("/mcp/fruits_api/get_fruits", json!({"args": {}}))
         .await;
@@ -484,6 +474,19 @@ fn fake_worker(answer: &'static [u8]) -> u16 {
     port
 }
 
+/// A stack without workers whose gateway routes to the worker records a test writes
+/// itself (`route_to`), with `extra` gateway flags.
+async fn stack_routed_by_hand(extra: &[&str]) -> Stack {
+    let mut gateway_args = vec!["--supervisor-enabled".to_owned(), "true".to_owned()];
+    gateway_args.extend(extra.iter().map(|a| a.to_string()));
+    Stack::start(Options {
+        workers: false,
+        gateway_args,
+        ..Options::default()
+    })
+    .await
+}
+
 async fn route_to(stack: &Stack, server_id: &str, port: u16) {
     stack
         .registry
@@ -527,46 +530,60 @@ fn read_head(reader: &mut impl std::io::BufRead) -> Option<(String, usize)> {
 }
 
 /// A stand-in worker that reads each request whole and answers 200 with the number of
-/// body bytes it received.
+/// body bytes it received, one request per connection.
 fn counting_worker() -> u16 {
+    standin_worker(true, |body| ("text/plain", body.len().to_string())).0
+}
+
+/// A stand-in worker that reads each request whole and answers it 200 with what
+/// `answer` makes of its body (content type and text), on a keep-alive connection, or
+/// closing each connection after its first answer (without saying so in the answer, as
+/// a worker that restarts or times idle connections out does); counts the connections
+/// it accepted.
+fn standin_worker(
+    close_after_answer: bool,
+    answer: fn(&[u8]) -> (&'static str, String),
+) -> (u16, Arc<AtomicUsize>) {
     use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream);
-                let Some((_, length)) = read_head(&mut reader) else {
-                    return;
-                };
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
-                    return;
+                while let Some((_, length)) = read_head(&mut reader) {
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let (content_type, text) = answer(&body);
+                    let message = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let stream = reader.get_mut();
+                    if stream.write_all(message.as_bytes()).is_err() {
+                        return;
+                    }
+                    if close_after_answer {
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
                 }
-                let answer = length.to_string();
-                let _ = reader.get_mut().write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    )
-                    .as_bytes(),
-                );
             });
         }
     });
-    port
+    (port, connections)
 }
 
 #[tokio::test]
 async fn a_large_body_is_retried_after_a_failed_connect() {
     // The gateway holds a large body itself (past Pingora's retry buffer), so a call
     // whose worker refused the connection can be sent again, whole, to its replacement.
-    let stack = Stack::start(Options {
-        workers: false,
-        gateway_args: vec!["--supervisor-enabled".into(), "true".into()],
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_routed_by_hand(&[]).await;
     route_to(&stack, "test_api", mcp_testkit::free_port()).await;
     let body = json!({"args": {"blob": "b".repeat(300 * 1024)}});
     let length = body.to_string().len();
@@ -610,17 +627,7 @@ async fn a_large_body_is_retried_after_a_failed_connect() {
 
 #[tokio::test]
 async fn a_silent_worker_is_504_and_a_garbled_one_502_as_json() {
-    let stack = Stack::start(Options {
-        workers: false,
-        gateway_args: vec![
-            "--supervisor-enabled".into(),
-            "true".into(),
-            "--read-timeout".into(),
-            "500ms".into(),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let stack = stack_routed_by_hand(&["--read-timeout", "500ms"]).await;
     route_to(&stack, "fruits_api", fake_worker(b"")).await;
     let started = std::time::Instant::now();
     let (status, _, body) = stack
@@ -796,57 +803,15 @@ async fn an_admin_post_is_never_sent_again_without_its_body_and_a_get_is_retried
     assert_eq!(requests[1].request_line, "GET /api/servers HTTP/1.1");
 }
 
-/// A stand-in worker that answers every request `200 {"ok":true}` on a keep-alive
-/// connection, or closes each connection after its first answer (without saying so in
-/// the answer, as a worker that restarts or times idle connections out does); counts the
-/// connections it accepted.
-fn answering_worker(close_after_answer: bool) -> (u16, Arc<AtomicUsize>) {
-    use std::io::{BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            counted.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                while let Some((_, length)) = read_head(&mut reader) {
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer = br#"{"ok":true}"#;
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    let stream = reader.get_mut();
-                    if stream.write_all(head.as_bytes()).is_err()
-                        || stream.write_all(answer).is_err()
-                    {
-                        return;
-                    }
-                    if close_after_answer {
-                        let _ = stream.shutdown(std::net::Shutdown::Both);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, connections)
+/// Answers `{"ok":true}` whatever the request.
+fn ok_json(_: &[u8]) -> (&'static str, String) {
+    ("application/json", r#"{"ok":true}"#.to_owned())
 }
 
 #[tokio::test]
 async fn a_pooled_worker_connection_is_reused_and_one_the_worker_closed_never_fails_a_call() {
-    let stack = Stack::start(Options {
-        workers: false,
-        gateway_args: vec!["--supervisor-enabled".into(), "true".into()],
-        ..Options::default()
-    })
-    .await;
-    let (port, connections) = answering_worker(false);
+    let stack = stack_routed_by_hand(&[]).await;
+    let (port, connections) = standin_worker(false, ok_json);
     route_to(&stack, "fruits_api", port).await;
     for _ in 0..3 {
         let (status, _, body) = stack
@@ -863,7 +828,7 @@ async fn a_pooled_worker_connection_is_reused_and_one_the_worker_closed_never_fa
 
     // Each connection is closed by the worker once idle: every call still succeeds, on
     // a connection of its own.
-    let (port, connections) = answering_worker(true);
+    let (port, connections) = standin_worker(true, ok_json);
     route_to(&stack, "fakestore_api", port).await;
     for _ in 0..5 {
         let (status, _, body) = stack
