@@ -495,6 +495,9 @@ impl ProxyHttp for Gateway {
         }
         let fields = ctx.upstream_fields();
         upstream.insert_header(request_id::HEADER, fields.request_id)?;
+        if ctx.route == Route::Admin {
+            return Ok(());
+        }
         if let Some(host) = fields.host {
             upstream.insert_header(http::header::HOST, host)?;
         }
@@ -504,11 +507,10 @@ impl ProxyHttp for Gateway {
         if let Some(inner) = fields.session {
             upstream.insert_header(SESSION_HEADER, inner)?;
         }
-        if ctx.route != Route::Admin {
-            upstream.remove_header(&http::header::ORIGIN);
-        }
+        // Origin was checked here; the worker sees the gateway as a same-host client.
+        upstream.remove_header(&http::header::ORIGIN);
         // `forward` logs its own once the request is on its way.
-        if ctx.route != Route::Admin && ctx.held_body.is_none() {
+        if ctx.held_body.is_none() {
             ctx.log_proxy_start();
         }
         Ok(())

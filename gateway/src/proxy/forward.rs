@@ -153,6 +153,7 @@ fn request_head(client: &RequestHeader, ctx: &Ctx, body: &[u8]) -> Result<BytesM
     for (name, value) in &client.headers {
         let name = name.as_str();
         let replaced = match name {
+            // Origin was checked at the gateway; the worker sees it as a same-host client.
             "host" | "content-length" | "origin" => true,
             SESSION_HEADER => fields.session.is_some(),
             FORWARDED_PREFIX_HEADER => fields.forwarded_prefix.is_some(),
