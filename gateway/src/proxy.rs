@@ -1234,6 +1234,7 @@ impl Ctx {
             );
         }
     }
+
     /// What [`UpstreamFields`] this request's upstream gets (an admin call only its id).
     fn upstream_fields(&self) -> UpstreamFields<'_> {
         let mut fields = UpstreamFields {
