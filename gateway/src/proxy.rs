@@ -127,6 +127,9 @@ pub struct Ctx {
     /// One sampling decision per request (taken on first use), so the success-path
     /// events of a request (`accepted`, `proxy.start`, `proxy.done`) come together.
     sampled: Option<bool>,
+    /// The request's metrics and `tool.call.proxy.done` line are written (by `forward`,
+    /// before the answer's last bytes; otherwise by `logging`).
+    recorded: bool,
 }
 
 /// `tool.call.accepted` of a request: not (yet) earned, due, written.
@@ -697,45 +700,23 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.log_accepted();
+        if ctx.recorded {
+            // `forward` recorded the call before its last bytes went out; what is left
+            // to count is a failure after that (the client gone while they were written).
+            if e.is_some() {
+                let server = ctx.server_label();
+                METRICS
+                    .errors
+                    .with_label_values(&[&ctx.status.to_string(), server])
+                    .inc();
+            }
+            return;
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        let latency = ctx.started.elapsed();
-        let server = if ctx.server_id.is_empty() {
-            "-"
-        } else {
-            ctx.server_id.as_str()
-        };
-        let label = ctx.route.label();
-        METRICS
-            .requests
-            .with_label_values(&[label, server, status_label(status)])
-            .inc();
-        METRICS
-            .latency
-            .with_label_values(&[label, server])
-            .observe(latency.as_secs_f64());
-        if status >= 400 || e.is_some() {
-            METRICS
-                .errors
-                .with_label_values(&[&status.to_string(), server])
-                .inc();
-        }
-        // Sampled with its `proxy.start` (one decision per request); failures always.
-        if ctx.endpoint.is_some() && (status >= 500 || ctx.sampled == Some(true)) {
-            tracing::info!(
-                event = "tool.call.proxy.done",
-                request_id = ctx.request_id.as_str(),
-                server = ctx.server_id.as_str(),
-                tool = ctx.tool.as_str(),
-                target_url = ctx.target_url().as_str(),
-                status,
-                latency = latency.as_secs_f64() * 1000.0,
-                attempts = ctx.attempts
-            );
-        }
+        ctx.record(status, e.is_some());
     }
 }
 
@@ -1194,6 +1175,7 @@ impl Ctx {
             passed_bytes: 0,
             status: 0,
             sampled: None,
+            recorded: false,
         }
     }
 
@@ -1272,6 +1254,52 @@ impl Ctx {
             );
         }
     }
+
+    fn server_label(&self) -> &str {
+        if self.server_id.is_empty() {
+            "-"
+        } else {
+            self.server_id.as_str()
+        }
+    }
+
+    /// Counts the finished request in the metrics and writes its `tool.call.proxy.done`
+    /// line (sampled with its `proxy.start`, one decision per request; failures always).
+    pub(crate) fn record(&mut self, status: u16, failed: bool) {
+        self.log_accepted();
+        self.recorded = true;
+        self.status = status;
+        let latency = self.started.elapsed();
+        let server = self.server_label();
+        let label = self.route.label();
+        METRICS
+            .requests
+            .with_label_values(&[label, server, status_label(status)])
+            .inc();
+        METRICS
+            .latency
+            .with_label_values(&[label, server])
+            .observe(latency.as_secs_f64());
+        if status >= 400 || failed {
+            METRICS
+                .errors
+                .with_label_values(&[&status.to_string(), server])
+                .inc();
+        }
+        if self.endpoint.is_some() && (status >= 500 || self.sampled == Some(true)) {
+            tracing::info!(
+                event = "tool.call.proxy.done",
+                request_id = self.request_id.as_str(),
+                server = self.server_id.as_str(),
+                tool = self.tool.as_str(),
+                target_url = self.target_url().as_str(),
+                status,
+                latency = latency.as_secs_f64() * 1000.0,
+                attempts = self.attempts
+            );
+        }
+    }
+
     pub fn request_id(&self) -> &str {
         &self.request_id
     }

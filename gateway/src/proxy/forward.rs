@@ -102,22 +102,34 @@ pub(super) async fn forward(
         .write_response_header(Box::new(header), false)
         .await
         .map_err(|e| e.into_down())?;
+    // The answer's last bytes are held back until the call is recorded and its worker
+    // connection pooled: the write that wakes the client is the gateway's last act for
+    // this call, so the client does not wait for the gateway's bookkeeping on a shared
+    // vCPU, nor get placed on the other one because the gateway still runs (see
+    // docs/BENCHMARKS.md). A body the worker sized arrives with its end; a streamed one
+    // ends with the empty chunk, after which only the terminator is left to write.
+    let mut last = None;
     while let Some(chunk) = upstream.read_body_bytes().await.map_err(|e| e.into_up())? {
+        if upstream.is_body_done() {
+            last = Some(chunk);
+            break;
+        }
         session
             .write_response_body(Some(chunk), false)
             .await
             .map_err(|e| e.into_down())?;
     }
-    session
-        .write_response_body(None, true)
-        .await
-        .map_err(|e| e.into_down())?;
     if upstream.is_body_done() {
         upstream.respect_keepalive();
         if let Some(stream) = upstream.reuse().await {
             gateway.pool.put(addr, stream);
         }
     }
+    ctx.record(ctx.status, false);
+    session
+        .write_response_body(last, true)
+        .await
+        .map_err(|e| e.into_down())?;
     Ok(true)
 }
 

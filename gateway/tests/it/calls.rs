@@ -99,6 +99,37 @@ async fn every_call_and_compatibility_route() {
 }
 
 #[tokio::test]
+async fn a_call_is_counted_before_its_answer_ends() {
+    // The gateway records a forwarded call (metrics, `proxy.done`) before it writes the
+    // answer's last bytes, so a scrape right after an answer already counts it: no
+    // waiting, unlike the metrics of other routes (see `Stack::metrics_when`).
+    let stack = Stack::start(Options::default()).await;
+    let series = "mcp_gateway_requests_total{route=\"call\",server=\"fruits_api\",status=\"200\"}";
+    let count = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = count(&stack.metrics_text().await);
+    for n in 1..=20 {
+        let (status, events, _) = stack
+            .call(
+                "/mcp/fruits_api/get_fruit_by_id",
+                json!({"args": {"id": 1}}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_completed(&events);
+        assert_eq!(
+            count(&stack.metrics_text().await),
+            before + n,
+            "after call {n}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_server_registered_through_the_admin_api_answers_through_the_gateway() {
     // The PRD's flow 1, end to end: admin API -> Redis -> supervisor spawns a worker
     // -> the gateway routes to it. PRD bar: 5 s.

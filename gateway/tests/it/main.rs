@@ -281,9 +281,9 @@ impl Stack {
             .expect("text")
     }
 
-    /// The metrics text once `ready` holds for it (metrics are counted in the logging
-    /// phase, after the response went out, so a test reading them right after its call
-    /// must wait). Panics with the last text after 5 s.
+    /// The metrics text once `ready` holds for it (but for forwarded calls, metrics are
+    /// counted in the logging phase, after the response went out, so a test reading them
+    /// right after its request must wait). Panics with the last text after 5 s.
     pub async fn metrics_when(&self, ready: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
