@@ -1,11 +1,12 @@
 //! Owns the log writer: lines are appended to a shared buffer (a lock held for one
-//! memcpy, never a syscall or a thread wake-up per line), and one background thread
-//! writes the buffer out in batches. The first line into an empty buffer wakes the
-//! thread; it then waits `BATCH_WINDOW` for more before one `write`, so a busy process
-//! pays about one wake-up and one syscall per window instead of one per line, and an
-//! idle one none at all. If the output cannot keep up and `MAX_PENDING` bytes are
-//! waiting, new lines are dropped (never blocking a request) and counted, and a
-//! `log.dropped` line says how many once the output drains.
+//! memcpy, never a syscall per line), and one background thread writes the buffer out in
+//! batches. While lines keep coming the thread runs on a timer, writing out every
+//! `BATCH_WINDOW` what gathered; after a window with no line it sleeps until the next
+//! line wakes it. So a busy process pays one wake-up and one `write` per window and no
+//! line but the first after a quiet window wakes a thread (a wake-up on the line's, and
+//! so the call's, path), and an idle one pays nothing. If the output cannot keep up and
+//! `MAX_PENDING` bytes are waiting, new lines are dropped (never blocking a request)
+//! and counted, and a `log.dropped` line says how many once the output drains.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -24,12 +25,17 @@ struct State {
     pending: Vec<u8>,
     dropped: u64,
     closing: bool,
+    /// The thread waits for a line with no deadline: the next line wakes it.
+    asleep: bool,
+    /// Wake-ups lines have issued (for tests).
+    wakes: u64,
 }
 
 struct Shared {
     /// A std Mutex: held to append one line or to swap the buffer, never across I/O.
     state: Mutex<State>,
     wake: Condvar,
+    window: Duration,
 }
 
 impl Shared {
@@ -56,13 +62,24 @@ pub fn batch_writer<W: Write + Send + 'static>(
     service: &'static str,
     out: W,
 ) -> (BatchWriter, WriterGuard) {
+    batch_writer_with_window(service, out, BATCH_WINDOW)
+}
+
+fn batch_writer_with_window<W: Write + Send + 'static>(
+    service: &'static str,
+    out: W,
+    window: Duration,
+) -> (BatchWriter, WriterGuard) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             pending: Vec::with_capacity(64 * 1024),
             dropped: 0,
             closing: false,
+            asleep: false,
+            wakes: 0,
         }),
         wake: Condvar::new(),
+        window,
     });
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
@@ -87,10 +104,14 @@ impl BatchWriter {
             state.dropped += 1;
             return;
         }
-        let was_empty = state.pending.is_empty();
         state.pending.extend_from_slice(line);
+        // Only a sleeping thread is woken, once; one on its timer finds the line itself.
+        let wake = std::mem::take(&mut state.asleep);
+        if wake {
+            state.wakes += 1;
+        }
         drop(state);
-        if was_empty {
+        if wake {
             self.shared.wake.notify_one();
         }
     }
@@ -108,16 +129,22 @@ impl Drop for WriterGuard {
 
 fn write_out<W: Write>(shared: &Shared, service: &'static str, mut out: W) {
     let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Whether the last window brought nothing: then the thread sleeps until a line.
+    let mut quiet = true;
     loop {
         let mut state = shared.lock();
-        while state.pending.is_empty() && state.dropped == 0 && !state.closing {
-            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+        if quiet {
+            while state.pending.is_empty() && state.dropped == 0 && !state.closing {
+                state.asleep = true;
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.asleep = false;
         }
         if !state.closing {
             // Let the batch fill; a closing guard cuts the window short.
             state = shared
                 .wake
-                .wait_timeout_while(state, BATCH_WINDOW, |s| !s.closing)
+                .wait_timeout_while(state, shared.window, |s| !s.closing)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
@@ -125,12 +152,15 @@ fn write_out<W: Write>(shared: &Shared, service: &'static str, mut out: W) {
         let dropped = std::mem::take(&mut state.dropped);
         let closing = state.closing;
         drop(state);
-        let _ = out.write_all(&batch);
-        if dropped > 0 {
-            let _ = out.write_all(&dropped_line(service, dropped));
+        quiet = batch.is_empty() && dropped == 0;
+        if !quiet {
+            let _ = out.write_all(&batch);
+            if dropped > 0 {
+                let _ = out.write_all(&dropped_line(service, dropped));
+            }
+            let _ = out.flush();
+            batch.clear();
         }
-        let _ = out.flush();
-        batch.clear();
         if closing && shared.lock().pending.is_empty() {
             return;
         }
@@ -257,6 +287,38 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(sink.text(), "one\n");
+    }
+
+    #[test]
+    fn lines_that_keep_coming_wake_the_thread_once_and_it_sleeps_after_a_quiet_window() {
+        // A long window, so that the test's own steps always fit in one.
+        let window = Duration::from_millis(1000);
+        let sink = Sink::default();
+        let (writer, _guard) = batch_writer_with_window("svc", sink.clone(), window);
+        let wakes = || writer.shared.lock().wakes;
+        let asleep = || writer.shared.lock().asleep;
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "never: {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait("the thread asleep after its first, empty window", &|| {
+            asleep()
+        });
+        writer.write_line(b"one\n");
+        assert_eq!(wakes(), 1, "the first line wakes the thread");
+        wait("line one written", &|| sink.text() == "one\n");
+        // The thread is now in its next window, on its timer: a line does not wake it.
+        writer.write_line(b"two\n");
+        assert_eq!(wakes(), 1, "a line during a window woke the thread");
+        wait("line two written", &|| sink.text() == "one\ntwo\n");
+        // A window without a line puts it back to sleep; the next line wakes it again.
+        wait("the thread asleep after a quiet window", &|| asleep());
+        writer.write_line(b"three\n");
+        assert_eq!(wakes(), 2);
+        wait("line three written", &|| sink.text() == "one\ntwo\nthree\n");
     }
 
     /// An output that blocks until released, like a full pipe.
