@@ -16,7 +16,7 @@ pub fn write(config: &SuiteConfig, results: &Results) -> anyhow::Result<()> {
         .ok()
         .and_then(|old| old.split_once(KEEP_MARKER).map(|(_, tail)| tail.to_owned()))
         .unwrap_or_default();
-    let mut doc = render(config, results, &machine());
+    let mut doc = render(config, results, &machine(&config.out));
     doc.push('\n');
     doc.push_str(KEEP_MARKER);
     doc.push_str(&kept);
@@ -36,7 +36,9 @@ pub struct Machine {
     pub date: String,
 }
 
-fn machine() -> Machine {
+/// `report`, the file being rewritten, does not count as an uncommitted change: a
+/// report from the last run must not mark the next one's commit as modified.
+fn machine(report: &std::path::Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -64,7 +66,19 @@ fn machine() -> Machine {
     let mut commit = run("git", &["rev-parse", "--short=12", "HEAD"]);
     if commit.is_empty() {
         commit = "unknown".into();
-    } else if !run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+    } else if !run(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            &format!(":(exclude){}", report.display()),
+        ],
+    )
+    .is_empty()
+    {
         commit.push_str(" (with uncommitted changes)");
     }
     Machine {
