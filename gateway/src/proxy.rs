@@ -704,11 +704,7 @@ impl ProxyHttp for Gateway {
             // `forward` recorded the call before its last bytes went out; what is left
             // to count is a failure after that (the client gone while they were written).
             if e.is_some() {
-                let server = ctx.server_label();
-                METRICS
-                    .errors
-                    .with_label_values(&[&ctx.status.to_string(), server])
-                    .inc();
+                ctx.count_error(ctx.status);
             }
             return;
         }
@@ -1263,6 +1259,13 @@ impl Ctx {
         }
     }
 
+    fn count_error(&self, status: u16) {
+        METRICS
+            .errors
+            .with_label_values(&[&status.to_string(), self.server_label()])
+            .inc();
+    }
+
     /// Counts the finished request in the metrics and writes its `tool.call.proxy.done`
     /// line (sampled with its `proxy.start`, one decision per request; failures always).
     pub(crate) fn record(&mut self, status: u16, failed: bool) {
@@ -1281,10 +1284,7 @@ impl Ctx {
             .with_label_values(&[label, server])
             .observe(latency.as_secs_f64());
         if status >= 400 || failed {
-            METRICS
-                .errors
-                .with_label_values(&[&status.to_string(), server])
-                .inc();
+            self.count_error(status);
         }
         if self.endpoint.is_some() && (status >= 500 || self.sampled == Some(true)) {
             tracing::info!(
