@@ -16,6 +16,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::adapter::response::write_json;
+use crate::adapter::Delta;
 use crate::invoke::{self, Rejection};
 use crate::state::WorkerState;
 
@@ -224,17 +226,6 @@ fn write_frame(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Appends `value` as compact JSON, straight into `out` (no intermediate `String`, no
-/// `fmt` machinery). Serializing a `Value` into memory cannot fail; if it ever did,
-/// `null` keeps the frame well formed.
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let mark = out.len();
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.truncate(mark);
-        out.extend_from_slice(b"null");
-    }
-}
-
 /// The events of one call, produced as the REST call progresses: the call runs in its
 /// own task; the stream ends after `tool_call.completed` or `tool_call.error`. Dropping
 /// the stream (client gone) cancels the REST read. Shared with the gateway's rollback
@@ -261,7 +252,7 @@ fn batches(
     prepared: invoke::Prepared,
     request_id: String,
 ) -> impl futures::Stream<Item = (Bytes, bool)> + Send + 'static {
-    let (delta_tx, delta_rx) = mpsc::channel::<Value>(DELTA_BUFFER);
+    let (delta_tx, delta_rx) = mpsc::channel::<Delta>(DELTA_BUFFER);
     let (done_tx, done_rx) = oneshot::channel();
     let started = frame(
         "tool_call.started",
@@ -296,7 +287,7 @@ type CallResult = Result<(crate::adapter::Outcome, f64), crate::adapter::Error>;
 /// The part of a call's stream after `tool_call.started`.
 struct Frames {
     request_id: String,
-    deltas: mpsc::Receiver<Value>,
+    deltas: mpsc::Receiver<Delta>,
     /// Taken when the final frame has been produced.
     done: Option<oneshot::Receiver<CallResult>>,
     seq: u64,
@@ -325,7 +316,7 @@ impl Frames {
 
     /// `{"request_id": .., "seq": .., "output": ..}`, written field by field: the same
     /// JSON as building that object would give, without copying the output into it.
-    fn push_delta(&mut self, batch: &mut Vec<u8>, output: Value) {
+    fn push_delta(&mut self, batch: &mut Vec<u8>, output: Delta) {
         let (request_id, seq) = (&self.request_id, self.seq);
         write_frame(batch, "output.delta", |out| {
             out.extend_from_slice(b"{\"request_id\":");
@@ -333,7 +324,7 @@ impl Frames {
             out.extend_from_slice(b",\"seq\":");
             write_json(out, &seq);
             out.extend_from_slice(b",\"output\":");
-            write_json(out, &output);
+            output.write_json(out);
             out.push(b'}');
         });
         self.seq += 1;
@@ -489,8 +480,8 @@ mod tests {
         };
         let output = json!({"z": 1, "a": ["x\ny", null, 2.5, "\u{2028}"], "m": {"b": true}});
         let mut batch = b"before".to_vec();
-        frames.push_delta(&mut batch, output.clone());
-        frames.push_delta(&mut batch, json!("second"));
+        frames.push_delta(&mut batch, Delta::Value(output.clone()));
+        frames.push_delta(&mut batch, Delta::Value(json!("second")));
         let batch = batch.strip_prefix(b"before").expect("appended");
         let split = batch
             .windows(2)
@@ -508,6 +499,40 @@ mod tests {
         let (_, second) = data_of(&batch[split..], "output.delta");
         assert_eq!(second["seq"], 42);
         assert_eq!(second["output"], "second");
+    }
+
+    #[test]
+    fn a_json_body_goes_into_its_delta_frame_as_sent() {
+        let (_tx, deltas) = mpsc::channel(1);
+        let mut frames = Frames {
+            request_id: "r".into(),
+            deltas,
+            done: None,
+            seq: 0,
+        };
+        let body = br#"{"z":1,"price":1.50,"name":"\u00e9\n","a":[]}"#;
+        let mut batch = Vec::new();
+        frames.push_delta(&mut batch, Delta::from_json_body(body).expect("JSON"));
+        let (text, parsed) = data_of(&batch, "output.delta");
+        let body = std::str::from_utf8(body).expect("utf-8");
+        assert_eq!(
+            text,
+            format!(r#"{{"request_id":"r","seq":0,"output":{body}}}"#)
+        );
+        assert_eq!(parsed["output"]["name"], "\u{e9}\n");
+    }
+
+    #[test]
+    fn a_json_body_on_several_lines_is_written_on_one() {
+        let body = b"{\n  \"a\": [1,\r\n 2]\n}\n";
+        let delta = Delta::from_json_body(body).expect("JSON");
+        let mut out = Vec::new();
+        delta.write_json(&mut out);
+        assert_eq!(out, br#"{"a":[1,2]}"#);
+        assert!(Delta::from_json_body(b"{\"a\": tru").is_err());
+        assert!(Delta::from_json_body(b"{} {}").is_err());
+        let raw = Delta::from_json_body(b" [1, {\"b\": null}] ").expect("JSON");
+        assert_eq!(raw.into_value(), json!([1, {"b": null}]));
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub async fn run(
     state: &WorkerState,
     prepared: &Prepared,
     request_id: &str,
-    deltas: &mpsc::Sender<Value>,
+    deltas: &mpsc::Sender<adapter::Delta>,
 ) -> Result<(adapter::Outcome, f64), adapter::Error> {
     execute(
         &state.adapter,
@@ -129,7 +129,7 @@ pub async fn execute(
     server_id: &str,
     prepared: &Prepared,
     request_id: &str,
-    deltas: &mpsc::Sender<Value>,
+    deltas: &mpsc::Sender<adapter::Delta>,
 ) -> Result<(adapter::Outcome, f64), adapter::Error> {
     let started = Instant::now();
     let result = adapter

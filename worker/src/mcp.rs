@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter::Delta;
 use crate::config::Config;
 use crate::invoke::{self, Rejection};
 use crate::state::WorkerState;
@@ -130,11 +131,11 @@ impl ServerHandler for McpHandler {
                 .into());
             }
         };
-        let (tx, mut rx) = mpsc::channel::<Value>(16);
+        let (tx, mut rx) = mpsc::channel::<Delta>(16);
         let collect = async move {
             let mut deltas = Vec::new();
             while let Some(delta) = rx.recv().await {
-                deltas.push(delta);
+                deltas.push(delta.into_value());
             }
             deltas
         };

@@ -7,6 +7,8 @@
 pub mod request;
 pub mod response;
 
+pub use response::Delta;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -155,7 +157,7 @@ impl HttpAdapter {
         endpoint: Endpoint<'_>,
         args: &Map<String, Value>,
         request_id: &str,
-        deltas: &mpsc::Sender<Value>,
+        deltas: &mpsc::Sender<Delta>,
     ) -> Result<Outcome, Error> {
         let Endpoint {
             server_id,
@@ -194,7 +196,7 @@ impl HttpAdapter {
         built: request::Built,
         pick: Option<&serde_json_path::JsonPath>,
         timeout_ms: u64,
-        deltas: &mpsc::Sender<Value>,
+        deltas: &mpsc::Sender<Delta>,
     ) -> Result<Outcome, Error> {
         let method = reqwest::Method::from_bytes(built.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::GET);

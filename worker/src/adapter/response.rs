@@ -5,6 +5,7 @@
 //! Bodies are read under a size cap.
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -42,13 +43,67 @@ fn kind_of(response: &reqwest::Response) -> Kind {
     }
 }
 
+/// One piece of a tool's output.
+#[derive(Debug)]
+pub enum Delta {
+    /// A value the adapter built: text, the part of a JSON body that
+    /// `responseMapping.pick` chose, a streamed event or line.
+    Value(Value),
+    /// A whole JSON body passed on as the REST API sent it: checked to be JSON, on one
+    /// line. Parsing it into a tree only to write it out again was a fifth of a call's
+    /// instructions in the worker.
+    Json(Box<RawValue>),
+}
+
+impl Delta {
+    /// A JSON body as a delta: passed on as it is, unless it spans lines (pretty
+    /// printed), which would break an SSE `data:` line; then it is parsed and written
+    /// compact.
+    pub fn from_json_body(body: &[u8]) -> Result<Delta, serde_json::Error> {
+        let raw: Box<RawValue> = serde_json::from_slice(body)?;
+        if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
+            return serde_json::from_str(raw.get()).map(Delta::Value);
+        }
+        Ok(Delta::Json(raw))
+    }
+
+    /// The output as a JSON value (the MCP result needs one).
+    pub fn into_value(self) -> Value {
+        match self {
+            Delta::Value(value) => value,
+            // Checked when it was made: it parses.
+            Delta::Json(raw) => serde_json::from_str(raw.get())
+                .unwrap_or_else(|_| Value::String(raw.get().to_owned())),
+        }
+    }
+
+    /// Appends the output as JSON on one line.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Delta::Value(value) => write_json(out, value),
+            Delta::Json(raw) => out.extend_from_slice(raw.get().as_bytes()),
+        }
+    }
+}
+
+/// Appends `value` as compact JSON, straight into `out` (no intermediate `String`, no
+/// `fmt` machinery). Serializing a `Value` into memory cannot fail; if it ever did,
+/// `null` keeps the frame well formed.
+pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(mark);
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Reads the whole response and sends its deltas.
 pub async fn read(
     mut response: reqwest::Response,
     pick_path: Option<&serde_json_path::JsonPath>,
     max_bytes: usize,
     timeout_ms: u64,
-    deltas: &mpsc::Sender<Value>,
+    deltas: &mpsc::Sender<Delta>,
 ) -> Result<Outcome, Error> {
     let status = response.status().as_u16();
     let kind = kind_of(&response);
@@ -77,18 +132,20 @@ pub async fn read(
     match kind {
         Kind::Json | Kind::Text => {
             let body = read_all(&mut response, max_bytes, timeout_ms).await?;
-            let value = if body.is_empty() {
-                Value::Null
+            let delta = if body.is_empty() {
+                Delta::Value(Value::Null)
             } else if kind == Kind::Json {
-                let value = serde_json::from_slice(&body).map_err(Error::InvalidJson)?;
                 match pick_path {
-                    Some(path) => pick(path, &value),
-                    None => value,
+                    Some(path) => {
+                        let value = serde_json::from_slice(&body).map_err(Error::InvalidJson)?;
+                        Delta::Value(pick(path, &value))
+                    }
+                    None => Delta::from_json_body(&body).map_err(Error::InvalidJson)?,
                 }
             } else {
-                Value::String(String::from_utf8_lossy(&body).into_owned())
+                Delta::Value(Value::String(String::from_utf8_lossy(&body).into_owned()))
             };
-            send(deltas, value).await?;
+            deltas.send(delta).await.map_err(|_| Error::Cancelled)?;
             outcome.n_deltas = 1;
         }
         Kind::Sse | Kind::Ndjson | Kind::TextStream => {
@@ -137,8 +194,11 @@ pub async fn read(
     Ok(outcome)
 }
 
-async fn send(deltas: &mpsc::Sender<Value>, value: Value) -> Result<(), Error> {
-    deltas.send(value).await.map_err(|_| Error::Cancelled)
+async fn send(deltas: &mpsc::Sender<Delta>, value: Value) -> Result<(), Error> {
+    deltas
+        .send(Delta::Value(value))
+        .await
+        .map_err(|_| Error::Cancelled)
 }
 
 /// How much of an error answer's body a tool error carries.
