@@ -12,7 +12,7 @@ struct Config {
     listen: std::net::SocketAddr,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
