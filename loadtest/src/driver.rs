@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use rand::SeedableRng;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use crate::http1::{CallTarget, Pool};
 use crate::mcp::{self, Session};
 use crate::report::{Failure, Recorder, Report, RunMeta, Success};
 use crate::scenario::{Mode, Plan};
@@ -99,8 +101,8 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 
 /// What each request of the run is sent to, prepared before the clock starts.
 enum Prepared {
-    /// `urls[server_idx][spec_idx]`.
-    Call(Vec<Vec<Url>>),
+    /// `targets[server_idx][spec_idx]`.
+    Call(Vec<Vec<CallTarget>>),
     /// `sessions[server_idx]`.
     Mcp(Vec<Vec<Session>>),
 }
@@ -144,6 +146,7 @@ pub async fn run(
     let start = Instant::now();
     let mut next_rpc_id = 1u64;
     let wire = Arc::new(tokio::sync::Semaphore::new(config.connections.max(1)));
+    let pool = Pool::default();
 
     for k in 0..total {
         let due = start + schedule.due(k);
@@ -161,9 +164,9 @@ pub async fn run(
         shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let pick = plan.pick(k, &mut rng);
         let request = match &*prepared {
-            Prepared::Call(urls) => Request::Call {
-                client: client.clone(),
-                url: urls[pick.server_idx][pick.spec_idx].clone(),
+            Prepared::Call(targets) => Request::Call {
+                pool: pool.clone(),
+                target: targets[pick.server_idx][pick.spec_idx].clone(),
                 body: pick.call_body,
             },
             Prepared::Mcp(sessions) => {
@@ -291,8 +294,8 @@ async fn prepare(
                 .map(|(idx, server_id)| {
                     tools
                         .iter()
-                        .map(|tool| target.call_url(idx, server_id, tool))
-                        .collect::<anyhow::Result<Vec<Url>>>()
+                        .map(|tool| CallTarget::new(&target.call_url(idx, server_id, tool)?))
+                        .collect::<anyhow::Result<Vec<CallTarget>>>()
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(Prepared::Call(urls))
@@ -313,10 +316,10 @@ async fn prepare(
 }
 
 enum Request {
-    /// `reqwest::Client` is a handle (an `Arc`): cloning it per request is cheap.
+    /// `Pool` is a handle (an `Arc`): cloning it per request is cheap.
     Call {
-        client: reqwest::Client,
-        url: Url,
+        pool: Pool,
+        target: CallTarget,
         body: Bytes,
     },
     Mcp {
@@ -329,7 +332,7 @@ impl Request {
     /// Sends it; the success's `response` time runs from `due`, the schedule's time.
     async fn send(self, sent: Instant, due: Instant) -> Result<Success, Failure> {
         let mut success = match self {
-            Request::Call { client, url, body } => call(&client, url, body, sent).await,
+            Request::Call { pool, target, body } => call(&pool, &target, body, sent).await,
             Request::Mcp { builder, id } => mcp_call(builder, id, sent).await,
         }?;
         success.response = success.latency + sent.saturating_duration_since(due);
@@ -347,33 +350,41 @@ pub(crate) async fn drain(response: &mut reqwest::Response) {
 
 /// One hub call: `tool_call.completed` is the success, `tool_call.error` the failure.
 async fn call(
-    client: &reqwest::Client,
-    url: Url,
+    pool: &Pool,
+    target: &CallTarget,
     body: Bytes,
     sent: Instant,
 ) -> Result<Success, Failure> {
-    let mut response = client
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .header(ACCEPT, "text/event-stream")
-        .body(body)
-        .send()
+    let (response, lease) = pool
+        .post_json(target, body)
         .await
-        .map_err(classify)?;
+        .map_err(|_| Failure::Connection)?;
     let status = response.status();
-    if !status.is_success() {
-        let _ = response.bytes().await;
-        return Err(Failure::Http(status.as_u16()));
-    }
-    if !mcp::is_event_stream(&response) {
-        let _ = response.bytes().await;
-        return Err(Failure::Protocol);
+    let event_stream = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut body = response.into_body();
+    if !status.is_success() || !event_stream {
+        if drain_body(&mut body).await {
+            lease.release();
+        }
+        return Err(if status.is_success() {
+            Failure::Protocol
+        } else {
+            Failure::Http(status.as_u16())
+        });
     }
     let mut scanner = sse::Scanner::default();
     let mut first_event = None;
     let mut outcome: Option<Result<Duration, Failure>> = None;
-    while let Some(chunk) = response.chunk().await.map_err(classify)? {
-        scanner.feed(&chunk, |event| {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Failure::Connection)?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        scanner.feed(chunk, |event| {
             let at = sent.elapsed();
             first_event.get_or_insert(at);
             if outcome.is_none() {
@@ -385,9 +396,13 @@ async fn call(
             }
         });
         if outcome.is_some() {
-            drain(&mut response).await;
             break;
         }
+    }
+    // Whatever follows the last event (usually only the end of the body) is read so
+    // the connection can carry the next call.
+    if drain_body(&mut body).await {
+        lease.release();
     }
     match outcome {
         Some(Ok(latency)) => Ok(Success {
@@ -398,6 +413,22 @@ async fn call(
         Some(Err(failure)) => Err(failure),
         None => Err(Failure::Protocol),
     }
+}
+
+/// Reads a body to its end within a short bound; `true` when it ended cleanly, so its
+/// connection may carry another call.
+async fn drain_body(body: &mut hyper::body::Incoming) -> bool {
+    let rest = async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(1), rest)
+        .await
+        .unwrap_or(false)
 }
 
 /// One MCP `tools/call`: a result without `isError` is the success.

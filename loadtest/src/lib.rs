@@ -2,12 +2,14 @@
 //! benchmark suite that writes `docs/BENCHMARKS.md`.
 //!
 //! Layout: `schedule` (when each request is due), `scenario` (what it sends), `driver`
-//! (sending on time and judging answers), `sse` and `mcp` (reading them), `report`
+//! (sending on time and judging answers), `http1` (its keep-alive client for hub
+//! calls), `sse` and `mcp` (reading them), `report`
 //! (histograms and the table/JSON), `hub` (a whole hub started for measuring),
 //! `procfs` (memory and CPU of other processes), `suite` (the benchmark scenarios).
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod http1;
 pub mod hub;
 pub mod mcp;
 pub mod procfs;

@@ -4,4 +4,5 @@
 
 mod binaries;
 mod connections;
+mod failures;
 mod smoke;
