@@ -9,7 +9,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{classify, Error, Outcome};
+use http_body_util::BodyExt;
+
+use super::{Error, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -21,10 +23,68 @@ enum Kind {
     Text,
 }
 
-fn kind_of(response: &reqwest::Response) -> Kind {
+/// A REST API's answer, its body read under the call's deadline.
+pub struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: hyper::body::Incoming,
+    deadline: tokio::time::Instant,
+    timeout_ms: u64,
+}
+
+impl Answer {
+    pub(super) fn new(
+        response: http::Response<hyper::body::Incoming>,
+        deadline: tokio::time::Instant,
+        timeout_ms: u64,
+    ) -> Answer {
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            deadline,
+            timeout_ms,
+        }
+    }
+
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+
+    /// The declared `Content-Length`.
+    fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(http::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The next piece of the body, `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            let frame = match tokio::time::timeout_at(self.deadline, self.body.frame()).await {
+                Err(_) => return Err(Error::Timeout(self.timeout_ms)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(err))) => return Err(Error::Body(Box::new(err))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                if !data.is_empty() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+fn kind_of(response: &Answer) -> Kind {
     let content_type = response
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
@@ -99,19 +159,17 @@ pub(crate) fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value:
 
 /// Reads the whole response and sends its deltas.
 pub async fn read(
-    mut response: reqwest::Response,
+    mut response: Answer,
     pick_path: Option<&serde_json_path::JsonPath>,
     max_bytes: usize,
-    timeout_ms: u64,
     deltas: &mpsc::Sender<Delta>,
 ) -> Result<Outcome, Error> {
-    let status = response.status().as_u16();
+    let status = response.status;
     let kind = kind_of(&response);
     if status >= 400 {
         // The status is the news; the body only explains it, so a large one is cut to
         // its first bytes rather than turning the error into `upstream_too_large`.
-        let (body, cut) =
-            read_prefix(&mut response, ERROR_BODY_BYTES.min(max_bytes), timeout_ms).await?;
+        let (body, cut) = read_prefix(&mut response, ERROR_BODY_BYTES.min(max_bytes)).await?;
         let body = match serde_json::from_slice(&body) {
             Ok(json) if !cut => json,
             _ => {
@@ -131,7 +189,7 @@ pub async fn read(
     };
     match kind {
         Kind::Json | Kind::Text => {
-            let body = read_all(&mut response, max_bytes, timeout_ms).await?;
+            let body = read_all(&mut response, max_bytes).await?;
             let delta = if body.is_empty() {
                 Delta::Value(Value::Null)
             } else if kind == Kind::Json {
@@ -152,11 +210,7 @@ pub async fn read(
             outcome.streamed = true;
             let mut splitter = Splitter::new(kind);
             let mut text_tail = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| classify(e, timeout_ms, true))?
-            {
+            while let Some(chunk) = response.chunk().await? {
                 if kind == Kind::TextStream {
                     text_tail.extend_from_slice(&chunk);
                     let valid = utf8_prefix_len(&text_tail);
@@ -205,17 +259,9 @@ async fn send(deltas: &mpsc::Sender<Delta>, value: Value) -> Result<(), Error> {
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads up to `limit` bytes of the body; `true` when there was more (left unread).
-async fn read_prefix(
-    response: &mut reqwest::Response,
-    limit: usize,
-    timeout_ms: u64,
-) -> Result<(Bytes, bool), Error> {
+async fn read_prefix(response: &mut Answer, limit: usize) -> Result<(Bytes, bool), Error> {
     let mut body = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| classify(e, timeout_ms, true))?
-    {
+    while let Some(chunk) = response.chunk().await? {
         let room = limit - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -226,11 +272,7 @@ async fn read_prefix(
     Ok((body.freeze(), false))
 }
 
-async fn read_all(
-    response: &mut reqwest::Response,
-    max_bytes: usize,
-    timeout_ms: u64,
-) -> Result<Bytes, Error> {
+async fn read_all(response: &mut Answer, max_bytes: usize) -> Result<Bytes, Error> {
     if response
         .content_length()
         .is_some_and(|len| len > max_bytes as u64)
@@ -238,11 +280,7 @@ async fn read_all(
         return Err(Error::TooLarge(max_bytes));
     }
     let mut body = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| classify(e, timeout_ms, true))?
-    {
+    while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > max_bytes {
             return Err(Error::TooLarge(max_bytes));
         }
