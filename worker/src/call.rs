@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -60,18 +60,33 @@ pub fn rejection_response(rejection: &Rejection, request_id: &str) -> Response {
     )
 }
 
+/// The call's request id: the caller's `x-request-id`, or a new one. Reads that one
+/// header; axum's `HeaderMap` extractor would copy them all on every call.
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<RequestId, Infallible> {
+        Ok(RequestId(mcp_core::request_id::keep_or_generate(
+            parts
+                .headers
+                .get(mcp_core::request_id::HEADER)
+                .and_then(|v| v.to_str().ok()),
+        )))
+    }
+}
+
 /// `POST /call/{tool}`.
 pub async fn call(
     State(state): State<Arc<WorkerState>>,
     Path(tool_name): Path<String>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Response {
-    let request_id = mcp_core::request_id::keep_or_generate(
-        headers
-            .get(mcp_core::request_id::HEADER)
-            .and_then(|v| v.to_str().ok()),
-    );
     let args = if body.is_empty() {
         Value::Null
     } else {
@@ -211,7 +226,7 @@ pub fn sse_response(body: axum::body::Body, request_id: &str) -> Response {
 }
 
 /// One SSE frame: `event: NAME\ndata: JSON\n\n`.
-pub fn frame(name: &str, data: &Value) -> Bytes {
+pub fn frame<T: serde::Serialize + ?Sized>(name: &str, data: &T) -> Bytes {
     let mut out = Vec::with_capacity(128);
     write_frame(&mut out, name, |out| write_json(out, data));
     Bytes::from(out)
@@ -256,7 +271,11 @@ fn batches(
     let (done_tx, done_rx) = oneshot::channel();
     let started = frame(
         "tool_call.started",
-        &json!({"request_id": request_id, "server": server_id, "tool": prepared.tool.binding.name}),
+        &Started {
+            request_id: &request_id,
+            server: &server_id,
+            tool: &prepared.tool.binding.name,
+        },
     );
     let task_request_id = request_id.clone();
     tokio::spawn(async move {
@@ -279,6 +298,24 @@ fn batches(
             Some(((batch, last), rest))
         },
     ))
+}
+
+/// The data of `tool_call.started`, written straight from its fields (building a JSON
+/// object first hashed and allocated each key on every call).
+#[derive(serde::Serialize)]
+struct Started<'a> {
+    request_id: &'a str,
+    server: &'a str,
+    tool: &'a str,
+}
+
+/// The data of `tool_call.completed`.
+#[derive(serde::Serialize)]
+struct Completed<'a> {
+    request_id: &'a str,
+    status: u16,
+    latency_ms: f64,
+    deltas: usize,
 }
 
 /// What `invoke::execute` ends with: the outcome and its latency in ms, or the error.
@@ -335,7 +372,12 @@ impl Frames {
         match result {
             Ok(Ok((outcome, latency_ms))) => frame(
                 "tool_call.completed",
-                &json!({"request_id": request_id, "status": outcome.status, "latency_ms": latency_ms, "deltas": outcome.n_deltas}),
+                &Completed {
+                    request_id,
+                    status: outcome.status,
+                    latency_ms,
+                    deltas: outcome.n_deltas,
+                },
             ),
             Ok(Err(err)) => {
                 let mut error = json!({"code": err.code(), "message": err.message()});
@@ -361,14 +403,9 @@ impl Frames {
 /// answer JSON.
 pub async fn call_named(
     State(state): State<Arc<WorkerState>>,
-    headers: HeaderMap,
+    RequestId(request_id): RequestId,
     body: Bytes,
 ) -> Response {
-    let request_id = mcp_core::request_id::keep_or_generate(
-        headers
-            .get(mcp_core::request_id::HEADER)
-            .and_then(|v| v.to_str().ok()),
-    );
     let mut envelope = match envelope(&body, &request_id) {
         Ok(envelope) => envelope,
         Err(response) => return *response,
@@ -533,6 +570,37 @@ mod tests {
         assert!(Delta::from_json_body(b"{} {}").is_err());
         let raw = Delta::from_json_body(b" [1, {\"b\": null}] ").expect("JSON");
         assert_eq!(raw.into_value(), json!([1, {"b": null}]));
+    }
+
+    #[test]
+    fn started_and_completed_are_the_json_objects_of_their_fields() {
+        let started = Started {
+            request_id: "r\"1",
+            server: "s",
+            tool: "t",
+        };
+        let (text, _) = data_of(&frame("tool_call.started", &started), "tool_call.started");
+        assert_eq!(
+            text,
+            json!({"request_id": "r\"1", "server": "s", "tool": "t"}).to_string()
+        );
+        for latency_ms in [1.25, f64::NAN] {
+            let completed = Completed {
+                request_id: "r",
+                status: 200,
+                latency_ms,
+                deltas: 1,
+            };
+            let (text, _) = data_of(
+                &frame("tool_call.completed", &completed),
+                "tool_call.completed",
+            );
+            assert_eq!(
+                text,
+                json!({"request_id": "r", "status": 200, "latency_ms": latency_ms, "deltas": 1})
+                    .to_string()
+            );
+        }
     }
 
     #[test]

@@ -190,21 +190,48 @@ impl HttpAdapter {
         let timeout_ms = server.timeout_ms();
         let log_success = mcp_core::log::sampled();
         if log_success {
-            tracing::info!(event = "tool.http.request", request_id, server = server_id, tool = %tool.name, method = %method, url = %url_for_log);
+            tracing::info!(
+                event = "tool.http.request",
+                request_id,
+                server = server_id,
+                tool = tool.name.as_str(),
+                method = method.as_str(),
+                url = url_for_log.as_str()
+            );
         }
         let started = Instant::now();
         let result = self.send_and_read(built, pick, timeout_ms, deltas).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(outcome) if log_success => {
-                tracing::info!(event = "tool.http.response", request_id, server = server_id, tool = %tool.name, method = %method, url = %url_for_log,
-                    status = outcome.status, latency = latency_ms, deltas = outcome.n_deltas, streamed = outcome.streamed);
+                tracing::info!(
+                    event = "tool.http.response",
+                    request_id,
+                    server = server_id,
+                    tool = tool.name.as_str(),
+                    method = method.as_str(),
+                    url = url_for_log.as_str(),
+                    status = outcome.status,
+                    latency = latency_ms,
+                    deltas = outcome.n_deltas,
+                    streamed = outcome.streamed
+                );
             }
             Ok(_) => {}
             Err(err) => {
                 let status = err.upstream_status();
-                tracing::warn!(event = "tool.http.response", request_id, server = server_id, tool = %tool.name, method = %method, url = %url_for_log,
-                    status, latency = latency_ms, error = err as &dyn std::error::Error, code = err.code());
+                tracing::warn!(
+                    event = "tool.http.response",
+                    request_id,
+                    server = server_id,
+                    tool = tool.name.as_str(),
+                    method = method.as_str(),
+                    url = url_for_log.as_str(),
+                    status,
+                    latency = latency_ms,
+                    error = err as &dyn std::error::Error,
+                    code = err.code()
+                );
             }
         }
         result
