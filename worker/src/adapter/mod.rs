@@ -262,12 +262,20 @@ impl HttpAdapter {
         let mut headers = HeaderMap::with_capacity(built.headers.len() + 3);
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (name, value) in &built.headers {
-            // Names and values were checked when the request was built.
-            if let (Ok(name), Ok(value)) = (
+            // Argument values were checked when the request was built; a configured
+            // name or value HTTP cannot carry fails the call, as it did under reqwest.
+            match (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(value),
             ) {
-                headers.append(name, value);
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => {
+                    return Err(Error::Transport(
+                        format!("header {name:?} is not valid in HTTP").into(),
+                    ))
+                }
             }
         }
         if !headers.contains_key(ACCEPT) {

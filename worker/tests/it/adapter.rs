@@ -596,3 +596,18 @@ async fn raw_body_of_every_json_type() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_configured_header_http_cannot_carry_fails_the_call_clearly() {
+    let tool = json!({"name": "t", "method": "GET", "pathTemplate": "/test/echo/x",
+        "inputSchema": any_object()});
+    let hub = WorkerHarness::start(json!({"defaultHeaders": {"bad name": "v"}}), vec![tool]).await;
+    let error = hub.error("t", json!({})).await;
+    assert_eq!(error["code"], "upstream_failed", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"bad name\"")),
+        "the message names the header: {error}"
+    );
+}
