@@ -52,6 +52,21 @@ pub fn message_complete(text: &str) -> bool {
     }
 }
 
+/// Reads from `stream` until one whole HTTP/1.1 message has arrived (how a test that
+/// plays the server reads each request of a client that sends one at a time); `None`
+/// when the peer closed or failed first.
+pub async fn read_message(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<String> {
+    let mut text = String::new();
+    let mut chunk = [0u8; 4096];
+    while !message_complete(&text) {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&chunk[..n])),
+        }
+    }
+    Some(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::message_complete;

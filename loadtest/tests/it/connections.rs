@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_loadtest::{driver, Plan, RunConfig, Scenario, Schedule, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const DELAY: Duration = Duration::from_millis(50);
@@ -31,17 +31,10 @@ const ANSWER: &str = "event: tool_call.started\ndata: {}\n\n\
 /// sends a request only once the previous answer arrived, so what has been read is
 /// always one request.
 async fn serve(mut stream: TcpStream, counts: Arc<Counts>) {
-    let mut request = String::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while !mcp_testkit::raw_http::message_complete(&request) {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.push_str(&String::from_utf8_lossy(&chunk[..n])),
-            }
-        }
-        request.clear();
-
+    while mcp_testkit::raw_http::read_message(&mut stream)
+        .await
+        .is_some()
+    {
         let now = counts.busy.fetch_add(1, Ordering::SeqCst) + 1;
         counts.most_busy.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(DELAY).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_loadtest::{driver, Plan, Report, RunConfig, Scenario, Schedule, Target};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const STREAM: &str = "event: tool_call.started\ndata: {}\n\n\
@@ -52,22 +52,9 @@ fn answer(path: &str) -> String {
 }
 
 async fn serve(mut stream: TcpStream) {
-    let mut request = String::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while !mcp_testkit::raw_http::message_complete(&request) {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => request.push_str(&String::from_utf8_lossy(&chunk[..n])),
-            }
-        }
-        let path = request
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        request.clear();
-        if stream.write_all(answer(&path).as_bytes()).await.is_err() || path == "/mcp/s/cut" {
+    while let Some(request) = mcp_testkit::raw_http::read_message(&mut stream).await {
+        let path = request.split_whitespace().nth(1).unwrap_or_default();
+        if stream.write_all(answer(path).as_bytes()).await.is_err() || path == "/mcp/s/cut" {
             return;
         }
     }
