@@ -299,6 +299,29 @@ impl Hub {
         ]
     }
 
+    /// What a person driving this hub by hand needs: its URLs, the environment that
+    /// `mcp-loadtest run --direct` reads, and every pid (one line each).
+    pub async fn describe(&self) -> String {
+        let mut out = format!(
+            "gateway {}\nmetrics {}\nadmin {}\nmock {}\nREDIS_URL={} MCP_KEY_PREFIX={}\n",
+            self.gateway_url,
+            self.metrics_url,
+            self.admin_url,
+            self.mock_url,
+            self.redis.url(),
+            self.prefix
+        );
+        for (name, pid) in self.process_pids() {
+            out.push_str(&format!("pid {name} {pid}\n"));
+        }
+        for (server, pids) in self.worker_pids().await {
+            for pid in pids {
+                out.push_str(&format!("pid mcp-worker {pid} {server}\n"));
+            }
+        }
+        out
+    }
+
     fn redis_pid(&self) -> u32 {
         self.redis.pid().unwrap_or(0)
     }

@@ -32,6 +32,40 @@ enum Command {
     Run(RunArgs),
     /// The benchmark suite: starts hubs itself, runs every scenario, writes the report.
     Suite(SuiteArgs),
+    /// Starts the suite's hub (N bench servers on the mock REST API) and keeps it up
+    /// until Ctrl-C or SIGTERM, printing its URLs and pids: a target for `run`, `perf`
+    /// or callgrind at a chosen rate.
+    Hub(HubArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct HubArgs {
+    /// Bench servers to register (`bench_00` ...), each a copy of the demo Fruits API.
+    #[arg(long, default_value_t = 20)]
+    servers: usize,
+    /// Workers per server.
+    #[arg(long, default_value_t = 1)]
+    replicas: u32,
+    /// Folder of the hub's binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where the hub's processes log.
+    #[arg(long, default_value = "target/bench-logs/hub")]
+    log_dir: PathBuf,
+    /// Pingora YAML for the gateway.
+    #[arg(long, default_value = "conf/gateway.yaml")]
+    pingora_conf: PathBuf,
+    /// Extra environment of every hub process, `NAME=VALUE` (repeatable), such as
+    /// `MCP_LOG_SAMPLE=0.01`.
+    #[arg(long = "env", value_parser = parse_env_pair)]
+    env: Vec<(String, String)>,
+}
+
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +175,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Suite(args) => run_suite(args).await,
+            Command::Hub(args) => run_hub(args).await,
         }
     });
     match outcome {
@@ -208,15 +243,41 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run_suite(args: SuiteArgs) -> anyhow::Result<ExitCode> {
-    let bin_dir = match args.bin_dir {
-        Some(dir) => dir,
-        None => std::env::current_exe()
+/// The hub's binaries: `--bin-dir`, or the folder of this one.
+fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(dir) => Ok(dir),
+        None => Ok(std::env::current_exe()
             .context("locating this binary")?
             .parent()
             .context("this binary has no folder")?
-            .to_path_buf(),
-    };
+            .to_path_buf()),
+    }
+}
+
+async fn run_hub(args: HubArgs) -> anyhow::Result<ExitCode> {
+    let mut options = mcp_loadtest::hub::HubOptions::new(bin_dir(args.bin_dir)?, args.log_dir);
+    options.env = args.env;
+    options.worker_max = (args.servers * args.replicas as usize).max(1);
+    options.pingora_conf = args.pingora_conf.exists().then_some(args.pingora_conf);
+    let hub = mcp_loadtest::hub::Hub::start(&options).await?;
+    let ids = suite::bench_ids(args.servers);
+    hub.register(&hub.bench_document(&ids, args.replicas))
+        .await?;
+    hub.wait_running(&ids, args.replicas as usize, Duration::from_secs(120))
+        .await?;
+    print!("{}", hub.describe().await);
+    println!(
+        "# up: Ctrl-C or SIGTERM stops it all; logs in {}",
+        options.log_dir.display()
+    );
+    mcp_core::shutdown::signalled().await;
+    drop(hub);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_suite(args: SuiteArgs) -> anyhow::Result<ExitCode> {
+    let bin_dir = bin_dir(args.bin_dir)?;
     let pingora_conf = args.pingora_conf.exists().then_some(args.pingora_conf);
     let results = suite::run(suite::SuiteConfig {
         bin_dir,

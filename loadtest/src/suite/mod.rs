@@ -206,7 +206,7 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<Results> {
         let scenario = Scenario::parse(text).map_err(|e| anyhow::anyhow!("scenario: {e}"))?;
         Ok(Plan::new(scenario.with_servers(servers)))
     };
-    let bench_ids = ids("bench_", PRD_SERVERS);
+    let bench_ids = bench_ids(PRD_SERVERS);
 
     // Hub A: 20 servers. PRD, capacity, gateway cost, MCP path, spawn, restart, footprint.
     match main_hub(&config, &bench_ids).await {
@@ -315,6 +315,12 @@ async fn main_hub(config: &SuiteConfig, bench_ids: &[String]) -> anyhow::Result<
     hub.wait_running(bench_ids, 1, Duration::from_secs(60))
         .await?;
     Ok(hub)
+}
+
+/// The ids of `n` bench servers, as the scenarios' `servers: {prefix: bench_, count: n}`
+/// name them.
+pub fn bench_ids(n: usize) -> Vec<String> {
+    ids("bench_", n)
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {

@@ -5,4 +5,5 @@
 mod binaries;
 mod connections;
 mod failures;
+mod hub_command;
 mod smoke;
