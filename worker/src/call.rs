@@ -14,7 +14,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::adapter::response::write_json;
 use crate::adapter::Delta;
@@ -104,7 +104,7 @@ pub async fn call(
 
 type Batches = std::pin::Pin<Box<dyn futures::Stream<Item = (Bytes, bool)> + Send>>;
 
-/// Runs the call in a task and streams its events. The response (head and
+/// Runs the call and streams its events. The response (head and
 /// `tool_call.started`) waits up to `state.started_hold` for the first result, so a
 /// quick REST answer leaves in the same write as `tool_call.started`; a call that is
 /// over by then leaves whole, as a sized body (`Content-Length`), so no hop downstream
@@ -241,10 +241,12 @@ fn write_frame(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// The events of one call, produced as the REST call progresses: the call runs in its
-/// own task; the stream ends after `tool_call.completed` or `tool_call.error`. Dropping
-/// the stream (client gone) cancels the REST read. Shared with the gateway's rollback
-/// mode so both speak exactly the same protocol.
+/// The events of one call, produced as the REST call progresses: the stream drives the
+/// call itself (no task of its own: polling the stream polls the REST call, and the
+/// deltas wait in a bounded channel until the stream takes them), and ends after
+/// `tool_call.completed` or `tool_call.error`. Dropping the stream (client gone) drops
+/// the REST call with it. Shared with the gateway's rollback mode so both speak exactly
+/// the same protocol.
 ///
 /// `tool_call.started` goes out at once. After it, each item of the stream is every
 /// frame ready at that moment: a delta waits for nothing, but the deltas and the final
@@ -268,7 +270,6 @@ fn batches(
     request_id: String,
 ) -> impl futures::Stream<Item = (Bytes, bool)> + Send + 'static {
     let (delta_tx, delta_rx) = mpsc::channel::<Delta>(DELTA_BUFFER);
-    let (done_tx, done_rx) = oneshot::channel();
     let started = frame(
         "tool_call.started",
         &Started {
@@ -277,27 +278,18 @@ fn batches(
             tool: &prepared.tool.binding.name,
         },
     );
-    let task_request_id = request_id.clone();
-    tokio::spawn(async move {
-        let result =
-            invoke::execute(&adapter, &server_id, &prepared, &task_request_id, &delta_tx).await;
-        drop(delta_tx);
-        let _ = done_tx.send(result);
+    let call_request_id = request_id.clone();
+    let call = Box::pin(async move {
+        // The sender goes when the call ends, with this future.
+        invoke::execute(&adapter, &server_id, &prepared, &call_request_id, &delta_tx).await
     });
     let rest = Frames {
         request_id,
         deltas: delta_rx,
-        done: Some(done_rx),
+        call: Some(call),
         seq: 0,
     };
-    futures::stream::once(async move { (started, false) }).chain(futures::stream::unfold(
-        rest,
-        |mut rest| async move {
-            let batch = rest.next_batch().await?;
-            let last = rest.done.is_none();
-            Some(((batch, last), rest))
-        },
-    ))
+    futures::stream::once(async move { (started, false) }).chain(rest)
 }
 
 /// The data of `tool_call.started`, written straight from its fields (building a JSON
@@ -321,36 +313,49 @@ struct Completed<'a> {
 /// What `invoke::execute` ends with: the outcome and its latency in ms, or the error.
 type CallResult = Result<(crate::adapter::Outcome, f64), crate::adapter::Error>;
 
-/// The part of a call's stream after `tool_call.started`.
+/// The part of a call's stream after `tool_call.started`: each item is every frame
+/// ready when it is polled, with whether it is the last.
 struct Frames {
     request_id: String,
     deltas: mpsc::Receiver<Delta>,
-    /// Taken when the final frame has been produced.
-    done: Option<oneshot::Receiver<CallResult>>,
+    /// The REST call in progress; `None` once the final frame has gone out.
+    call: Option<std::pin::Pin<Box<dyn std::future::Future<Output = CallResult> + Send>>>,
     seq: u64,
 }
 
-impl Frames {
-    /// Waits for the next delta (or the end), then takes every frame that is ready
-    /// without waiting; `None` once the final frame has gone out.
-    async fn next_batch(&mut self) -> Option<Bytes> {
-        self.done.as_ref()?;
-        let mut batch = Vec::new();
-        if let Some(output) = self.deltas.recv().await {
-            self.push_delta(&mut batch, output);
-            while let Ok(output) = self.deltas.try_recv() {
-                self.push_delta(&mut batch, output);
-            }
-            if !self.deltas.is_closed() || !self.deltas.is_empty() {
-                return Some(Bytes::from(batch));
-            }
-        }
-        // The sender is gone: the call has ended and its result follows at once.
-        let result = self.done.take()?.await;
-        batch.extend_from_slice(&self.final_frame(result));
-        Some(Bytes::from(batch))
-    }
+impl futures::Stream for Frames {
+    type Item = (Bytes, bool);
 
+    /// Polls the call (it pushes deltas as it goes), then takes every delta there is,
+    /// and the final frame if the call has ended. The call's wake-ups (its socket, or
+    /// room in a full channel once this drains it) are this stream's.
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(Bytes, bool)>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let ended = call.as_mut().poll(cx);
+        let mut batch = Vec::new();
+        while let Ok(output) = this.deltas.try_recv() {
+            this.push_delta(&mut batch, output);
+        }
+        match ended {
+            Poll::Ready(result) => {
+                this.call = None;
+                batch.extend_from_slice(&this.final_frame(result));
+                Poll::Ready(Some((Bytes::from(batch), true)))
+            }
+            Poll::Pending if batch.is_empty() => Poll::Pending,
+            Poll::Pending => Poll::Ready(Some((Bytes::from(batch), false))),
+        }
+    }
+}
+
+impl Frames {
     /// `{"request_id": .., "seq": .., "output": ..}`, written field by field: the same
     /// JSON as building that object would give, without copying the output into it.
     fn push_delta(&mut self, batch: &mut Vec<u8>, output: Delta) {
@@ -367,10 +372,10 @@ impl Frames {
         self.seq += 1;
     }
 
-    fn final_frame(&self, result: Result<CallResult, oneshot::error::RecvError>) -> Bytes {
+    fn final_frame(&self, result: CallResult) -> Bytes {
         let request_id = &self.request_id;
         match result {
-            Ok(Ok((outcome, latency_ms))) => frame(
+            Ok((outcome, latency_ms)) => frame(
                 "tool_call.completed",
                 &Completed {
                     request_id,
@@ -379,7 +384,7 @@ impl Frames {
                     deltas: outcome.n_deltas,
                 },
             ),
-            Ok(Err(err)) => {
+            Err(err) => {
                 let mut error = json!({"code": err.code(), "message": err.message()});
                 if let crate::adapter::Error::Status { status, body } = &err {
                     error["status"] = json!(status);
@@ -390,10 +395,6 @@ impl Frames {
                     &json!({"request_id": request_id, "error": error}),
                 )
             }
-            Err(_) => frame(
-                "tool_call.error",
-                &json!({"request_id": request_id, "error": {"code": "internal", "message": "the call ended unexpectedly"}}),
-            ),
         }
     }
 }
@@ -512,7 +513,7 @@ mod tests {
         let mut frames = Frames {
             request_id: "id \"quoted\" \\ é\u{1}".into(),
             deltas,
-            done: None,
+            call: None,
             seq: 41,
         };
         let output = json!({"z": 1, "a": ["x\ny", null, 2.5, "\u{2028}"], "m": {"b": true}});
@@ -538,13 +539,66 @@ mod tests {
         assert_eq!(second["output"], "second");
     }
 
+    /// The stream drives the call: a call that pushes more deltas than the channel
+    /// holds still runs to its end (each drain makes room), every delta comes out once
+    /// and in order, and the final frame is in the last batch only.
+    #[tokio::test]
+    async fn the_stream_drives_its_call_through_a_full_channel_to_the_final_frame() {
+        let (tx, deltas) = mpsc::channel(DELTA_BUFFER);
+        let n = DELTA_BUFFER * 3 + 1;
+        let call = Box::pin(async move {
+            for i in 0..n {
+                tx.send(Delta::Value(json!(i)))
+                    .await
+                    .map_err(|_| crate::adapter::Error::Cancelled)?;
+                if i % 5 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok((
+                crate::adapter::Outcome {
+                    status: 200,
+                    n_deltas: n,
+                    streamed: true,
+                },
+                1.0,
+            ))
+        });
+        let mut frames = Frames {
+            request_id: "r".into(),
+            deltas,
+            call: Some(call),
+            seq: 0,
+        };
+        let mut text = String::new();
+        let mut batches = 0;
+        while let Some((batch, last)) = frames.next().await {
+            batches += 1;
+            let batch = std::str::from_utf8(&batch).expect("utf-8");
+            assert_eq!(batch.contains("tool_call.completed"), last, "{batch}");
+            text.push_str(batch);
+        }
+        assert!(batches > 1, "the deltas left in several batches");
+        let outputs: Vec<Value> = text
+            .split("\n\n")
+            .filter(|f| f.starts_with("event: output.delta"))
+            .map(|f| data_of(&format!("{f}\n\n").into_bytes(), "output.delta").1["output"].clone())
+            .collect();
+        assert_eq!(outputs, (0..n).map(|i| json!(i)).collect::<Vec<_>>());
+        assert!(text.ends_with("\n\n") && text.contains(&format!("\"deltas\":{n}")));
+        assert!(
+            frames.next().await.is_none(),
+            "nothing after the last batch"
+        );
+    }
+
     #[test]
     fn a_json_body_goes_into_its_delta_frame_as_sent() {
         let (_tx, deltas) = mpsc::channel(1);
         let mut frames = Frames {
             request_id: "r".into(),
             deltas,
-            done: None,
+            call: None,
             seq: 0,
         };
         let body = br#"{"z":1,"price":1.50,"name":"\u00e9\n","a":[]}"#;
