@@ -29,7 +29,7 @@ pub struct Endpoint {
 #[derive(Clone, Default)]
 pub struct ServerRoute {
     /// `None` when only runtime records exist (the server was deleted).
-    pub config: Option<ServerConfig>,
+    pub config: Option<Arc<ServerConfig>>,
     pub tools: HashMap<String, Arc<ServedTool>>,
     /// Routable workers, ordered by replica.
     pub workers: Vec<Endpoint>,
@@ -126,7 +126,7 @@ impl Table {
             servers.insert(
                 server_id,
                 ServerRoute {
-                    config: Some(entry.config),
+                    config: Some(Arc::new(entry.config)),
                     tools,
                     ..Default::default()
                 },

@@ -39,7 +39,7 @@ impl Watcher {
             table.version = table.version.max(version);
             match kind {
                 EventKind::ServerUpsert { server_id, server } => {
-                    table.servers.entry(server_id).or_default().config = Some(server);
+                    table.servers.entry(server_id).or_default().config = Some(Arc::new(server));
                 }
                 EventKind::ServerDelete { server_id } => {
                     if let Some(route) = table.servers.get_mut(&server_id) {

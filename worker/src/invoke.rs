@@ -53,7 +53,7 @@ impl Rejection {
 
 /// A call that passed every check.
 pub struct Prepared {
-    pub server: ServerConfig,
+    pub server: Arc<ServerConfig>,
     pub tool: Arc<ServedTool>,
     pub args: Map<String, Value>,
 }
@@ -78,7 +78,7 @@ pub fn prepare(state: &WorkerState, tool_name: &str, args: Value) -> Result<Prep
 /// table): both active, arguments an object that matches the schema.
 pub fn prepare_with(
     server_id: &str,
-    server: ServerConfig,
+    server: Arc<ServerConfig>,
     tool: Arc<ServedTool>,
     args: Value,
 ) -> Result<Prepared, Rejection> {

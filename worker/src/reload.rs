@@ -24,7 +24,7 @@ pub async fn load(state: &WorkerState) -> Result<(), mcp_core::registry::Error> 
         .collect();
     let n_tools = state.current().tools.len();
     state.replace(Served {
-        config,
+        config: config.map(Arc::new),
         tools,
         version,
     });
@@ -73,7 +73,7 @@ fn apply(state: &WorkerState, version: u64, kind: EventKind) {
     }
     let server_id = state.server_id.clone();
     state.update(version, |served| match kind {
-        EventKind::ServerUpsert { server, .. } => served.config = Some(server),
+        EventKind::ServerUpsert { server, .. } => served.config = Some(Arc::new(server)),
         EventKind::ServerDelete { .. } => {
             served.config = None;
             served.tools.clear();

@@ -58,7 +58,7 @@ impl ServedTool {
 #[derive(Default)]
 pub struct Served {
     /// `None` until loaded, or when the server is not (or no longer) registered.
-    pub config: Option<ServerConfig>,
+    pub config: Option<Arc<ServerConfig>>,
     pub tools: BTreeMap<String, Arc<ServedTool>>,
     /// Registry version this view reflects.
     pub version: u64,
