@@ -168,11 +168,18 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for JsonLayer {
     }
 }
 
+/// Most event field names a line remembers for its duplicate check; more than any event
+/// of this code base has. A name past them is still checked against the line's own
+/// fields and its span fields.
+const MAX_EVENT_NAMES: usize = 24;
+
 /// One JSON object being written, with the names written so far (no duplicates).
-/// Event field names are `'static`, so only a span's field names are owned copies.
+/// Event field names are `'static` and kept in an array (no allocation per line); only a
+/// span's field names are owned copies.
 struct JsonLine {
     out: Vec<u8>,
-    names: Vec<&'static str>,
+    names: [&'static str; MAX_EVENT_NAMES],
+    n_names: usize,
     span_names: Vec<String>,
 }
 
@@ -180,13 +187,14 @@ impl JsonLine {
     fn new() -> JsonLine {
         JsonLine {
             out: Vec::with_capacity(320),
-            names: Vec::with_capacity(12),
+            names: [""; MAX_EVENT_NAMES],
+            n_names: 0,
             span_names: Vec::new(),
         }
     }
 
     fn has(&self, name: &str) -> bool {
-        self.names.contains(&name) || self.span_names.iter().any(|n| n == name)
+        self.names[..self.n_names].contains(&name) || self.span_names.iter().any(|n| n == name)
     }
 
     /// Writes `"name":` (with the separator) and lets `value` write the value. A name
@@ -198,24 +206,21 @@ impl JsonLine {
         }
         self.write_name(name);
         value(&mut self.out);
-        self.names.push(name);
+        if let Some(slot) = self.names.get_mut(self.n_names) {
+            *slot = name;
+            self.n_names += 1;
+        }
     }
 
     fn write_name(&mut self, name: &str) {
-        self.out
-            .push(if self.names.is_empty() && self.span_names.is_empty() {
-                b'{'
-            } else {
-                b','
-            });
-        let _ = serde_json::to_writer(&mut self.out, name);
+        let separator = if self.out.is_empty() { b'{' } else { b',' };
+        self.out.push(separator);
+        write_json_str(&mut self.out, name);
         self.out.push(b':');
     }
 
     fn str_field(&mut self, name: &'static str, value: &str) {
-        self.raw_field(name, |out| {
-            let _ = serde_json::to_writer(out, value);
-        });
+        self.raw_field(name, |out| write_json_str(out, value));
     }
 
     fn value_field(&mut self, name: &'static str, value: &Value) {
@@ -238,6 +243,49 @@ impl JsonLine {
         self.out.extend_from_slice(b"}\n");
         self.out
     }
+}
+
+/// Writes `text` as a JSON string. Text with nothing to escape (every name and nearly
+/// every value of a log line) is copied in one go; anything else goes through
+/// `serde_json`, whose escaping the line's readers expect.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    if !needs_escaping(text.as_bytes()) {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(out, text);
+    }
+}
+
+/// Whether JSON needs any of these bytes escaped (`"`, `\\` or a control character),
+/// eight bytes at a time: a log line's strings are URLs, ids and names, scanned on every
+/// call's path.
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `v` is zero exactly where the result has its high bit set (the classic
+    // "has a zero byte" test; exact when no byte of `v` is 0x80 or above, which the
+    // `!word` term rules out for the bytes that matter).
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // Bytes below 0x20 (non-ASCII bytes have their high bit set and never count).
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Formats a value straight into a JSON string's body, escaped as `serde_json` escapes
@@ -284,12 +332,12 @@ impl Visit for JsonLine {
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.raw_field(field.name(), |out| {
-            let _ = write!(out, "{value}");
+            let _ = serde_json::to_writer(out, &value);
         });
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.raw_field(field.name(), |out| {
-            let _ = write!(out, "{value}");
+            let _ = serde_json::to_writer(out, &value);
         });
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -417,6 +465,96 @@ mod tests {
         });
         assert_eq!(lines[0]["shown"], tricky);
         assert_eq!(lines[0]["debugged"], format!("{tricky:?}"));
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for text in [
+            "",
+            "request_id",
+            "http://127.0.0.1:8080/api/fruits/1?family=Rosaceae",
+            "quote \" backslash \\ newline \n tab \t nul \u{0} unit \u{1f}",
+            "del \u{7f} é ✓ 🍎",
+        ] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, text);
+            assert_eq!(
+                String::from_utf8(out).expect("utf8"),
+                serde_json::to_string(text).expect("json"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_byte_that_needs_escaping_is_found_at_every_offset() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escaping(&bytes), "{special:#x} at {at} of {len}");
+                }
+            }
+        }
+        for plain in [
+            &b""[..],
+            b"request_id",
+            b"0123456789abcdef0123",
+            "é ✓ 🍎 \u{7f} ~!".as_bytes(),
+        ] {
+            assert!(!needs_escaping(plain), "{plain:?}");
+        }
+        for byte in 0x20u8..=0xff {
+            let bytes = [b'x', b'x', b'x', b'x', b'x', b'x', b'x', byte, b'y'];
+            let expected = byte == b'"' || byte == b'\\';
+            assert_eq!(needs_escaping(&bytes), expected, "{byte:#x}");
+        }
+    }
+
+    #[test]
+    fn a_line_with_more_fields_than_the_name_array_holds_keeps_them_all() {
+        let lines = lines_of(|| {
+            tracing::info!(
+                event = "wide",
+                f01 = 1u64,
+                f02 = 2u64,
+                f03 = 3u64,
+                f04 = 4u64,
+                f05 = 5u64,
+                f06 = 6u64,
+                f07 = 7u64,
+                f08 = 8u64,
+                f09 = 9u64,
+                f10 = 10u64,
+                f11 = 11u64,
+                f12 = 12u64,
+                f13 = 13u64,
+                f14 = 14u64,
+                f15 = 15u64,
+                f16 = 16u64,
+                f17 = 17u64,
+                f18 = 18u64,
+                f19 = 19u64,
+                f20 = 20u64,
+                f21 = 21u64,
+                f22 = 22u64,
+                f23 = 23u64,
+                f24 = 24u64,
+                f25 = 25u64,
+                f26 = u64::MAX,
+                f27 = -27i64,
+                service = "other"
+            );
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["event"], "wide");
+        assert_eq!(line["f01"], 1);
+        assert_eq!(line["f25"], 25);
+        assert_eq!(line["f26"], u64::MAX);
+        assert_eq!(line["f27"], -27);
+        assert_eq!(line["service"], "svc", "the line's own field still wins");
     }
 
     #[test]
