@@ -1,6 +1,7 @@
 //! Owns the HTTP adapter: the one place that calls a registered REST API. It builds the
-//! request ([`request`]), sends it with one pooled hyper client (HTTP/1.1, TLS by rustls
-//! with the platform's roots), follows redirects within the origin, and turns the
+//! request ([`request`]), sends it on a pooled keep-alive connection ([`pool`]: hyper's
+//! HTTP/1.1 connections, TLS by rustls with the platform's roots), follows redirects
+//! within the origin, and turns the
 //! response into output deltas ([`response`]) pushed into a bounded channel as they
 //! arrive, so a slow consumer slows the read instead of growing memory. Shared by the
 //! worker and by the gateway's rollback mode.
@@ -9,6 +10,7 @@
 //! twice more per request) were a fifth of a worker's instructions per call (124k ->
 //! 101k by callgrind, about 10% less CPU per call under load).
 
+mod pool;
 pub mod request;
 pub mod response;
 
@@ -19,13 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, HOST, LOCATION, USER_AGENT,
 };
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
@@ -140,8 +140,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// One pooled HTTP client per process. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpAdapter {
-    /// An `Arc` inside: clones share the connection pool.
-    client: Client<Connector, Full<Bytes>>,
+    /// An `Arc` inside: clones share the idle connections.
+    pool: pool::Pool,
     settings: Settings,
 }
 
@@ -163,10 +163,8 @@ impl HttpAdapter {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(https);
-        Ok(HttpAdapter { client, settings })
+        let pool = pool::Pool::new(https, settings.pool_max_idle_per_host);
+        Ok(HttpAdapter { pool, settings })
     }
 
     /// Calls the tool's endpoint and pushes each output delta into `deltas` as it is
@@ -305,16 +303,20 @@ impl HttpAdapter {
                 .as_str()
                 .parse()
                 .map_err(|err| Error::Transport(Box::new(err)))?;
+            let target = Target::of(&uri).map_err(Error::Transport)?;
             let mut request = http::Request::new(Full::new(body.clone().unwrap_or_default()));
             *request.method_mut() = method.clone();
-            *request.uri_mut() = uri;
+            *request.uri_mut() = target.path;
             *request.headers_mut() = headers.clone();
-            let response =
-                match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(err)) => return Err(classify(err, timeout_ms)),
-                    Err(_) => return Err(Error::Timeout(timeout_ms)),
-                };
+            if !request.headers().contains_key(HOST) {
+                request.headers_mut().insert(HOST, target.host);
+            }
+            let sent = self.pool.send(&target.origin, &uri, request);
+            let (response, lease) = match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(answered)) => answered,
+                Ok(Err(err)) => return Err(classify(err, timeout_ms)),
+                Err(_) => return Err(Error::Timeout(timeout_ms)),
+            };
             let status = response.status();
             let next = status
                 .is_redirection()
@@ -324,8 +326,10 @@ impl HttpAdapter {
                 .and_then(|location| url.join(location).ok())
                 .filter(|next| next.origin() == first.origin());
             let Some(next) = next else {
-                return Ok(response::Answer::new(response, deadline, timeout_ms));
+                return Ok(response::Answer::new(response, lease, deadline, timeout_ms));
             };
+            // The redirect's own body is not read: its connection closes.
+            drop(lease);
             if followed >= MAX_REDIRECTS {
                 return Err(Error::Transport(
                     format!("more than {MAX_REDIRECTS} redirects").into(),
@@ -349,10 +353,52 @@ impl HttpAdapter {
 
 const USER_AGENT_VALUE: &str = concat!("mcp-hub/", env!("CARGO_PKG_VERSION"));
 
-/// Maps a client error to ours: a connect that timed out is a timeout, any other
-/// connect failure `upstream_unreachable`, the rest a failed call.
-fn classify(err: hyper_util::client::legacy::Error, timeout_ms: u64) -> Error {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+/// Where one request goes: its pool origin, its `Host` and its origin-form target.
+struct Target {
+    /// `scheme://host:port` (the port always written): the idle stack it uses.
+    origin: String,
+    host: HeaderValue,
+    path: http::Uri,
+}
+
+impl Target {
+    fn of(uri: &http::Uri) -> Result<Target, BoxError> {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(format!("{uri} is not an absolute URL").into());
+        };
+        let default_port = match scheme {
+            "https" => 443,
+            _ => 80,
+        };
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(default_port);
+        // `Host` carries the port only when it is not the scheme's default, as
+        // hyper-util's client (and reqwest before it) wrote it.
+        let host_header = if port == default_port {
+            HeaderValue::from_str(host)?
+        } else {
+            HeaderValue::from_str(&format!("{host}:{port}"))?
+        };
+        let path = match uri.path_and_query() {
+            Some(path) => http::Uri::from(path.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        Ok(Target {
+            origin: format!("{scheme}://{host}:{port}"),
+            host: host_header,
+            path,
+        })
+    }
+}
+
+/// Maps a pool error to ours: anything that timed out is a timeout, a failed
+/// connect `upstream_unreachable`, the rest a failed call.
+fn classify(err: pool::SendError, timeout_ms: u64) -> Error {
+    let (connect, err): (bool, BoxError) = match err {
+        pool::SendError::Connect(err) => (true, err),
+        pool::SendError::Send(err) => (false, Box::new(err)),
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
     while let Some(current) = cause {
         if current
             .downcast_ref::<std::io::Error>()
@@ -362,9 +408,9 @@ fn classify(err: hyper_util::client::legacy::Error, timeout_ms: u64) -> Error {
         }
         cause = current.source();
     }
-    if err.is_connect() {
-        Error::Connect(Box::new(err))
+    if connect {
+        Error::Connect(err)
     } else {
-        Error::Transport(Box::new(err))
+        Error::Transport(err)
     }
 }

@@ -28,6 +28,8 @@ pub struct Answer {
     status: u16,
     headers: http::HeaderMap,
     body: hyper::body::Incoming,
+    /// The connection, given back to the pool once the body has been read to its end.
+    lease: Option<super::pool::Lease>,
     deadline: tokio::time::Instant,
     timeout_ms: u64,
 }
@@ -35,6 +37,7 @@ pub struct Answer {
 impl Answer {
     pub(super) fn new(
         response: http::Response<hyper::body::Incoming>,
+        lease: super::pool::Lease,
         deadline: tokio::time::Instant,
         timeout_ms: u64,
     ) -> Answer {
@@ -43,6 +46,7 @@ impl Answer {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
+            lease: Some(lease),
             deadline,
             timeout_ms,
         }
@@ -68,7 +72,12 @@ impl Answer {
         loop {
             let frame = match tokio::time::timeout_at(self.deadline, self.body.frame()).await {
                 Err(_) => return Err(Error::Timeout(self.timeout_ms)),
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    if let Some(lease) = self.lease.take() {
+                        lease.release();
+                    }
+                    return Ok(None);
+                }
                 Ok(Some(Err(err))) => return Err(Error::Body(Box::new(err))),
                 Ok(Some(Ok(frame))) => frame,
             };

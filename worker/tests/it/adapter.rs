@@ -611,3 +611,103 @@ async fn a_configured_header_http_cannot_carry_fails_the_call_clearly() {
         "the message names the header: {error}"
     );
 }
+
+/// Reads one request head (the tool sends GETs without a body); `None` once the
+/// client closed.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A REST API on a bare socket that counts its connections and the `Host` each request
+/// carried; with `close_after_answer` it closes every connection once it has answered
+/// (without saying so in a header), as a server with a short keep-alive timeout does.
+fn counting_rest_api(
+    close_after_answer: bool,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let (counted, seen) = (connections.clone(), hosts.clone());
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Some(request) = read_head(&mut stream).await {
+                    let host = request
+                        .lines()
+                        .find_map(|l| l.strip_prefix("host: ").or(l.strip_prefix("Host: ")))
+                        .unwrap_or("")
+                        .to_owned();
+                    seen.lock().expect("hosts").push(host);
+                    let body = r#"{"ok":true}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close_after_answer {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, connections, hosts)
+}
+
+#[tokio::test]
+async fn calls_share_a_kept_alive_connection_and_one_the_api_closed_never_fails_a_call() {
+    use std::sync::atomic::Ordering;
+    let tool = json!({"name": "t", "method": "GET", "pathTemplate": "/x"});
+    let (port, connections, hosts) = counting_rest_api(false);
+    let hub = WorkerHarness::start(
+        json!({"baseUrl": format!("http://127.0.0.1:{port}")}),
+        vec![tool.clone()],
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(hub.output("t", json!({})).await, json!({"ok": true}));
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "calls one after another share one connection"
+    );
+    assert_eq!(
+        *hosts.lock().expect("hosts"),
+        vec![format!("127.0.0.1:{port}"); 4],
+        "every request names its host and port"
+    );
+
+    // The API closes each connection after answering: every call still succeeds, on a
+    // connection of its own.
+    let (port, connections, _) = counting_rest_api(true);
+    let hub = WorkerHarness::start(
+        json!({"baseUrl": format!("http://127.0.0.1:{port}")}),
+        vec![tool],
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(hub.output("t", json!({})).await, json!({"ok": true}));
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 5);
+}
