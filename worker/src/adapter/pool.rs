@@ -102,10 +102,21 @@ impl Pool {
                 Some(sender) => (sender, true),
                 None => (self.connect(uri).await?, false),
             };
-            if sender.ready().await.is_err() {
-                if pooled {
-                    continue;
+            if pooled {
+                // A connection comes back once its response has ended, which is
+                // normally when it is ready for the next request; one still busy (say,
+                // writing the rest of a request body the server stopped reading) is
+                // not waited for: it goes back to the pool when it is ready, and this
+                // request takes another.
+                match futures::FutureExt::now_or_never(sender.ready()) {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => continue,
+                    None => {
+                        self.release_when_ready(origin, sender);
+                        continue;
+                    }
                 }
+            } else if sender.ready().await.is_err() {
                 // A new connection closed before the request: reported like any
                 // connection the server refused.
                 return Err(SendError::Connect(
@@ -132,6 +143,22 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Returns a busy connection to the pool once it is ready (as hyper-util's client
+    /// did with every connection), or drops it if that takes longer than
+    /// [`IDLE_TIMEOUT`].
+    fn release_when_ready(&self, origin: &str, sender: Sender) {
+        let mut lease = Lease {
+            pool: self.clone(),
+            origin: origin.to_owned(),
+            sender,
+        };
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, lease.sender.ready()).await {
+                lease.release();
+            }
+        });
     }
 
     /// The most recently released connection to `origin` that is still open and has
@@ -274,6 +301,61 @@ mod tests {
             "a connection idle past the timeout is dropped"
         );
         assert!(lock(&pool.idle)[&origin].is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_writing_a_body_the_server_stopped_reading_is_not_waited_for() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Answers every request as soon as its head has arrived; after answering one
+        // with a body, it never reads from that connection again (but keeps it open).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            match stream.read(&mut byte).await {
+                                Ok(1) => head.push(byte[0]),
+                                _ => return,
+                            }
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if String::from_utf8_lossy(&head).contains("content-length") {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        let (pool, _, _) = pool_and_server().await;
+        let uri: http::Uri = format!("http://127.0.0.1:{port}/x").parse().expect("uri");
+        let origin = format!("http://127.0.0.1:{port}");
+        let big = http::Request::post("/x")
+            .header(http::header::HOST, format!("127.0.0.1:{port}"))
+            .body(Full::new(Bytes::from(vec![b'x'; 64 * 1024 * 1024])))
+            .expect("request");
+        let (response, lease) = pool.send(&origin, &uri, big).await.expect("answered");
+        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+        lease.release();
+
+        // The next request must not queue behind the stuck body.
+        let next = tokio::time::timeout(Duration::from_secs(10), get(&pool, &uri))
+            .await
+            .expect("the next request went out on another connection");
+        next.release();
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
