@@ -207,32 +207,40 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// A pool over plain TCP, and a server that answers every request on a connection
-    /// with an empty 200 and counts its connections.
-    async fn pool_and_server() -> (Pool, http::Uri, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// A server on a free port that counts its connections and hands each to `serve`.
+    async fn counting_server<F, Fut>(serve: F) -> (u16, Arc<std::sync::atomic::AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = connections.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::new(),
-                        )))
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(serve(stream));
             }
         });
+        (port, connections)
+    }
+
+    /// A pool over plain TCP, and a server that answers every request on a connection
+    /// with an empty 200 and counts its connections.
+    async fn pool_and_server() -> (Pool, http::Uri, Arc<std::sync::atomic::AtomicUsize>) {
+        let (port, connections) = counting_server(|stream| async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        })
+        .await;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -305,40 +313,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_still_writing_a_body_the_server_stopped_reading_is_not_waited_for() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Answers every request as soon as its head has arrived; after answering one
         // with a body, it never reads from that connection again (but keeps it open).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    loop {
-                        let mut head = Vec::new();
-                        let mut byte = [0u8; 1];
-                        while !head.ends_with(b"\r\n\r\n") {
-                            match stream.read(&mut byte).await {
-                                Ok(1) => head.push(byte[0]),
-                                _ => return,
-                            }
-                        }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if stream.write_all(answer).await.is_err() {
-                            return;
-                        }
-                        if String::from_utf8_lossy(&head).contains("content-length") {
-                            std::future::pending::<()>().await;
-                        }
+        let (port, connections) = counting_server(|mut stream| async move {
+            loop {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
                     }
-                });
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                if String::from_utf8_lossy(&head).contains("content-length") {
+                    std::future::pending::<()>().await;
+                }
             }
-        });
+        })
+        .await;
         let (pool, _, _) = pool_and_server().await;
         let uri: http::Uri = format!("http://127.0.0.1:{port}/x").parse().expect("uri");
         let origin = format!("http://127.0.0.1:{port}");
