@@ -1,10 +1,9 @@
 //! Owns the HTTP adapter: the one place that calls a registered REST API. It builds the
 //! request ([`request`]), sends it on a pooled keep-alive connection ([`pool`]: hyper's
 //! HTTP/1.1 connections, TLS by rustls with the platform's roots), follows redirects
-//! within the origin, and turns the
-//! response into output deltas ([`response`]) pushed into a bounded channel as they
-//! arrive, so a slow consumer slows the read instead of growing memory. Shared by the
-//! worker and by the gateway's rollback mode.
+//! within the origin, and turns the response into output deltas ([`response`]) pushed
+//! into a bounded channel as they arrive, so a slow consumer slows the read instead of
+//! growing memory. Shared by the worker and by the gateway's rollback mode.
 //!
 //! hyper rather than `reqwest`: reqwest's layers (redirects, retries, the URL parsed
 //! twice more per request) were a fifth of a worker's instructions per call (124k ->
@@ -311,7 +310,7 @@ impl HttpAdapter {
             if !request.headers().contains_key(HOST) {
                 request.headers_mut().insert(HOST, target.host);
             }
-            let sent = self.pool.send(&target.origin, &uri, request);
+            let sent = self.pool.send(target.origin, &uri, request);
             let (response, lease) = match tokio::time::timeout_at(deadline, sent).await {
                 Ok(Ok(answered)) => answered,
                 Ok(Err(err)) => return Err(classify(err, timeout_ms)),

@@ -90,15 +90,16 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) to `origin` (`scheme://authority`)
-    /// at `uri` (absolute, for the connector), on an idle connection or a new one.
+    /// at `uri` (absolute, for the connector), on an idle connection or a new one. The
+    /// lease keeps `origin` to return the connection to its stack.
     pub async fn send(
         &self,
-        origin: &str,
+        origin: String,
         uri: &http::Uri,
         mut request: http::Request<Full<Bytes>>,
     ) -> Result<(http::Response<hyper::body::Incoming>, Lease), SendError> {
         loop {
-            let (mut sender, pooled) = match self.take_idle(origin, Instant::now()) {
+            let (mut sender, pooled) = match self.take_idle(&origin, Instant::now()) {
                 Some(sender) => (sender, true),
                 None => (self.connect(uri).await?, false),
             };
@@ -112,7 +113,7 @@ impl Pool {
                     Some(Ok(())) => {}
                     Some(Err(_)) => continue,
                     None => {
-                        self.release_when_ready(origin, sender);
+                        self.release_when_ready(origin.clone(), sender);
                         continue;
                     }
                 }
@@ -127,7 +128,7 @@ impl Pool {
                 Ok(response) => {
                     let lease = Lease {
                         pool: self.clone(),
-                        origin: origin.to_owned(),
+                        origin,
                         sender,
                     };
                     return Ok((response, lease));
@@ -148,10 +149,10 @@ impl Pool {
     /// Returns a busy connection to the pool once it is ready (as hyper-util's client
     /// did with every connection), or drops it if that takes longer than
     /// [`IDLE_TIMEOUT`].
-    fn release_when_ready(&self, origin: &str, sender: Sender) {
+    fn release_when_ready(&self, origin: String, sender: Sender) {
         let mut lease = Lease {
             pool: self.clone(),
-            origin: origin.to_owned(),
+            origin,
             sender,
         };
         tokio::spawn(async move {
@@ -270,7 +271,7 @@ mod tests {
             .body(Full::new(Bytes::new()))
             .expect("request");
         let origin = format!("http://{}", uri.authority().expect("authority"));
-        let (response, lease) = pool.send(&origin, uri, request).await.expect("answered");
+        let (response, lease) = pool.send(origin, uri, request).await.expect("answered");
         let _ = http_body_util::BodyExt::collect(response.into_body()).await;
         lease
     }
@@ -344,7 +345,7 @@ mod tests {
             .header(http::header::HOST, format!("127.0.0.1:{port}"))
             .body(Full::new(Bytes::from(vec![b'x'; 64 * 1024 * 1024])))
             .expect("request");
-        let (response, lease) = pool.send(&origin, &uri, big).await.expect("answered");
+        let (response, lease) = pool.send(origin, &uri, big).await.expect("answered");
         let _ = http_body_util::BodyExt::collect(response.into_body()).await;
         lease.release();
 
