@@ -29,7 +29,7 @@ pub struct Config {
     /// Pingora server configuration (YAML: threads, grace_period_seconds, ...).
     #[arg(long, env = "MCP_GATEWAY_PINGORA_CONF")]
     pub pingora_conf: Option<PathBuf>,
-    /// `false`: run tool calls inside the gateway with the worker's HTTP adapter
+    /// `false`: run tool calls inside the gateway on the workers' call engine (mcp-adapter)
     /// (rollback mode, no workers needed).
     #[arg(long, env = "MCP_SUPERVISOR_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub supervisor_enabled: bool,

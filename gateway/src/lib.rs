@@ -74,7 +74,7 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
         None
     } else {
         Some(
-            mcp_worker::adapter::HttpAdapter::new(Default::default())
+            mcp_adapter::http::HttpAdapter::new(Default::default())
                 .context("building the HTTP client")?,
         )
     };

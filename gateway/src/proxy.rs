@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
+use mcp_adapter::tool::ServedTool;
 use mcp_core::request_id;
-use mcp_worker::state::ServedTool;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -40,7 +40,7 @@ pub struct Settings {
     pub read_timeout: Duration,
     pub allowed_origins: Vec<String>,
     /// `Some` in rollback mode (`MCP_SUPERVISOR_ENABLED=false`): calls run here.
-    pub rollback: Option<mcp_worker::adapter::HttpAdapter>,
+    pub rollback: Option<mcp_adapter::http::HttpAdapter>,
 }
 
 pub struct Gateway {
@@ -361,7 +361,7 @@ impl ProxyHttp for Gateway {
                 return respond_json(session, ctx, 200, &body).await;
             }
             Route::ServerInitialize { .. } => {
-                let body = mcp_worker::call::server_info(&ctx.server_id);
+                let body = mcp_adapter::events::server_info(&ctx.server_id);
                 return respond_json(session, ctx, 200, &body).await;
             }
             Route::ToolsList { .. } => {

@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use mcp_worker::adapter::HttpAdapter;
-use mcp_worker::invoke::Rejection;
+use mcp_adapter::http::HttpAdapter;
+use mcp_adapter::invoke::Rejection;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -55,7 +55,7 @@ pub async fn serve(
                         session,
                         ctx,
                         200,
-                        &mcp_worker::call::server_info(ctx.server_id()),
+                        &mcp_adapter::events::server_info(ctx.server_id()),
                     )
                     .await
                 }
@@ -134,7 +134,7 @@ pub async fn serve(
         )
         .await;
     };
-    let prepared = match mcp_worker::invoke::prepare_with(ctx.server_id(), server, tool, args) {
+    let prepared = match mcp_adapter::invoke::prepare(ctx.server_id(), server, tool, args) {
         Ok(prepared) => prepared,
         Err(rejection) => return reject(session, ctx, from_rejection(&rejection)).await,
     };
@@ -148,7 +148,7 @@ pub async fn serve(
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    let frames = mcp_worker::call::event_stream(
+    let frames = mcp_adapter::events::event_stream(
         adapter.clone(),
         ctx.server_id().to_owned(),
         prepared,

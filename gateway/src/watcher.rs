@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mcp_adapter::tool::ServedTool;
 use mcp_core::events::EventKind;
 use mcp_core::subscription::Update;
 use mcp_core::RedisRegistry;
-use mcp_worker::state::ServedTool;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 

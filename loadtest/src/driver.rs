@@ -21,7 +21,7 @@ use crate::mcp::{self, Session};
 use crate::report::{Failure, Recorder, Report, RunMeta, Success};
 use crate::scenario::{Mode, Plan};
 use crate::schedule::Schedule;
-use crate::sse;
+use mcp_adapter::sse;
 
 /// Where the requests go.
 #[derive(Clone, Debug)]
@@ -146,7 +146,7 @@ pub async fn run(
     let start = Instant::now();
     let mut next_rpc_id = 1u64;
     let wire = Arc::new(tokio::sync::Semaphore::new(config.connections.max(1)));
-    let pool = Pool::default();
+    let pool = Pool::new(config.connections.max(1))?;
 
     for k in 0..total {
         let due = start + schedule.due(k);
@@ -376,7 +376,7 @@ async fn call(
             Failure::Http(status.as_u16())
         });
     }
-    let mut scanner = sse::Scanner::default();
+    let mut scanner = sse::Parser::new();
     let mut first_event = None;
     let mut outcome: Option<Result<Duration, Failure>> = None;
     while let Some(frame) = body.frame().await {
@@ -384,17 +384,19 @@ async fn call(
         let Some(chunk) = frame.data_ref() else {
             continue;
         };
-        scanner.feed(chunk, |event| {
-            let at = sent.elapsed();
-            first_event.get_or_insert(at);
-            if outcome.is_none() {
-                match event.name.as_str() {
-                    "tool_call.completed" => outcome = Some(Ok(at)),
-                    "tool_call.error" => outcome = Some(Err(Failure::ToolError)),
-                    _ => {}
+        scanner
+            .feed(chunk, |event| {
+                let at = sent.elapsed();
+                first_event.get_or_insert(at);
+                if outcome.is_none() {
+                    match event.name.as_str() {
+                        "tool_call.completed" => outcome = Some(Ok(at)),
+                        "tool_call.error" => outcome = Some(Err(Failure::ToolError)),
+                        _ => {}
+                    }
                 }
-            }
-        });
+            })
+            .map_err(|_| Failure::Protocol)?;
         if outcome.is_some() {
             break;
         }

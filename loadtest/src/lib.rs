@@ -2,8 +2,8 @@
 //! benchmark suite that writes `docs/BENCHMARKS.md`.
 //!
 //! Layout: `schedule` (when each request is due), `scenario` (what it sends), `driver`
-//! (sending on time and judging answers), `http1` (its keep-alive client for hub
-//! calls), `sse` and `mcp` (reading them), `report`
+//! (sending on time and judging answers), `http1` (its client for hub calls, on the
+//! call engine's pool), `mcp` (reading MCP answers; SSE through `mcp_adapter::sse`), `report`
 //! (histograms and the table/JSON), `hub` (a whole hub started for measuring),
 //! `procfs` (memory and CPU of other processes), `suite` (the benchmark scenarios).
 #![forbid(unsafe_code)]
@@ -16,7 +16,6 @@ pub mod procfs;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
-pub mod sse;
 pub mod suite;
 
 pub use driver::{run, RunConfig, Target};

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::report::Failure;
-use crate::sse;
+use mcp_adapter::sse;
 
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -137,14 +137,16 @@ pub async fn read_answer(
         let answer = serde_json::from_slice(&bytes).map_err(|_| Failure::Protocol)?;
         return Ok((answer, Instant::now()));
     }
-    let mut scanner = sse::Scanner::default();
+    let mut scanner = sse::Parser::new();
     let mut answer = None;
     while let Some(chunk) = response.chunk().await.map_err(crate::driver::classify)? {
-        scanner.feed(&chunk, |event| {
-            if answer.is_none() && event.name == "message" {
-                answer = matching(&event.data, id);
-            }
-        });
+        scanner
+            .feed(&chunk, |event| {
+                if answer.is_none() && event.name == "message" {
+                    answer = matching(&event.data, id);
+                }
+            })
+            .map_err(|_| Failure::Protocol)?;
         if let Some(answer) = answer.take() {
             let at = Instant::now();
             crate::driver::drain(&mut response).await;

@@ -90,8 +90,8 @@ impl Config {
         Duration::from_secs(self.reconcile_secs.max(1))
     }
 
-    pub fn adapter_settings(&self) -> crate::adapter::Settings {
-        crate::adapter::Settings {
+    pub fn adapter_settings(&self) -> mcp_adapter::http::Settings {
+        mcp_adapter::http::Settings {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms.max(1)),
             max_response_bytes: self.max_response_bytes.max(1024),
             ..Default::default()

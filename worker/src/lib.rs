@@ -1,19 +1,17 @@
-//! One MCP Hub worker (`mcp-worker`): serves exactly one registered server. It is the
-//! only process that calls the external REST API.
+//! One MCP Hub worker (`mcp-worker`): serves exactly one registered server over its
+//! transports; each call runs on the shared call engine (`mcp_adapter`), which makes the
+//! REST API calls (here, or in the gateway only in rollback mode).
 //!
 //! Layout: [`config`] (flags), [`state`] (what is served, swapped atomically),
-//! [`reload`] (registry follower), [`invoke`] (one call, shared by every transport),
-//! [`adapter`] (the HTTP adapter), [`call`] (hub call protocol, `POST /call/{tool}`),
+//! [`reload`] (registry follower), [`call`] (hub call protocol, `POST /call/{tool}`),
 //! [`mcp`] (MCP Streamable HTTP at `/mcp`), [`orphan`] (exit when its owner is gone), [`legacy_sse`] (the older HTTP+SSE
 //! transport at `/sse` + `/messages`), [`health`] (`/healthz`).
 #![forbid(unsafe_code)]
 
-pub mod adapter;
 pub mod call;
 pub mod config;
 pub mod health;
 pub mod host_check;
-pub mod invoke;
 pub mod legacy_sse;
 pub mod mcp;
 pub mod orphan;
@@ -58,8 +56,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let registry = config.redis.registry()?;
-    let adapter =
-        adapter::HttpAdapter::new(config.adapter_settings()).context("building the HTTP client")?;
+    let adapter = mcp_adapter::http::HttpAdapter::new(config.adapter_settings())
+        .context("building the HTTP client")?;
     let mut state = WorkerState::new(config.server.clone(), registry, adapter);
     state.started_hold = Duration::from_millis(config.started_hold_ms);
     let state = Arc::new(state);

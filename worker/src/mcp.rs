@@ -21,10 +21,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::Delta;
 use crate::config::Config;
-use crate::invoke::{self, Rejection};
 use crate::state::WorkerState;
+use mcp_adapter::http::Delta;
+use mcp_adapter::invoke::{self, Rejection};
 
 /// One per session (rmcp builds one per session through the factory); cheap to clone.
 #[derive(Clone)]
@@ -94,7 +94,7 @@ impl ServerHandler for McpHandler {
             .map(|id| mcp_core::request_id::keep_or_generate(Some(id)))
             .unwrap_or_else(mcp_core::request_id::generate);
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        let prepared = match invoke::prepare(&self.state, &request.name, args) {
+        let prepared = match self.state.prepare(&request.name, args) {
             Ok(prepared) => prepared,
             Err(Rejection::UnknownTool(name)) => {
                 return Err(McpError::invalid_params(
@@ -141,7 +141,14 @@ impl ServerHandler for McpHandler {
         };
         let (result, deltas) = tokio::join!(
             async {
-                let result = invoke::run(&self.state, &prepared, &request_id, &tx).await;
+                let result = invoke::execute(
+                    &self.state.adapter,
+                    &self.state.server_id,
+                    &prepared,
+                    &request_id,
+                    &tx,
+                )
+                .await;
                 drop(tx);
                 result
             },
@@ -151,7 +158,7 @@ impl ServerHandler for McpHandler {
             Ok(_) => Ok(success(deltas).into()),
             Err(err) => {
                 let mut text = format!("{}: {}", err.code(), err.message());
-                if let crate::adapter::Error::Status { body, .. } = &err {
+                if let mcp_adapter::http::Error::Status { body, .. } = &err {
                     text.push('\n');
                     text.push_str(&match body {
                         Value::String(s) => s.clone(),

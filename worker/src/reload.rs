@@ -10,19 +10,18 @@ use mcp_core::events::EventKind;
 use mcp_core::subscription::Update;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{Served, ServedTool, WorkerState};
+use mcp_adapter::tool::{compile_tools, ServedTool};
+
+use crate::state::{Served, WorkerState};
 
 /// Loads this server and its tools from Redis into the state.
 pub async fn load(state: &WorkerState) -> Result<(), mcp_core::registry::Error> {
     let version = state.registry.version().await?;
     let config = state.registry.get_server(&state.server_id).await?;
     let tools = state.registry.list_tools(&state.server_id).await?;
-    let tools = tools
-        .into_values()
-        .filter_map(|binding| ServedTool::compile(&state.server_id, binding))
-        .map(|tool| (tool.binding.name.clone(), Arc::new(tool)))
-        .collect();
-    let n_tools = state.current().tools.len();
+    let before = state.current();
+    let tools = compile_tools(&state.server_id, tools.into_values(), Some(&before.tools));
+    let n_tools = before.tools.len();
     state.replace(Served {
         config: config.map(Arc::new),
         tools,

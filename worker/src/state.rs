@@ -1,65 +1,25 @@
 //! Owns what this worker serves: its server's configuration and tools, each tool with
-//! its compiled argument validator and response JSONPath, swapped atomically as a whole
+//! its compiled argument validator and response JSONPath ([`mcp_adapter::tool`]), swapped atomically as a whole
 //! (`Arc<Served>`) so a call sees one consistent version. Tool-list changes are
 //! broadcast to MCP sessions and `subscriptions/listen` streams through a watch channel.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use mcp_core::model::{ServerConfig, ToolBinding};
+use mcp_adapter::http::HttpAdapter;
+use mcp_adapter::invoke::{self, Prepared, Rejection};
+use mcp_adapter::tool::Tools;
+use mcp_core::model::ServerConfig;
 use mcp_core::RedisRegistry;
+use serde_json::Value;
 use tokio::sync::watch;
-
-use crate::adapter::HttpAdapter;
-
-/// A tool ready to call.
-pub struct ServedTool {
-    pub binding: ToolBinding,
-    /// Compiled once per registry version of the tool, never per call.
-    pub validator: jsonschema::Validator,
-    pub pick: Option<serde_json_path::JsonPath>,
-}
-
-impl ServedTool {
-    /// Compiles a binding; `None` (with a warning) when its schema or pick is broken,
-    /// which registration validation normally prevents.
-    pub fn compile(server_id: &str, binding: ToolBinding) -> Option<ServedTool> {
-        let validator = match mcp_core::validate::compile_schema(&binding.input_schema) {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::warn!(event = "worker.tool.invalid", server = %server_id, tool = %binding.name, error = %err);
-                return None;
-            }
-        };
-        let pick = match binding
-            .response_mapping
-            .as_ref()
-            .and_then(|m| m.pick.as_deref())
-        {
-            Some(path) => match serde_json_path::JsonPath::parse(path) {
-                Ok(p) => Some(p),
-                Err(err) => {
-                    tracing::warn!(event = "worker.tool.invalid", server = %server_id, tool = %binding.name, error = %err);
-                    return None;
-                }
-            },
-            None => None,
-        };
-        Some(ServedTool {
-            binding,
-            validator,
-            pick,
-        })
-    }
-}
 
 /// One consistent view of the server.
 #[derive(Default)]
 pub struct Served {
     /// `None` until loaded, or when the server is not (or no longer) registered.
     pub config: Option<Arc<ServerConfig>>,
-    pub tools: BTreeMap<String, Arc<ServedTool>>,
+    pub tools: Tools,
     /// Registry version this view reflects.
     pub version: u64,
 }
@@ -147,5 +107,22 @@ impl WorkerState {
 
     pub fn watch_tools(&self) -> watch::Receiver<u64> {
         self.tools_changed.subscribe()
+    }
+
+    /// Checks a call to `tool_name` against the current view ([`invoke::prepare`]) and
+    /// marks that a call arrived.
+    pub fn prepare(&self, tool_name: &str, args: Value) -> Result<Prepared, Rejection> {
+        self.touch();
+        let served = self.current();
+        let server = served
+            .config
+            .clone()
+            .ok_or_else(|| Rejection::UnknownServer(self.server_id.clone()))?;
+        let tool = served
+            .tools
+            .get(tool_name)
+            .cloned()
+            .ok_or_else(|| Rejection::UnknownTool(tool_name.to_owned()))?;
+        invoke::prepare(&self.server_id, server, tool, args)
     }
 }

@@ -217,7 +217,7 @@ pub async fn read(
         }
         Kind::Sse | Kind::Ndjson | Kind::TextStream => {
             outcome.streamed = true;
-            let mut splitter = Splitter::new(kind);
+            let mut splitter = Splitter::new(kind, max_bytes);
             let mut text_tail = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 if kind == Kind::TextStream {
@@ -234,8 +234,9 @@ pub async fn read(
                     }
                     continue;
                 }
-                splitter.push(&chunk, max_bytes)?;
-                while let Some(item) = splitter.next_item() {
+                let mut items = Vec::new();
+                splitter.push(&chunk, max_bytes, &mut items)?;
+                for item in items {
                     send(deltas, item).await?;
                     outcome.n_deltas += 1;
                 }
@@ -308,87 +309,63 @@ fn utf8_prefix_len(bytes: &[u8]) -> usize {
     }
 }
 
-/// Splits a streamed body into SSE events or NDJSON lines.
-struct Splitter {
-    kind: Kind,
-    buffer: BytesMut,
+/// Splits a streamed body into SSE events ([`crate::sse::Parser`]) or NDJSON lines, each
+/// byte scanned once whatever the chunking.
+enum Splitter {
+    Sse(crate::sse::Parser),
+    Lines {
+        buffer: BytesMut,
+        /// Bytes of `buffer` already scanned for a newline.
+        scanned: usize,
+    },
 }
 
 impl Splitter {
-    fn new(kind: Kind) -> Splitter {
-        Splitter {
-            kind,
-            buffer: BytesMut::new(),
+    fn new(kind: Kind, max_bytes: usize) -> Splitter {
+        match kind {
+            Kind::Sse => Splitter::Sse(crate::sse::Parser::with_limit(max_bytes)),
+            _ => Splitter::Lines {
+                buffer: BytesMut::new(),
+                scanned: 0,
+            },
         }
     }
 
-    fn push(&mut self, chunk: &[u8], max_bytes: usize) -> Result<(), Error> {
-        if self.buffer.len() + chunk.len() > max_bytes {
-            return Err(Error::TooLarge(max_bytes));
-        }
-        self.buffer.extend_from_slice(chunk);
-        Ok(())
-    }
-
-    fn next_item(&mut self) -> Option<Value> {
-        loop {
-            let (end, sep) = match self.kind {
-                Kind::Sse => find_event_end(&self.buffer)?,
-                _ => (self.buffer.iter().position(|&b| b == b'\n')?, 1),
-            };
-            let raw = self.buffer.split_to(end + sep);
-            let item = &raw[..end];
-            let parsed = match self.kind {
-                Kind::Sse => sse_data(item),
-                _ => line_value(item),
-            };
-            if parsed.is_some() {
-                return parsed;
-            }
-        }
-    }
-
-    fn finish(&mut self) -> Option<Value> {
-        let rest = std::mem::take(&mut self.buffer);
-        match self.kind {
-            Kind::Sse => sse_data(&rest),
-            _ => line_value(&rest),
-        }
-    }
-}
-
-/// End of the first SSE event (blank line), and the separator's length.
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
-/// The `data:` lines of one SSE event, joined; JSON when it parses. Comments and
-/// events without data yield nothing.
-fn sse_data(event: &[u8]) -> Option<Value> {
-    let text = String::from_utf8_lossy(event);
-    let mut data: Option<String> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            match &mut data {
-                Some(existing) => {
-                    existing.push('\n');
-                    existing.push_str(rest);
+    /// Feeds a chunk; the items it completes are appended to `out`. An event or line
+    /// larger than `max_bytes` fails the call.
+    fn push(&mut self, chunk: &[u8], max_bytes: usize, out: &mut Vec<Value>) -> Result<(), Error> {
+        match self {
+            Splitter::Sse(parser) => parser
+                .feed(chunk, |event| out.push(event_value(event.data)))
+                .map_err(|_| Error::TooLarge(max_bytes)),
+            Splitter::Lines { buffer, scanned } => {
+                buffer.extend_from_slice(chunk);
+                while let Some(pos) = buffer[*scanned..].iter().position(|&b| b == b'\n') {
+                    let line = buffer.split_to(*scanned + pos + 1);
+                    *scanned = 0;
+                    out.extend(line_value(&line[..line.len() - 1]));
                 }
-                None => data = Some(rest.to_owned()),
+                *scanned = buffer.len();
+                if buffer.len() > max_bytes {
+                    return Err(Error::TooLarge(max_bytes));
+                }
+                Ok(())
             }
         }
     }
-    let data = data?;
-    Some(serde_json::from_str(&data).unwrap_or(Value::String(data)))
+
+    /// The last item of a body that ended without its terminator.
+    fn finish(&mut self) -> Option<Value> {
+        match self {
+            Splitter::Sse(parser) => parser.finish().map(|event| event_value(event.data)),
+            Splitter::Lines { buffer, .. } => line_value(&std::mem::take(buffer)),
+        }
+    }
+}
+
+/// An SSE event's data as a delta: JSON when it parses, else the text.
+fn event_value(data: String) -> Value {
+    serde_json::from_str(&data).unwrap_or(Value::String(data))
 }
 
 fn line_value(line: &[u8]) -> Option<Value> {
@@ -417,13 +394,12 @@ mod tests {
     use serde_json::json;
 
     fn items(kind: Kind, chunks: &[&str]) -> Vec<Value> {
-        let mut splitter = Splitter::new(kind);
+        let mut splitter = Splitter::new(kind, 1 << 20);
         let mut out = Vec::new();
         for chunk in chunks {
-            splitter.push(chunk.as_bytes(), 1 << 20).expect("fits");
-            while let Some(item) = splitter.next_item() {
-                out.push(item);
-            }
+            splitter
+                .push(chunk.as_bytes(), 1 << 20, &mut out)
+                .expect("fits");
         }
         out.extend(splitter.finish());
         out

@@ -47,12 +47,14 @@ pub struct Pool {
 }
 
 /// Why a request got no response head.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Connecting (TCP, TLS or the HTTP/1.1 handshake) failed.
-    Connect(BoxError),
+    #[error("connecting")]
+    Connect(#[source] BoxError),
     /// The request failed on its connection.
-    Send(hyper::Error),
+    #[error("sending the request")]
+    Send(#[source] hyper::Error),
 }
 
 /// A connection lent to one request.

@@ -3,13 +3,14 @@
 //! HTTP/1.1 connections, TLS by rustls with the platform's roots), follows redirects
 //! within the origin, and turns the response into output deltas ([`response`]) pushed
 //! into a bounded channel as they arrive, so a slow consumer slows the read instead of
-//! growing memory. Shared by the worker and by the gateway's rollback mode.
+//! growing memory. Shared by the worker and by the gateway's rollback mode; its
+//! connection [`pool`] is the load generator's client too.
 //!
 //! hyper rather than `reqwest`: reqwest's layers (redirects, retries, the URL parsed
 //! twice more per request) were a fifth of a worker's instructions per call (124k ->
 //! 101k by callgrind, about 10% less CPU per call under load).
 
-mod pool;
+pub mod pool;
 pub mod request;
 pub mod response;
 
@@ -134,7 +135,36 @@ pub struct Endpoint<'a> {
 /// answer.
 const MAX_REDIRECTS: usize = 5;
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// TCP, then TLS for `https` ([`connector`]).
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Why the client could not be built (the platform's certificate verifier or TLS
+/// protocol versions).
+#[derive(Debug, thiserror::Error)]
+#[error("building the TLS client configuration")]
+pub struct BuildError(#[source] rustls::Error);
+
+/// The connector of every REST call and of the load generator: TCP (no Nagle delay,
+/// `connect_timeout`), then TLS by rustls with the platform's roots for `https`.
+pub fn connector(connect_timeout: Duration) -> Result<Connector, BuildError> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone()).map_err(BuildError)?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
 
 /// One pooled HTTP client per process. Cheap to clone.
 #[derive(Clone)]
@@ -145,24 +175,11 @@ pub struct HttpAdapter {
 }
 
 impl HttpAdapter {
-    pub fn new(settings: Settings) -> anyhow::Result<HttpAdapter> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let pool = pool::Pool::new(https, settings.pool_max_idle_per_host);
+    pub fn new(settings: Settings) -> Result<HttpAdapter, BuildError> {
+        let pool = pool::Pool::new(
+            connector(settings.connect_timeout)?,
+            settings.pool_max_idle_per_host,
+        );
         Ok(HttpAdapter { pool, settings })
     }
 
@@ -254,8 +271,7 @@ impl HttpAdapter {
         deadline: tokio::time::Instant,
         timeout_ms: u64,
     ) -> Result<response::Answer, Error> {
-        let mut method =
-            Method::from_bytes(built.method.as_str().as_bytes()).unwrap_or(Method::GET);
+        let mut method = http_method(built.method);
         let mut headers = HeaderMap::with_capacity(built.headers.len() + 3);
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (name, value) in &built.headers {
@@ -347,6 +363,18 @@ impl HttpAdapter {
             url = next;
             followed += 1;
         }
+    }
+}
+
+/// The registry's method as HTTP's: every method registration accepts has its own.
+fn http_method(method: mcp_core::model::HttpMethod) -> Method {
+    use mcp_core::model::HttpMethod;
+    match method {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Delete => Method::DELETE,
     }
 }
 

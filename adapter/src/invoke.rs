@@ -1,6 +1,7 @@
 //! Owns one tool call from arguments to deltas, shared by every transport (the hub call
-//! protocol, MCP Streamable HTTP, the old HTTP+SSE transport): find the tool, check it is
-//! active, validate the arguments, then run the HTTP adapter. Transports only translate.
+//! protocol, MCP Streamable HTTP, the old HTTP+SSE transport) and by the gateway's
+//! rollback mode: check that the server and tool are active, validate the arguments
+//! ([`prepare`]), then run the HTTP adapter ([`execute`]). Transports only translate.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use mcp_core::validate::ArgumentViolation;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::adapter;
-use crate::state::{ServedTool, WorkerState};
+use crate::http as adapter;
+use crate::tool::ServedTool;
 
 /// Why a call was refused before any REST call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -58,25 +59,9 @@ pub struct Prepared {
     pub args: Map<String, Value>,
 }
 
-/// Checks a call against the current view. `args` of `null` counts as `{}`.
-pub fn prepare(state: &WorkerState, tool_name: &str, args: Value) -> Result<Prepared, Rejection> {
-    state.touch();
-    let served = state.current();
-    let server = served
-        .config
-        .clone()
-        .ok_or_else(|| Rejection::UnknownServer(state.server_id.clone()))?;
-    let tool = served
-        .tools
-        .get(tool_name)
-        .cloned()
-        .ok_or_else(|| Rejection::UnknownTool(tool_name.to_owned()))?;
-    prepare_with(&state.server_id, server, tool, args)
-}
-
-/// Checks a call given the server and tool (the gateway's rollback mode has its own
-/// table): both active, arguments an object that matches the schema.
-pub fn prepare_with(
+/// Checks a call to `tool` of `server`: both active, arguments (`null` counts as `{}`)
+/// an object that matches the tool's schema.
+pub fn prepare(
     server_id: &str,
     server: Arc<ServerConfig>,
     tool: Arc<ServedTool>,
@@ -102,23 +87,6 @@ pub fn prepare_with(
         return Err(Rejection::ArgsNotObject);
     };
     Ok(Prepared { server, tool, args })
-}
-
-/// Runs a prepared call, pushing deltas as they are produced.
-pub async fn run(
-    state: &WorkerState,
-    prepared: &Prepared,
-    request_id: &str,
-    deltas: &mpsc::Sender<adapter::Delta>,
-) -> Result<(adapter::Outcome, f64), adapter::Error> {
-    execute(
-        &state.adapter,
-        &state.server_id,
-        prepared,
-        request_id,
-        deltas,
-    )
-    .await
 }
 
 /// Runs a prepared call with `adapter` (the worker's, or the gateway's in rollback
