@@ -1,113 +1,43 @@
-//! Owns rollback mode (`MCP_SUPERVISOR_ENABLED=false`, the PRD's rollback path): tool
-//! calls run inside the gateway with the worker's own HTTP adapter and event stream
-//! (shared code, not a copy), so clients see the same SSE events with no workers at all.
+//! Owns rollback mode (`MCP_SUPERVISOR_ENABLED=false`, the PRD's rollback path): a
+//! backend chosen after admission and the body check, so both modes share those phases,
+//! the request id, `100 Continue`, metrics and logs. Tool calls run here on the workers'
+//! own call engine (`mcp_adapter`: the same adapter and the same event stream, not a
+//! copy), so clients see the same SSE events with no workers at all. The MCP transports
+//! need a worker's sessions: they get 503 `rollback_mode`.
 
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
 use http::StatusCode;
 use mcp_adapter::http::HttpAdapter;
-use mcp_adapter::invoke::Rejection;
+use mcp_adapter::invoke::Prepared;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::errors::GatewayError;
-use crate::proxy::{parse_object, reject, respond_json, BodyCheck, Ctx, Gateway};
+use crate::proxy::{reject, respond_json, Checked, Ctx};
+use crate::table::ServerRoute;
 
+/// Serves an admitted, checked request in the gateway (`Ok(true)`: answered).
 pub async fn serve(
-    gateway: &Gateway,
     adapter: &HttpAdapter,
     session: &mut Session,
     ctx: &mut Ctx,
+    server: &ServerRoute,
+    checked: Checked,
 ) -> Result<bool> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > gateway.settings.max_body_bytes {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                session.as_downstream_mut().drain_request_body(),
-            )
-            .await;
-            let msg = format!(
-                "the body is larger than {} bytes",
-                gateway.settings.max_body_bytes
-            );
-            return reject(
-                session,
-                ctx,
-                GatewayError::new(413, "payload_too_large", msg),
-            )
-            .await;
-        }
-        body.extend_from_slice(&chunk);
+    if !ctx.route().is_call() {
+        let msg = "MCP transports need workers; the hub runs in rollback mode (MCP_SUPERVISOR_ENABLED=false)";
+        return reject(session, ctx, GatewayError::new(503, "rollback_mode", msg)).await;
     }
-    ctx.set_args_size(body.len());
-    let value = match parse_object(&body) {
-        Ok(value) => value,
-        Err(err) => return reject(session, ctx, err).await,
-    };
-    let (tool, args) = match ctx.check() {
-        BodyCheck::Args(tool) => (tool, value.get("args").cloned().unwrap_or(Value::Null)),
-        BodyCheck::Named => {
-            match value.get("method").and_then(Value::as_str) {
-                Some("initialize") => {
-                    return respond_json(
-                        session,
-                        ctx,
-                        200,
-                        &mcp_adapter::events::server_info(ctx.server_id()),
-                    )
-                    .await
-                }
-                Some("tools.list" | "tools/list") => {
-                    let table = gateway.routes.load();
-                    let tools: Vec<Value> = table
-                        .servers
-                        .get(ctx.server_id())
-                        .map(|s| {
-                            let mut tools: Vec<_> = s.tools.values().filter(|t| t.binding.active).collect();
-                            tools.sort_by(|a, b| a.binding.name.cmp(&b.binding.name));
-                            tools.iter().map(|t| json!({"name": t.binding.name, "description": t.binding.description, "inputSchema": t.binding.input_schema})).collect()
-                        })
-                        .unwrap_or_default();
-                    return respond_json(session, ctx, 200, &json!({"tools": tools})).await;
-                }
-                Some(other) => {
-                    return reject(
-                        session,
-                        ctx,
-                        GatewayError::new(400, "bad_request", format!("unknown method {other:?}")),
-                    )
-                    .await
-                }
-                None => {}
-            }
-            let Some(name) = value.get("name").and_then(Value::as_str) else {
-                return reject(
-                    session,
-                    ctx,
-                    GatewayError::new(
-                        400,
-                        "bad_request",
-                        "the body needs a tool \"name\" and \"args\"",
-                    ),
-                )
-                .await;
-            };
-            ctx.set_tool(name);
-            match gateway.lookup_tool(ctx.server_id(), name) {
-                Ok(tool) => (
-                    tool,
-                    value
-                        .get("args")
-                        .or_else(|| value.get("arguments"))
-                        .cloned()
-                        .unwrap_or(Value::Null),
-                ),
-                Err(err) => return reject(session, ctx, err).await,
-            }
-        }
-        BodyCheck::None | BodyCheck::JsonRpc => {
+    let (tool, args) = match checked {
+        Checked::Call { tool, args } => (tool, args),
+        Checked::Method(method) => return answer_method(session, ctx, server, &method).await,
+        // A call route always has a body check.
+        Checked::Unchecked | Checked::JsonRpc => {
             return reject(
                 session,
                 ctx,
@@ -116,28 +46,22 @@ pub async fn serve(
             .await
         }
     };
-    if let Err(err) = gateway.check_args(&tool, Some(&args), ctx) {
-        return reject(session, ctx, err).await;
-    }
+    // Admission found the server registered and active, and the body check the tool
+    // active and the arguments valid: what `invoke::prepare` would check again.
+    let Some(config) = server.config.clone() else {
+        let msg = format!("server {:?} is not registered", ctx.server_id());
+        return reject(session, ctx, GatewayError::not_found(msg)).await;
+    };
+    let args = match args {
+        Some(Value::Object(args)) => args,
+        _ => Map::new(),
+    };
+    let prepared = Prepared {
+        server: config,
+        tool: Arc::clone(&tool),
+        args,
+    };
     ctx.log_accepted();
-    let Some(server) = gateway
-        .routes
-        .load()
-        .servers
-        .get(ctx.server_id())
-        .and_then(|s| s.config.clone())
-    else {
-        return reject(
-            session,
-            ctx,
-            GatewayError::not_found(format!("server {:?} is not registered", ctx.server_id())),
-        )
-        .await;
-    };
-    let prepared = match mcp_adapter::invoke::prepare(ctx.server_id(), server, tool, args) {
-        Ok(prepared) => prepared,
-        Err(rejection) => return reject(session, ctx, from_rejection(&rejection)).await,
-    };
 
     let mut header = ResponseHeader::build(StatusCode::OK, Some(4))?;
     header.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
@@ -155,7 +79,6 @@ pub async fn serve(
         ctx.request_id().to_owned(),
     );
     futures::pin_mut!(frames);
-    use futures::StreamExt;
     while let Some(frame) = frames.next().await {
         session.write_response_body(Some(frame), false).await?;
     }
@@ -165,14 +88,25 @@ pub async fn serve(
     Ok(true)
 }
 
-fn from_rejection(rejection: &Rejection) -> GatewayError {
-    let mut err = GatewayError::new(
-        rejection.http_status(),
-        rejection.code(),
-        rejection.to_string(),
-    );
-    if let Rejection::InvalidArguments(violations) = rejection {
-        err.details = serde_json::to_value(violations).ok().map(Box::new);
+/// `{"method": ...}` on `POST /mcp/{id}`, answered as a worker answers it.
+async fn answer_method(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    server: &ServerRoute,
+    method: &str,
+) -> Result<bool> {
+    match method {
+        "initialize" => {
+            let body = mcp_adapter::events::server_info(ctx.server_id());
+            respond_json(session, ctx, 200, &body).await
+        }
+        "tools.list" | "tools/list" => {
+            let tools = mcp_adapter::tool::active_listing(&server.tools);
+            respond_json(session, ctx, 200, &json!({"tools": tools})).await
+        }
+        other => {
+            let err = GatewayError::new(400, "bad_request", format!("unknown method {other:?}"));
+            reject(session, ctx, err).await
+        }
     }
-    err
 }

@@ -21,8 +21,9 @@ async fn with_workers_off_the_gateway_runs_calls_itself() {
         "no workers run"
     );
 
-    // The same routes, events and ids as with workers.
+    // The same routes, events and ids as with workers, and the same body phase.
     crate::calls::check_call_routes(&stack, 0).await;
+    crate::calls::check_expect_continue(&stack).await;
 
     let response = stack
         .client
