@@ -51,6 +51,22 @@ pub struct Config {
         global = true
     )]
     pub shutdown_timeout_ms: u64,
+    /// Folder of the dashboard's build output (`frontend/dist`), served at /dashboard.
+    #[arg(
+        long,
+        env = "MCP_DASHBOARD_DIR",
+        default_value = "frontend/dist",
+        global = true
+    )]
+    pub dashboard_dir: PathBuf,
+    /// The gateway's Prometheus metrics, read by GET /api/metrics.
+    #[arg(
+        long,
+        env = "MCP_ADMIN_GATEWAY_METRICS_URL",
+        default_value = "http://127.0.0.1:9091/metrics",
+        global = true
+    )]
+    pub gateway_metrics_url: url::Url,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
@@ -133,6 +149,12 @@ impl Config {
             if !matches!(origin.scheme(), "http" | "https") || origin.host_str().is_none() {
                 return Err(format!("MCP_DEMO_API_URL={origin} must be an http(s) URL"));
             }
+        }
+        let metrics = &self.gateway_metrics_url;
+        if !matches!(metrics.scheme(), "http" | "https") || metrics.host_str().is_none() {
+            return Err(format!(
+                "MCP_ADMIN_GATEWAY_METRICS_URL={metrics} must be an http(s) URL"
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err("MCP_ADMIN_MAX_BODY_BYTES must be at least 1024".into());

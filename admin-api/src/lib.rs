@@ -5,7 +5,8 @@
 //! Layout: [`config`] (flags), [`routes`] (one file per resource), [`error`] (the JSON
 //! error contract), [`body`] (JSON parsing rules), [`auth`] (bearer token),
 //! [`request_id`] (span and id per request), [`openapi`] (the generated document),
-//! [`cli`] (import/export subcommands).
+//! [`cli`] (import/export subcommands), [`prometheus_text`] (reading the gateway's
+//! metrics for `/api/metrics`); `routes::dashboard` serves the console's build.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod prometheus_text;
 pub mod request_id;
 pub mod routes;
 
@@ -37,6 +39,10 @@ pub struct AppState {
     pub registry: RedisRegistry,
     /// `Arc<str>`: read on every request, never changed after start-up.
     pub admin_token: Option<Arc<str>>,
+    /// The console's build output, served at `/dashboard`.
+    pub dashboard: routes::dashboard::Dashboard,
+    /// The gateway's Prometheus metrics, summed per server by `/api/metrics`.
+    pub metrics: routes::metrics::MetricsSource,
 }
 
 /// The whole HTTP surface, ready to serve or to drive with `oneshot` in tests.
@@ -47,6 +53,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     ));
     Router::new()
         .merge(api)
+        .merge(routes::dashboard_routes())
         .route("/healthz", axum::routing::get(routes::health::healthz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -69,7 +76,17 @@ pub async fn run(
     let state = AppState {
         registry,
         admin_token: config.admin_token.as_deref().map(Arc::from),
+        dashboard: routes::dashboard::Dashboard::new(config.dashboard_dir.clone()),
+        metrics: routes::metrics::MetricsSource::new(config.gateway_metrics_url.clone())
+            .context("building the metrics client")?,
     };
+    if !state.dashboard.is_built() {
+        tracing::warn!(
+            event = "admin.dashboard.missing",
+            dir = %config.dashboard_dir.display(),
+            hint = "run scripts/build-dashboard.sh; /dashboard answers 503 until then"
+        );
+    }
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;

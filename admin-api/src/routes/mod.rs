@@ -1,7 +1,9 @@
 //! Owns the route table of the admin API; one file per resource.
 
+pub mod dashboard;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod registry_io;
 pub mod runtime;
 pub mod servers;
@@ -30,9 +32,20 @@ pub fn api_routes() -> Router<AppState> {
             "/api/tools/{id}/{tool}",
             get(tools::get).post(tools::upsert).delete(tools::delete),
         )
+        .route("/api/tools/{id}/{tool}/validate", post(tools::validate))
         .route("/api/stats", get(servers::stats))
+        .route("/api/metrics", get(metrics::get))
         .route("/api/export", get(registry_io::export))
         .route("/api/import", post(registry_io::import))
         .route("/api/events", get(events::stream))
         .route("/api/openapi.json", get(crate::openapi::document))
+}
+
+/// The console (no token: it is static; the page asks for the token its API calls need).
+pub fn dashboard_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(dashboard::redirect_root))
+        .route("/dashboard", get(dashboard::redirect_root))
+        .route("/dashboard/", get(dashboard::serve))
+        .route("/dashboard/{*path}", get(dashboard::serve))
 }

@@ -68,6 +68,32 @@ pub async fn upsert(
     Ok((status, Json(binding)))
 }
 
+/// What `validate` answers for a tool that would be accepted.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Valid {
+    pub valid: bool,
+    /// The tool as it would be stored (defaults filled in).
+    pub tool: ToolBinding,
+}
+
+/// Checks a tool as `upsert` would (every shape and value problem, the input schema
+/// compiled as the gateway compiles it) without writing anything: the dashboard's
+/// editor shows the problems before saving.
+#[utoipa::path(post, path = "/api/tools/{id}/{tool}/validate", tag = "tools",
+    params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
+    request_body = ToolBinding,
+    responses((status = 200, body = Valid), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn validate(
+    Path((_id, tool)): Path<(String, String)>,
+    JsonValue(body): JsonValue,
+) -> ApiResult<Json<Valid>> {
+    let binding = body::tool(&tool, body)?;
+    Ok(Json(Valid {
+        valid: true,
+        tool: binding,
+    }))
+}
+
 /// Deletes a tool; publishes `tool.delete`.
 #[utoipa::path(delete, path = "/api/tools/{id}/{tool}", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),

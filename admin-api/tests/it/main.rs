@@ -2,6 +2,7 @@
 //! `redis-server`.
 
 mod config;
+mod dashboard;
 mod errors;
 mod logs;
 mod registry_io;
@@ -31,6 +32,10 @@ pub struct Options {
     pub token: Option<&'static str>,
     pub seed: bool,
     pub max_body_bytes: Option<usize>,
+    /// MCP_DASHBOARD_DIR (default: an empty folder, so the console is "not built").
+    pub dashboard_dir: Option<std::path::PathBuf>,
+    /// MCP_ADMIN_GATEWAY_METRICS_URL.
+    pub metrics_url: Option<String>,
 }
 
 impl Default for Options {
@@ -39,6 +44,8 @@ impl Default for Options {
             token: None,
             seed: true,
             max_body_bytes: None,
+            dashboard_dir: None,
+            metrics_url: None,
         }
     }
 }
@@ -66,6 +73,18 @@ impl Admin {
         if options.seed {
             command.args(["--seed", DEMO, "--seed-origin", "http://127.0.0.1:8090"]);
         }
+        let dashboard_dir = options
+            .dashboard_dir
+            .unwrap_or_else(|| std::env::temp_dir().join("mcp-admin-no-dashboard"));
+        command.arg("--dashboard-dir").arg(dashboard_dir);
+        // Nothing listens on port 9 (discard): an unreachable gateway by default.
+        command.args([
+            "--gateway-metrics-url",
+            options
+                .metrics_url
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:9/metrics"),
+        ]);
         if let Some(max) = options.max_body_bytes {
             command.args(["--max-body-bytes", &max.to_string()]);
         }

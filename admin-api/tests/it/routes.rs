@@ -246,6 +246,8 @@ async fn health_openapi_and_event_stream() {
         "/api/export",
         "/api/import",
         "/api/events",
+        "/api/metrics",
+        "/api/tools/{id}/{tool}/validate",
         "/healthz",
     ] {
         assert!(

@@ -28,7 +28,9 @@ async fn with_a_token_every_api_route_requires_it() {
         (Method::GET, "/api/tools/fruits_api/get_fruits"),
         (Method::POST, "/api/tools/fruits_api/get_fruits"),
         (Method::DELETE, "/api/tools/fruits_api/get_fruits"),
+        (Method::POST, "/api/tools/fruits_api/get_fruits/validate"),
         (Method::GET, "/api/stats"),
+        (Method::GET, "/api/metrics"),
         (Method::GET, "/api/export"),
         (Method::POST, "/api/import"),
         (Method::GET, "/api/openapi.json"),
@@ -92,6 +94,9 @@ async fn with_a_token_every_api_route_requires_it() {
     assert_eq!(status, 200, "with the token");
     let health = anonymous(Method::GET, "/healthz").await.expect("sent");
     assert_eq!(health.status().as_u16(), 200, "/healthz needs no token");
+    // The console is static: it loads without the token, then asks for it.
+    let console = anonymous(Method::GET, "/dashboard/").await.expect("sent");
+    assert_ne!(console.status().as_u16(), 401, "/dashboard needs no token");
 }
 
 #[tokio::test]
