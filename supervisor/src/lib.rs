@@ -2,13 +2,18 @@
 //! server it owns, its worker process(es) running and healthy, and keeps
 //! `mcp:server_runtime:{id}` true. It is the only writer of runtime records and ports.
 //!
-//! Layout: [`config`] (flags), [`supervisor`] (reconcile loop, adoption, ghosts,
-//! leases), [`slot`] (one worker's life as an actor), [`status`] (the state machine),
-//! [`process`] (spawn, signals, `/proc`), [`health`] (`/healthz` probes).
+//! Layout: [`config`] (flags), [`plan`] (every decision, as pure functions of desired
+//! and observed state), [`supervisor`] (the executor: gathers facts from Redis and the
+//! backend, runs the plan, renews leases), [`slot`] (one worker's life as an actor),
+//! [`status`] (the state machine every record write passes), [`backend`] (start, signal,
+//! observe a worker: the seam a second way to run workers plugs into), [`process`] (the
+//! local-process backend's spawn, signals, `/proc`), [`health`] (`/healthz` probes).
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 pub mod health;
+pub mod plan;
 pub mod process;
 pub mod slot;
 pub mod status;
@@ -48,6 +53,8 @@ pub struct Ctx {
     pub stop_workers_on_exit: bool,
     /// One pooled client for every health probe.
     pub http: reqwest::Client,
+    /// What starts, signals and observes the workers.
+    pub backend: Arc<dyn backend::WorkerBackend>,
 }
 
 /// Runs until `shutdown`; then leaves workers running (or stops them with
@@ -85,9 +92,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .pool_max_idle_per_host(4)
             .build()
             .context("building the HTTP client")?,
+        backend: Arc::new(backend::ProcessBackend),
     });
     tracing::info!(event = "supervisor.started", supervisor_id = %ctx.supervisor_id, worker_bin = %ctx.worker_bin.display(),
-        worker_max = ctx.worker_max, base_port = ctx.base_port, pid = std::process::id());
+        backend = ctx.backend.name(), worker_max = ctx.worker_max, base_port = ctx.base_port, pid = std::process::id());
     let heartbeat = tokio::spawn(heartbeat(ctx.clone(), shutdown.child_token()));
     supervisor::Supervisor::new(ctx, config.lease_ttl, config.reconcile_interval, shutdown)
         .run()

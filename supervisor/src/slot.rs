@@ -1,5 +1,5 @@
-//! Owns one worker slot (one replica of one server) as an actor task: spawn on a claimed
-//! port, wait for `/healthz`, watch the process (a child's exit is noticed at once
+//! Owns one worker slot (one replica of one server) as an actor task: start (through the
+//! [`crate::backend`]) on a claimed port, wait for `/healthz`, watch the process (a child's exit is noticed at once
 //! through `wait`, an adopted process through a fast pid poll), probe health on an
 //! interval, restart with exponential back-off, stop gracefully (SIGTERM, then SIGKILL),
 //! and keep the runtime record true at every step.
@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{health, process, status, Ctx};
+use crate::backend::{StartedWorker, StopSignal, WorkerSpec};
+use crate::{health, status, Ctx};
 
 /// Failures in a row after which the record says `failed` (it keeps retrying, slowly).
 const FAILED_AFTER: u32 = 5;
@@ -86,7 +86,7 @@ impl SlotHandle {
 }
 
 enum Proc {
-    Child(tokio::process::Child),
+    Child(Box<dyn StartedWorker>),
     Adopted,
 }
 
@@ -234,8 +234,12 @@ impl Slot {
         let Some(port) = self.claim_port().await else {
             return SpawnResult::Failed("no free port in the worker port range".into());
         };
-        let child = match process::spawn(&self.ctx, &self.key.server_id, self.key.replica_idx, port)
-        {
+        let spec = WorkerSpec {
+            server_id: &self.key.server_id,
+            replica_idx: self.key.replica_idx,
+            port,
+        };
+        let child = match self.ctx.backend.start(&self.ctx, spec) {
             Ok(child) => child,
             Err(err) => {
                 self.release_port(port).await;
@@ -245,7 +249,7 @@ impl Slot {
                 ));
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = child.pid();
         self.record.pid = Some(pid);
         self.shared_pid.store(pid, Ordering::Relaxed);
         self.record.port = Some(port);
@@ -308,7 +312,7 @@ impl Slot {
                 command = self.commands.recv() => return self.on_command(command),
                 () = self.cancel.cancelled() => return self.on_shutdown(),
                 _ = adopted_tick.tick(), if matches!(self.proc, Some(Proc::Adopted)) => {
-                    if !self.record.pid.is_some_and(process::alive) {
+                    if !self.record.pid.is_some_and(|pid| self.ctx.backend.alive(pid)) {
                         return MonitorEnd::Exited("process is gone".into());
                     }
                     continue;
@@ -484,30 +488,26 @@ impl Slot {
             return;
         };
         if self.proc.is_some() {
-            process::signal_group(pid, Signal::SIGTERM);
+            self.ctx.backend.signal(pid, StopSignal::Graceful);
             let deadline = tokio::time::Instant::now() + self.ctx.stop_timeout;
             let exited = loop {
                 match &mut self.proc {
                     Some(Proc::Child(child)) => {
                         match tokio::time::timeout_at(deadline, child.wait()).await {
-                            Ok(status) => {
-                                break status
-                                    .map(|s| s.to_string())
-                                    .unwrap_or_else(|e| e.to_string())
-                            }
+                            Ok(status) => break status,
                             Err(_) => {
-                                process::signal_group(pid, Signal::SIGKILL);
+                                self.ctx.backend.signal(pid, StopSignal::Kill);
                                 let _ = child.wait().await;
                                 break "killed after the stop timeout".to_owned();
                             }
                         }
                     }
                     _ => {
-                        if !process::alive(pid) {
+                        if !self.ctx.backend.alive(pid) {
                             break "exited".to_owned();
                         }
                         if tokio::time::Instant::now() >= deadline {
-                            process::signal_group(pid, Signal::SIGKILL);
+                            self.ctx.backend.signal(pid, StopSignal::Kill);
                             break "killed after the stop timeout".to_owned();
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -555,7 +555,7 @@ impl Slot {
                     return None;
                 }
             };
-            if process::port_is_free(self.ctx.bind_host, claimed) {
+            if self.ctx.backend.port_is_free(self.ctx.bind_host, claimed) {
                 return Some(claimed);
             }
             tracing::info!(
@@ -635,10 +635,7 @@ impl Slot {
 /// Resolves when the child exits (never for adopted or absent processes).
 async fn wait_child(proc: &mut Option<Proc>) -> String {
     match proc {
-        Some(Proc::Child(child)) => match child.wait().await {
-            Ok(status) => status.to_string(),
-            Err(err) => err.to_string(),
-        },
+        Some(Proc::Child(child)) => child.wait().await,
         _ => std::future::pending().await,
     }
 }

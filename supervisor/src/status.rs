@@ -38,6 +38,15 @@ pub fn check(from: WorkerStatus, to: WorkerStatus) -> Result<(), IllegalTransiti
     }
 }
 
+/// Whether a record saying `to` may replace the stored one (`None`: no record yet, any
+/// status may be written first).
+pub fn check_replace(
+    stored: Option<WorkerStatus>,
+    to: WorkerStatus,
+) -> Result<(), IllegalTransition> {
+    stored.map_or(Ok(()), |from| check(from, to))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +82,23 @@ mod tests {
             (Unhealthy, Idle),
         ] {
             assert_eq!(check(from, to), Err(IllegalTransition { from, to }));
+        }
+    }
+
+    #[test]
+    fn a_pending_record_replaces_only_what_may_become_pending() {
+        // What `hold` and `mark_pending` may write over.
+        for (stored, ok) in [
+            (None, true),
+            (Some(Pending), true),
+            (Some(Stopped), true),
+            (Some(Idle), true),
+            (Some(Running), false),
+            (Some(Starting), false),
+            (Some(Stopping), false),
+            (Some(Failed), false),
+        ] {
+            assert_eq!(check_replace(stored, Pending).is_ok(), ok, "{stored:?}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! Owns the reconcile loop: desired state (active servers times their replicas, among
+//! Owns the reconcile loop, as the executor of [`crate::plan`]: it reads Redis and the
+//! backend, asks the plan what to do and does it (slots, leases, records). Desired state (active servers times their replicas, among
 //! those this supervisor holds the lease of, within `MCP_WORKER_MAX`) against actual
 //! state (slots). Start-up order: adopt live workers from runtime records and clean up
 //! ghosts, subscribe to events, then reconcile on every relevant event and on a timer.
@@ -16,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use mcp_core::events::EventKind;
 use mcp_core::registry::Snapshot;
-use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
+use mcp_core::runtime::{unix_millis, ServerRuntime, WorkerRecord, WorkerStatus};
 use mcp_core::subscription::Update;
-use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{StopSignal, WorkerArgs};
+use crate::plan::{self, Desired, Fate, Liveness, Room};
 use crate::slot::{self, AfterStop, Command, Ended, SlotHandle, SlotKey, Start};
-use crate::{health, process, Ctx};
+use crate::{health, status, Ctx};
 
 pub struct Supervisor {
     ctx: Arc<Ctx>,
@@ -157,8 +159,9 @@ impl Supervisor {
 
     /// Start-up scan: take over the servers whose records name this supervisor or a dead
     /// one (adopting their live workers), then stop ghosts: our own workers nobody
-    /// adopted and workers of servers nobody wants. Returns false when Redis could not be
-    /// read (retried on the next tick).
+    /// adopted and workers of servers nobody wants ([`plan::adoption`],
+    /// [`plan::ghosts_at_start`]). Returns false when Redis could not be read (retried on
+    /// the next tick).
     async fn adopt(&mut self) -> bool {
         let (records, snapshot, supervisors) = match tokio::try_join!(
             self.ctx.registry.list_runtime(),
@@ -171,52 +174,25 @@ impl Supervisor {
                 return false;
             }
         };
-        let now = unix_millis();
-        let dead_after = self.lease_ttl.as_millis() as u64;
-        let live_workers: BTreeMap<u32, process::WorkerArgs> =
-            process::scan_workers(&self.ctx).into_iter().collect();
-        let desired = desired_replicas(&snapshot);
-        let mut handled = BTreeSet::new();
         let me = self.ctx.supervisor_id.clone();
-        let live_other = |record: &WorkerRecord| {
-            record.supervisor_id.as_deref().is_some_and(|owner| {
-                owner != me
-                    && supervisors
-                        .get(owner)
-                        .is_some_and(|seen| now.saturating_sub(*seen) < dead_after)
-            })
-        };
-        // Processes a live supervisor's record claims (by pid and port) are that
-        // supervisor's, whatever their command line says: a worker it took over from us
-        // while we were down is not ours to stop.
-        let claimed_by_others: BTreeSet<(u32, Option<u16>)> = records
-            .iter()
-            .flat_map(|runtime| &runtime.workers)
-            .filter(|record| live_other(record))
-            .filter_map(|record| Some((record.pid?, record.port)))
-            .collect();
-        for runtime in records {
-            let server_id = runtime.server_id.clone();
-            if runtime.workers.iter().any(live_other) {
-                continue;
-            }
-            match desired.get(&server_id) {
-                Some(replicas) if self.take_lease(&server_id).await == Some(true) => {
-                    self.owned.insert(server_id.clone());
-                    handled.extend(self.take_over(&server_id, *replicas, &live_workers).await);
-                }
-                Some(_) => {}
-                None => handled.extend(self.take_over(&server_id, 0, &live_workers).await),
+        let live = self.liveness(&me, &supervisors);
+        let live_workers = self.live_workers();
+        let desired = plan::desired_replicas(&snapshot);
+        let claimed = live.claims(&records);
+        let adoption = plan::adoption(&records, &desired, &live);
+        let mut handled = BTreeSet::new();
+        for (server_id, replicas) in adoption.take {
+            if self.take_lease(&server_id).await == Some(true) {
+                self.owned.insert(server_id.clone());
+                handled.extend(self.take_over(&server_id, replicas, &live_workers).await);
             }
         }
-        for (pid, args) in &live_workers {
-            if handled.contains(pid) || claimed_by_others.contains(&(*pid, args.port())) {
-                continue;
-            }
-            if !desired.contains_key(&args.server_id)
-                || args.supervisor_id == self.ctx.supervisor_id
-            {
-                self.kill_worker(*pid, &args.server_id, args.port(), "ghost");
+        for server_id in adoption.clear {
+            handled.extend(self.take_over(&server_id, 0, &live_workers).await);
+        }
+        for pid in plan::ghosts_at_start(&live_workers, &handled, &claimed, &desired, &me) {
+            if let Some(args) = live_workers.get(&pid) {
+                self.kill_worker(pid, &args.server_id, args.port(), "ghost");
             }
         }
         tracing::info!(
@@ -227,14 +203,28 @@ impl Supervisor {
         true
     }
 
-    /// Makes this supervisor the owner of what `server_id`'s records describe: live,
-    /// healthy workers for wanted replicas are adopted; other live ones are stopped;
-    /// records of processes that are gone are removed. Returns the pids it dealt with.
+    fn liveness<'a>(&self, me: &'a str, seen: &'a BTreeMap<String, u64>) -> Liveness<'a> {
+        Liveness {
+            me,
+            seen,
+            now: unix_millis(),
+            dead_after: self.lease_ttl.as_millis() as u64,
+        }
+    }
+
+    fn live_workers(&self) -> BTreeMap<u32, WorkerArgs> {
+        self.ctx.backend.scan(&self.ctx).into_iter().collect()
+    }
+
+    /// Makes this supervisor the owner of what `server_id`'s records describe
+    /// ([`plan::take_over`]): live, healthy workers for wanted replicas are adopted;
+    /// other live ones are stopped; records of processes that are gone are removed.
+    /// Returns the pids it dealt with.
     async fn take_over(
         &mut self,
         server_id: &str,
         replicas: u32,
-        live_workers: &BTreeMap<u32, process::WorkerArgs>,
+        live_workers: &BTreeMap<u32, WorkerArgs>,
     ) -> BTreeSet<u32> {
         let mut handled = BTreeSet::new();
         let records = match self.ctx.registry.get_runtime(server_id).await {
@@ -244,71 +234,55 @@ impl Supervisor {
                 return handled;
             }
         };
-        let mut held_back = Vec::new();
-        for record in records {
-            let key = SlotKey {
-                server_id: server_id.to_owned(),
-                replica_idx: record.replica_idx,
-            };
-            if self.slots.contains_key(&key) {
-                continue;
-            }
-            let wanted = record.replica_idx < replicas;
-            let live_pid = record.pid.filter(|pid| {
-                live_workers
-                    .get(pid)
-                    .is_some_and(|a| a.server_id == server_id)
-            });
-            match live_pid {
-                Some(pid) if wanted && self.healthy(server_id, &record, pid).await => {
-                    handled.insert(pid);
-                    let handle = slot::start(
-                        self.ctx.clone(),
-                        key.clone(),
-                        Start::Adopt { record },
-                        self.ended_tx.clone(),
-                        self.cancel.child_token(),
-                    );
-                    self.slots.insert(key, handle);
-                }
-                Some(pid) => {
-                    handled.insert(pid);
-                    self.kill_worker(
-                        pid,
-                        server_id,
-                        record.port,
-                        if wanted {
-                            "unhealthy at adoption"
-                        } else {
-                            "not wanted"
-                        },
-                    );
-                    self.forget_record(server_id, &record).await;
-                }
-                // An idle server stays idle until a call wakes it, across our restarts.
-                None if wanted && record.status == WorkerStatus::Idle => {
-                    self.idle.insert(server_id.to_owned());
-                }
-                None if wanted && record.status == WorkerStatus::Pending => {
-                    held_back.push(record);
-                }
-                None => self.forget_record(server_id, &record).await,
+        let slot_pids = self.slot_pids();
+        let plan = plan::take_over(
+            server_id,
+            replicas,
+            records,
+            live_workers,
+            |key| self.slots.contains_key(key),
+            &slot_pids,
+        );
+        for (record, pid) in plan.probe {
+            handled.insert(pid);
+            if self.healthy(server_id, &record, pid).await {
+                let key = SlotKey {
+                    server_id: server_id.to_owned(),
+                    replica_idx: record.replica_idx,
+                };
+                let handle = slot::start(
+                    self.ctx.clone(),
+                    key.clone(),
+                    Start::Adopt { record },
+                    self.ended_tx.clone(),
+                    self.cancel.child_token(),
+                );
+                self.slots.insert(key, handle);
+            } else {
+                self.kill_worker(pid, server_id, record.port, "unhealthy at adoption");
+                self.forget_record(server_id, &record).await;
             }
         }
-        // A replica held for room when its server went idle sleeps with it (records an
-        // earlier run left `pending`).
+        for (record, pid) in plan.unwanted {
+            handled.insert(pid);
+            self.kill_worker(pid, server_id, record.port, "not wanted");
+            self.forget_record(server_id, &record).await;
+        }
+        for record in plan.forget {
+            self.forget_record(server_id, &record).await;
+        }
+        // An idle server stays idle until a call wakes it, across our restarts; a
+        // replica held for room when it went idle sleeps with it (records an earlier
+        // run left `pending`).
+        if plan.idle {
+            self.idle.insert(server_id.to_owned());
+        }
         if self.idle.contains(server_id) {
-            self.put_to_sleep(server_id, held_back).await;
+            self.put_to_sleep(server_id, plan.held_back).await;
         }
-        // Live workers of this server that no record names (a previous owner's, lost).
-        for (pid, args) in live_workers {
-            if args.server_id == server_id
-                && !handled.contains(pid)
-                && !self.slot_pids().contains(pid)
-            {
-                handled.insert(*pid);
-                self.kill_worker(*pid, server_id, args.port(), "duplicate");
-            }
+        for (pid, port) in plan.duplicates {
+            handled.insert(pid);
+            self.kill_worker(pid, server_id, port, "duplicate");
         }
         handled
     }
@@ -369,14 +343,15 @@ impl Supervisor {
         let server_id = server_id.to_owned();
         let reason = reason.to_owned();
         tracing::info!(event = "worker.stopping", server = %server_id, pid, port, reason = %reason);
+        let backend = self.ctx.backend.clone();
         tokio::spawn(async move {
-            process::signal_group(pid, Signal::SIGTERM);
+            backend.signal(pid, StopSignal::Graceful);
             let deadline = Instant::now() + stop_timeout;
-            while process::alive(pid) && Instant::now() < deadline {
+            while backend.alive(pid) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if process::alive(pid) {
-                process::signal_group(pid, Signal::SIGKILL);
+            if backend.alive(pid) {
+                backend.signal(pid, StopSignal::Kill);
             }
             tracing::info!(event = "worker.terminated", server = %server_id, pid, port, reason = %reason);
             lock(&stopping).remove(&pid);
@@ -414,64 +389,72 @@ impl Supervisor {
                 return;
             }
         };
-        let desired = desired_replicas(&snapshot);
+        let desired = plan::desired_replicas(&snapshot);
 
         // Servers we own: still wanted, still ours?
-        for server_id in self.owned.clone() {
-            if !desired.contains_key(&server_id) {
-                let deleted = !snapshot.servers.contains_key(&server_id);
-                let (then, why) = if deleted {
-                    (AfterStop::Remove, "server deleted")
-                } else {
-                    (AfterStop::Stopped, "server inactive")
-                };
-                self.stop_server(&server_id, then, why);
-                self.settle_slotless(&server_id, deleted).await;
-                self.owned.remove(&server_id);
-                self.idle.remove(&server_id);
-                let _ = self
-                    .ctx
-                    .registry
-                    .release_lease(&server_id, &self.ctx.supervisor_id)
-                    .await;
-            } else if self.take_lease(&server_id).await == Some(false) {
-                tracing::warn!(event = "supervisor.lease.lost", server = %server_id);
-                self.stop_server(
-                    &server_id,
-                    AfterStop::Forget,
-                    "lease lost to another supervisor",
-                );
-                self.owned.remove(&server_id);
-                self.idle.remove(&server_id);
+        let fates = plan::owned_fates(&self.owned, &desired, |id| {
+            snapshot.servers.contains_key(id)
+        });
+        for (server_id, fate) in fates {
+            match fate {
+                Fate::Release { deleted, then, why } => {
+                    self.stop_server(&server_id, then, why);
+                    self.settle_slotless(&server_id, deleted).await;
+                    self.owned.remove(&server_id);
+                    self.idle.remove(&server_id);
+                    let _ = self
+                        .ctx
+                        .registry
+                        .release_lease(&server_id, &self.ctx.supervisor_id)
+                        .await;
+                }
+                Fate::Keep => {
+                    if self.take_lease(&server_id).await == Some(false) {
+                        tracing::warn!(event = "supervisor.lease.lost", server = %server_id);
+                        self.stop_server(
+                            &server_id,
+                            AfterStop::Forget,
+                            "lease lost to another supervisor",
+                        );
+                        self.owned.remove(&server_id);
+                        self.idle.remove(&server_id);
+                    }
+                }
             }
         }
 
-        // Room under MCP_WORKER_MAX: every worker process this supervisor has counts,
-        // slots on their way out and processes still being killed included, so a server
-        // that replaces a stopping one never runs beside it.
-        let mut used = self.slots.len() + lock(&self.stopping).len();
+        let mut room = Room {
+            used: self.workers_used(),
+            max: self.ctx.worker_max,
+        };
         let mut to_start: Vec<SlotKey> = Vec::new();
         let mut to_hold: Vec<SlotKey> = Vec::new();
         // Owned servers first: replicas without a slot (a woken idle server, a raised
         // replica count, a server adopted without its workers).
         for server_id in self.owned.difference(&self.idle) {
             let replicas = desired.get(server_id).copied().unwrap_or(0);
-            self.place_replicas(server_id, replicas, &mut used, &mut to_start, &mut to_hold);
+            let (start, hold) = plan::place_replicas(
+                server_id,
+                replicas,
+                |key| self.slots.contains_key(key),
+                &mut room,
+            );
+            to_start.extend(start);
+            to_hold.extend(hold);
         }
         // New servers: all their replicas fit, or they wait pending.
         for (server_id, replicas) in &desired {
             if self.owned.contains(server_id) {
                 continue;
             }
-            if used + *replicas as usize > self.ctx.worker_max {
+            if !room.fits(*replicas) {
                 self.mark_pending(server_id).await;
                 continue;
             }
             if self.take_lease(server_id).await == Some(true) {
                 self.owned.insert(server_id.clone());
                 self.pending.remove(server_id);
-                let live_workers: BTreeMap<u32, process::WorkerArgs> =
-                    process::scan_workers(&self.ctx).into_iter().collect();
+                let live_workers = self.live_workers();
                 self.take_over(server_id, *replicas, &live_workers).await;
                 if self.idle.contains(server_id) {
                     continue;
@@ -479,8 +462,15 @@ impl Supervisor {
                 // Count again: take-over adopted live workers (slots now) and may have
                 // begun killing unhealthy or duplicate ones (stopping now), and a
                 // replacement must not run beside the process it replaces.
-                used = self.slots.len() + lock(&self.stopping).len() + to_start.len();
-                self.place_replicas(server_id, *replicas, &mut used, &mut to_start, &mut to_hold);
+                room.used = self.workers_used() + to_start.len();
+                let (start, hold) = plan::place_replicas(
+                    server_id,
+                    *replicas,
+                    |key| self.slots.contains_key(key),
+                    &mut room,
+                );
+                to_start.extend(start);
+                to_hold.extend(hold);
             }
         }
         // Servers marked pending here that are not ours to mark any more.
@@ -510,9 +500,8 @@ impl Supervisor {
         for key in to_hold {
             self.hold(key).await;
         }
-        for (key, slot) in &self.slots {
-            let replicas = desired.get(&key.server_id).copied().unwrap_or(0);
-            if self.owned.contains(&key.server_id) && key.replica_idx >= replicas {
+        for key in plan::surplus(self.slots.keys(), &self.owned, &desired) {
+            if let Some(slot) = self.slots.get(&key) {
                 slot.send(Command::Stop {
                     reason: "replica no longer wanted".into(),
                     then: AfterStop::Remove,
@@ -522,6 +511,12 @@ impl Supervisor {
         self.release_held(&desired).await;
         self.clean_ghosts(&desired).await;
         self.sweep_deleted(&snapshot).await;
+    }
+
+    /// Every worker process this supervisor has, for `MCP_WORKER_MAX`: slots (those on
+    /// their way out too) and processes still being killed.
+    fn workers_used(&self) -> usize {
+        self.slots.len() + lock(&self.stopping).len()
     }
 
     fn stop_server(&self, server_id: &str, then: AfterStop, why: &str) {
@@ -541,6 +536,9 @@ impl Supervisor {
             return;
         }
         let record = self.pending_record(key.replica_idx);
+        if !self.may_write(&key.server_id, &record).await {
+            return;
+        }
         match self
             .ctx
             .registry
@@ -558,33 +556,23 @@ impl Supervisor {
         }
     }
 
-    /// Forgets held replicas nobody wants from us any more; the pending record of a
-    /// replica no longer wanted goes, and that of a replica whose server went idle says
-    /// `idle` with it (a server no longer ours is settled elsewhere).
-    async fn release_held(&mut self, desired: &BTreeMap<String, u32>) {
-        let mut asleep = BTreeSet::new();
-        for key in self.held.clone() {
-            let owned = self.owned.contains(&key.server_id);
-            let idle = self.idle.contains(&key.server_id);
-            let wanted = key.replica_idx < desired.get(&key.server_id).copied().unwrap_or(0);
-            if owned && !idle && wanted {
-                continue;
-            }
-            self.held.remove(&key);
-            if !owned {
-                continue;
-            }
-            if wanted {
-                asleep.insert(key.server_id);
-            } else {
-                let _ = self
-                    .ctx
-                    .registry
-                    .remove_worker_record(&key.server_id, key.replica_idx)
-                    .await;
-            }
+    /// Forgets held replicas nobody wants from us any more ([`plan::release_held`]); the
+    /// pending record of a replica no longer wanted goes, and that of a replica whose
+    /// server went idle says `idle` with it (a server no longer ours is settled
+    /// elsewhere).
+    async fn release_held(&mut self, desired: &Desired) {
+        let release = plan::release_held(&self.held, &self.owned, &self.idle, desired);
+        for key in &release.dropped {
+            self.held.remove(key);
         }
-        for server_id in asleep {
+        for key in release.remove_record {
+            let _ = self
+                .ctx
+                .registry
+                .remove_worker_record(&key.server_id, key.replica_idx)
+                .await;
+        }
+        for server_id in release.asleep {
             let records = match self.ctx.registry.get_runtime(&server_id).await {
                 Ok(runtime) => runtime.workers,
                 Err(err) => {
@@ -593,11 +581,8 @@ impl Supervisor {
                 }
             };
             let replicas = desired.get(&server_id).copied().unwrap_or(0);
-            let held_back = records
-                .into_iter()
-                .filter(|r| r.status == WorkerStatus::Pending && r.replica_idx < replicas)
-                .collect();
-            self.put_to_sleep(&server_id, held_back).await;
+            self.put_to_sleep(&server_id, plan::sleepers(records, replicas))
+                .await;
         }
     }
 
@@ -607,7 +592,7 @@ impl Supervisor {
     /// waiting for a worker nobody starts.
     async fn put_to_sleep(&self, server_id: &str, held_back: Vec<WorkerRecord>) {
         for mut record in held_back {
-            if !crate::status::allowed(record.status, WorkerStatus::Idle) {
+            if !status::allowed(record.status, WorkerStatus::Idle) {
                 continue;
             }
             record.status = WorkerStatus::Idle;
@@ -656,7 +641,7 @@ impl Supervisor {
                 self.forget_record(server_id, &record).await;
             } else if record.status != WorkerStatus::Stopped
                 && record.pid.is_none()
-                && crate::status::allowed(record.status, WorkerStatus::Stopped)
+                && status::allowed(record.status, WorkerStatus::Stopped)
             {
                 record.status = WorkerStatus::Stopped;
                 record.reason = Some("server inactive".into());
@@ -673,10 +658,10 @@ impl Supervisor {
         }
     }
 
-    /// Removes the records (and port claims) of deleted servers whose owner is gone: no
-    /// lease, and every record names a dead supervisor, or this one without a slot. A
-    /// live owner finishes its own records; start-up adoption does the same for what it
-    /// finds. At most once per lease TTL (it scans every runtime record).
+    /// Removes the records (and port claims) of deleted servers whose owner is gone
+    /// ([`plan::sweepable`]) and that no lease names. A live owner finishes its own
+    /// records; start-up adoption does the same for what it finds. At most once per
+    /// lease TTL (it scans every runtime record).
     async fn sweep_deleted(&mut self, snapshot: &Snapshot) {
         if self
             .last_sweep
@@ -695,32 +680,19 @@ impl Supervisor {
                 return;
             }
         };
-        let now = unix_millis();
-        let dead_after = self.lease_ttl.as_millis() as u64;
-        for runtime in records {
+        let me = self.ctx.supervisor_id.clone();
+        let live = self.liveness(&me, &supervisors);
+        let sweep: Vec<ServerRuntime> = plan::sweepable(
+            &records,
+            |id| snapshot.servers.contains_key(id),
+            &live,
+            |key| self.slots.contains_key(key),
+        )
+        .into_iter()
+        .cloned()
+        .collect();
+        for runtime in sweep {
             let server_id = &runtime.server_id;
-            if snapshot.servers.contains_key(server_id) {
-                continue;
-            }
-            let someone_finishes_it =
-                runtime
-                    .workers
-                    .iter()
-                    .any(|record| match record.supervisor_id.as_deref() {
-                        Some(owner) if owner == self.ctx.supervisor_id => {
-                            self.slots.contains_key(&SlotKey {
-                                server_id: server_id.clone(),
-                                replica_idx: record.replica_idx,
-                            })
-                        }
-                        Some(owner) => supervisors
-                            .get(owner)
-                            .is_some_and(|seen| now.saturating_sub(*seen) < dead_after),
-                        None => false,
-                    });
-            if someone_finishes_it {
-                continue;
-            }
             match self.ctx.registry.lease_holder(server_id).await {
                 Ok(None) => {}
                 _ => continue,
@@ -729,6 +701,29 @@ impl Supervisor {
                 tracing::info!(event = "supervisor.record.swept", server = %server_id, replica = record.replica_idx,
                     supervisor_id = record.supervisor_id.as_deref().unwrap_or(""), port = record.port, reason = "server deleted, owner gone");
                 self.forget_record(server_id, record).await;
+            }
+        }
+    }
+
+    /// Whether `record` may replace what Redis holds for its replica: the state machine
+    /// ([`status::check`]) must allow the move from the stored status (no record: any).
+    /// A refused write is logged and not made, as a slot refuses one.
+    async fn may_write(&self, server_id: &str, record: &WorkerRecord) -> bool {
+        let current = match self.ctx.registry.get_runtime(server_id).await {
+            Ok(runtime) => runtime
+                .workers
+                .into_iter()
+                .find(|r| r.replica_idx == record.replica_idx),
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %server_id, error = %err);
+                return false;
+            }
+        };
+        match status::check_replace(current.map(|r| r.status), record.status) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(event = "supervisor.illegal_transition", server = %server_id, replica = record.replica_idx, error = %err);
+                false
             }
         }
     }
@@ -743,34 +738,6 @@ impl Supervisor {
         }
     }
 
-    /// Replicas of `server_id` without a slot go to `to_start` while there is room under
-    /// MCP_WORKER_MAX (`used` counts the workers already there or planned), else to
-    /// `to_hold`.
-    fn place_replicas(
-        &self,
-        server_id: &str,
-        replicas: u32,
-        used: &mut usize,
-        to_start: &mut Vec<SlotKey>,
-        to_hold: &mut Vec<SlotKey>,
-    ) {
-        for replica_idx in 0..replicas {
-            let key = SlotKey {
-                server_id: server_id.to_owned(),
-                replica_idx,
-            };
-            if self.slots.contains_key(&key) {
-                continue;
-            }
-            if *used < self.ctx.worker_max {
-                *used += 1;
-                to_start.push(key);
-            } else {
-                to_hold.push(key);
-            }
-        }
-    }
-
     /// Marks an owner-less server `pending` when this supervisor has no room for it.
     async fn mark_pending(&mut self, server_id: &str) {
         if self.pending.contains(server_id) {
@@ -781,6 +748,9 @@ impl Supervisor {
             _ => return,
         }
         let record = self.pending_record(0);
+        if !self.may_write(server_id, &record).await {
+            return;
+        }
         match self
             .ctx
             .registry
@@ -836,25 +806,42 @@ impl Supervisor {
     }
 
     /// Stops worker processes of servers nobody wants, once they have looked like
-    /// ghosts for two reconcile intervals (so a stale snapshot never kills a new worker).
-    async fn clean_ghosts(&mut self, desired: &BTreeMap<String, u32>) {
+    /// ghosts for two reconcile intervals (so a stale snapshot never kills a new worker),
+    /// and never one a live other supervisor's record claims ([`plan::ghosts`]).
+    async fn clean_ghosts(&mut self, desired: &Desired) {
         let ours = self.slot_pids();
-        let mut seen = BTreeSet::new();
-        for (pid, args) in process::scan_workers(&self.ctx) {
-            if ours.contains(&pid) || desired.contains_key(&args.server_id) {
-                continue;
+        let scan = self.ctx.backend.scan(&self.ctx);
+        let claimed = if plan::ghost_suspects(&scan, &ours, desired) {
+            match tokio::try_join!(
+                self.ctx.registry.list_runtime(),
+                self.ctx.registry.supervisors()
+            ) {
+                Ok((records, supervisors)) => {
+                    let me = self.ctx.supervisor_id.clone();
+                    self.liveness(&me, &supervisors).claims(&records)
+                }
+                Err(err) => {
+                    // Who claims what is unknown: stop nothing this round.
+                    tracing::warn!(event = "supervisor.ghosts.failed", error = %err);
+                    return;
+                }
             }
-            seen.insert(pid);
-            let first_seen = *self
-                .ghost_candidates
-                .entry(pid)
-                .or_insert_with(Instant::now);
-            if first_seen.elapsed() >= self.reconcile_interval * 2 {
-                self.kill_worker(pid, &args.server_id, args.port(), "ghost");
-                seen.remove(&pid);
-            }
+        } else {
+            BTreeSet::new()
+        };
+        let round = plan::ghosts(
+            &scan,
+            &ours,
+            desired,
+            &claimed,
+            &self.ghost_candidates,
+            Instant::now(),
+            self.reconcile_interval * 2,
+        );
+        for (pid, server_id, port) in round.kill {
+            self.kill_worker(pid, &server_id, port, "ghost");
         }
-        self.ghost_candidates.retain(|pid, _| seen.contains(pid));
+        self.ghost_candidates = round.candidates;
     }
 
     async fn shutdown(&mut self) {
@@ -883,16 +870,6 @@ impl Supervisor {
                 .await;
         }
     }
-}
-
-/// Active servers and how many workers each wants.
-fn desired_replicas(snapshot: &Snapshot) -> BTreeMap<String, u32> {
-    snapshot
-        .servers
-        .iter()
-        .filter(|(_, entry)| entry.config.active)
-        .map(|(id, entry)| (id.clone(), entry.config.replicas().max(1)))
-        .collect()
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mcp_core::runtime::WorkerStatus;
+use mcp_core::runtime::{WorkerRecord, WorkerStatus};
 use mcp_testkit::ChildProcess;
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -324,4 +324,76 @@ async fn a_server_deleted_while_its_owner_is_dead_loses_its_record_and_port() {
         Duration::from_secs(20),
         || (!hub.worker_pids().contains_key("alpha")).then_some(()),
     );
+}
+
+#[tokio::test]
+async fn the_periodic_ghost_clean_up_spares_a_worker_a_live_supervisor_claims() {
+    let hub = Hub::start().await;
+    let supervisor = hub.supervisor("sup-a", &[]);
+    supervisor.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    // After start-up: a worker of a server nobody here wants, which another live
+    // supervisor's record names (it is that one's to stop, e.g. while it drains it).
+    let port = hub.base_port + 90;
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = std::process::Command::new("bash");
+    command.args([
+        "-c",
+        r#"exec -a mcp-worker perl -e 'sleep 120' -- "$@""#,
+        "claimed",
+        "--server",
+        "elsewhere",
+        "--listen",
+        &listen,
+        "--redis-url",
+        &hub.redis.url(),
+        "--key-prefix",
+        &hub.prefix,
+    ]);
+    let worker = mcp_testkit::ChildProcess::spawn("claimed", command);
+    let pid = worker.pid();
+    let record = WorkerRecord {
+        pid: Some(pid),
+        host: Some("127.0.0.1".into()),
+        port: Some(port),
+        ..WorkerRecord::new(0, WorkerStatus::Stopping, "sup-b")
+    };
+    hub.registry
+        .put_worker_record("elsewhere", &record)
+        .await
+        .expect("record");
+    let heartbeat = || async {
+        hub.registry
+            .supervisor_heartbeat("sup-b", mcp_core::runtime::unix_millis())
+            .await
+            .expect("heartbeat")
+    };
+    heartbeat().await;
+    mcp_testkit::wait_until(
+        "the claimed worker to be seen",
+        Duration::from_secs(10),
+        || hub.worker_pids().contains_key("elsewhere").then_some(()),
+    );
+
+    // Many reconciles (300 ms; ghosts die after two) while sup-b beats: spared.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        heartbeat().await;
+        assert!(alive(pid), "a claimed worker was killed as a ghost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        events_of(&supervisor, "worker.stopping", "elsewhere").is_empty(),
+        "no stop was even begun"
+    );
+
+    // sup-b goes silent past the lease TTL (2 s): the worker is nobody's, a ghost.
+    mcp_testkit::wait_until("the ghost stopped", Duration::from_secs(20), || {
+        worker.has_exited().then_some(())
+    });
+    let stop = mcp_testkit::wait_until("its stop logged", Duration::from_secs(5), || {
+        events_of(&supervisor, "worker.stopping", "elsewhere")
+            .into_iter()
+            .next()
+    });
+    assert_eq!(stop["reason"], "ghost", "{stop}");
 }
