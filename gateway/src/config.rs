@@ -45,8 +45,10 @@ pub struct Config {
     /// Longest silence on a worker's response before 504.
     #[arg(long, env = "MCP_GATEWAY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub read_timeout: Duration,
-    /// Browser origins allowed on the MCP endpoints (comma-separated; `*` = any).
-    /// Requests without an `Origin` header always pass.
+    /// Browser origins allowed on every route but `/healthz`: tool calls, MCP, the
+    /// admin API and the dashboard (comma-separated; an entry without a port allows
+    /// every port; `*` = any). The gateway's own origin (the one its `Host` names)
+    /// always passes, and so do requests without an `Origin` header.
     #[arg(
         long,
         env = "MCP_GATEWAY_ALLOWED_ORIGINS",
@@ -54,6 +56,17 @@ pub struct Config {
         default_value = "http://localhost,http://127.0.0.1"
     )]
     pub allowed_origins: Vec<String>,
+    /// `Host` values the gateway answers to on every route but `/healthz`
+    /// (comma-separated `host` or `host:port`; `*` = any): against DNS rebinding, a
+    /// name that is not this machine's is refused with 403. Add the names clients use
+    /// when the gateway is reached from elsewhere.
+    #[arg(
+        long,
+        env = "MCP_GATEWAY_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub allowed_hosts: Vec<String>,
     /// Full reload of the routing table from Redis on this interval, besides events.
     #[arg(long, env = "MCP_GATEWAY_RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
@@ -94,6 +107,9 @@ impl Config {
                     path.display()
                 ));
             }
+        }
+        if let Err(err) = crate::guard::HostList::parse(&self.allowed_hosts) {
+            return Err(format!("MCP_GATEWAY_ALLOWED_HOSTS: {err}"));
         }
         if self.connect_timeout.is_zero()
             || self.read_timeout.is_zero()

@@ -5,11 +5,13 @@
 //!
 //! Layout: [`config`] (flags), [`routes`] (URL space), [`table`] (routing table),
 //! [`watcher`] (keeps the table equal to Redis), [`proxy`] (the request path),
-//! [`rollback`] (calls without workers), [`errors`] (JSON errors), [`metrics`].
+//! [`rollback`] (calls without workers), [`guard`] (Host, Origin and content-type
+//! rules), [`errors`] (JSON errors), [`metrics`].
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod errors;
+pub mod guard;
 pub mod metrics;
 pub mod proxy;
 pub mod rollback;
@@ -85,6 +87,8 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
         connect_timeout: config.connect_timeout,
         read_timeout: config.read_timeout,
         allowed_origins: config.allowed_origins.clone(),
+        allowed_hosts: guard::HostList::parse(&config.allowed_hosts)
+            .map_err(|e| anyhow::anyhow!("MCP_GATEWAY_ALLOWED_HOSTS: {e}"))?,
         rollback,
     };
     let gateway = proxy::Gateway::new(

@@ -1,7 +1,8 @@
 //! Owns the admission phase of the request path: the facts of a request read once from
-//! its head ([`Request`]: request id, route, framing, origin, session), whether this
+//! its head ([`Request`]: request id, route, framing, session), whether this
 //! gateway takes a server's request at all (table loaded, server registered and active,
-//! origin allowed, a declared body within the limit) and what the request is for the
+//! a declared body within the limit; Host and Origin were checked before, by
+//! [`crate::guard`]) and what the request is for the
 //! phases after it ([`Gateway::plan`]: the body check, the upstream path, a pinned
 //! replica). Nothing here reads a body or picks a worker.
 
@@ -23,7 +24,6 @@ pub(super) struct Request {
     /// `?query`, or empty.
     pub(super) query: String,
     pub(super) content_length: Option<usize>,
-    pub(super) origin: Option<String>,
     /// HTTP/1.1 with `Expect: 100-continue`: the client waits before its body.
     pub(super) expects_continue: bool,
     /// `Mcp-Session-Id` as the client sent it (the gateway's `r{n}.` form).
@@ -51,7 +51,6 @@ impl Request {
                 .map(|q| format!("?{q}"))
                 .unwrap_or_default(),
             content_length: text(&http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-            origin: text(&http::header::ORIGIN).map(str::to_owned),
             expects_continue: header.version == http::Version::HTTP_11
                 && header
                     .headers
@@ -68,7 +67,7 @@ impl Request {
 
 impl Gateway {
     /// Admits a request to one server's route: the table is loaded, the server is
-    /// registered and active, a browser's origin is allowed on the MCP routes, and a
+    /// registered and active, and a
     /// declared body is within `MCP_MAX_BODY_BYTES` (a moderately oversized one is
     /// drained, so the client reads the 413). `Err` is the answer.
     pub(super) async fn admit<'t>(
@@ -102,14 +101,6 @@ impl Gateway {
         if !server.config.as_ref().is_some_and(|c| c.active) {
             let msg = format!("server {:?} is inactive", ctx.server_id);
             return Err(GatewayError::new(403, "server_inactive", msg));
-        }
-        if ctx.route.is_mcp_protocol() {
-            if let Some(origin) = request.origin.as_deref() {
-                if !origin_allowed(origin, &self.settings.allowed_origins) {
-                    let msg = format!("origin {origin:?} is not allowed");
-                    return Err(GatewayError::new(403, "origin_forbidden", msg));
-                }
-            }
         }
         if let Some(len) = request.content_length {
             if len > self.settings.max_body_bytes {
@@ -175,38 +166,5 @@ impl Gateway {
             _ => {}
         }
         Ok(())
-    }
-}
-
-pub(super) fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    let origin = origin.trim_end_matches('/');
-    allowed.iter().any(|a| {
-        let a = a.trim_end_matches('/');
-        // An entry without a port allows every port of that scheme and host.
-        a == "*"
-            || a == origin
-            || origin.strip_prefix(a).is_some_and(|rest| {
-                rest.starts_with(':') && rest[1..].bytes().all(|b| b.is_ascii_digit())
-            })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins() {
-        let allowed = vec![
-            "http://localhost".to_owned(),
-            "https://app.example.com:8443".to_owned(),
-        ];
-        assert!(origin_allowed("http://localhost", &allowed));
-        assert!(origin_allowed("http://localhost:3000", &allowed));
-        assert!(origin_allowed("https://app.example.com:8443", &allowed));
-        assert!(!origin_allowed("https://app.example.com", &allowed));
-        assert!(!origin_allowed("http://localhost.evil.com", &allowed));
-        assert!(!origin_allowed("http://evil.com", &allowed));
-        assert!(origin_allowed("http://evil.com", &["*".to_owned()]));
     }
 }

@@ -47,6 +47,7 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub allowed_origins: Vec<String>,
+    pub allowed_hosts: crate::guard::HostList,
     /// `Some` in rollback mode (`MCP_SUPERVISOR_ENABLED=false`): calls run here.
     pub rollback: Option<mcp_adapter::http::HttpAdapter>,
 }
@@ -106,13 +107,24 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
-    /// The request path, phase by phase: admission (route, table checks, origin,
-    /// declared size), the gateway's own answers, the body check (read whole and
+    /// The request path, phase by phase: the head's Host, Origin and content type
+    /// ([`crate::guard`]), admission (route, table checks, declared size), the gateway's own answers, the body check (read whole and
     /// validated, `100 Continue` first when asked), then the backend: workers (wake or
     /// wait, then [`forward`] or Pingora) or, in rollback mode, the call run here.
     /// Both backends share every phase before them, and the metrics and logs after.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let request = admission::Request::read(session.req_header(), ctx);
+        let header = session.req_header();
+        if let Err(err) = crate::guard::check(
+            &ctx.route,
+            &header.method,
+            &header.headers,
+            &self.settings.allowed_hosts,
+            &self.settings.allowed_origins,
+        ) {
+            tracing::info!(event = "gateway.request.refused", request_id = %ctx.request_id, status = err.status, code = err.code, reason = %err.message);
+            return reject(session, ctx, err).await;
+        }
         let table = self.routes.load();
         if let Some(done) = self
             .answer_hub_route(session, ctx, &table, &request)

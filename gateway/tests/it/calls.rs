@@ -468,7 +468,7 @@ pub async fn check_expect_continue(stack: &Stack) {
             .await
             .expect("connect");
         let head = format!(
-            "POST /mcp/test_api/echo_blob HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            "POST /mcp/test_api/echo_blob HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).await.expect("head");

@@ -44,6 +44,7 @@ async fn refusals_are_json_with_stable_codes() {
     let response = stack
         .client
         .post(format!("{}/mcp/fruits_api/get_fruits", stack.base))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -126,6 +127,7 @@ async fn refusals_are_json_with_stable_codes() {
     let response = stack
         .client
         .post(format!("{}/mcp/test_api/echo_blob", stack.base))
+        .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await

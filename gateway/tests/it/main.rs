@@ -7,6 +7,7 @@ mod failover;
 mod mcp;
 mod rollback;
 mod streaming;
+mod web_security;
 
 use std::process::Command;
 use std::time::Duration;

@@ -429,17 +429,24 @@ async fn read_for(mut response: reqwest::Response, window: Duration) -> (String,
 
 #[tokio::test]
 async fn the_worker_sees_its_own_host_and_the_clients_mcp_headers() {
-    let stack = Stack::start(Options::default()).await;
+    let stack = Stack::start(Options {
+        gateway_args: vec![
+            "--allowed-hosts".into(),
+            "localhost,127.0.0.1,hub.example".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
     let url = format!("{}/mcp-servers/fruits_api/mcp", stack.base);
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
 
-    // Host: the gateway sends the worker's own address, so a foreign Host the client
-    // used (a public name, here `evil.example`) passes; straight to the worker the same
-    // Host is refused by its DNS-rebinding check.
+    // Host: the gateway sends the worker's own address, so a public name the client
+    // used (here `hub.example`, which this gateway is configured to answer to) passes;
+    // straight to the worker the same Host is refused by its DNS-rebinding check.
     let through = stack
         .client
         .post(&url)
-        .header("host", "evil.example")
+        .header("host", "hub.example")
         .header("accept", "application/json, text/event-stream")
         .json(&init)
         .send()
@@ -472,7 +479,7 @@ async fn the_worker_sees_its_own_host_and_the_clients_mcp_headers() {
         request.send()
     };
     assert_eq!(
-        direct(Some("evil.example"))
+        direct(Some("hub.example"))
             .await
             .expect("sent")
             .status()
