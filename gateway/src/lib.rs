@@ -111,12 +111,13 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
     };
     server.add_service(proxy_service);
     server.add_service(background_service("registry watcher", watcher));
-    server.add_service(background_service(
-        "metrics",
-        metrics::MetricsService {
-            addr: config.metrics_listen,
-        },
-    ));
+    let metrics = metrics::MetricsService::bind(config.metrics_listen).with_context(|| {
+        format!(
+            "binding the metrics listener {} (MCP_GATEWAY_METRICS_LISTEN)",
+            config.metrics_listen
+        )
+    })?;
+    server.add_service(background_service("metrics", metrics));
     Ok(server)
 }
 

@@ -65,20 +65,41 @@ pub fn render() -> String {
     String::from_utf8(buffer).unwrap_or_default()
 }
 
-/// Serves `GET /metrics` on its own listener.
+/// Serves `GET /metrics` on its own listener, bound by [`MetricsService::bind`] when the
+/// server is built: a port that cannot be bound stops the gateway before it serves,
+/// like its main listener, rather than leaving it running without metrics.
 pub struct MetricsService {
-    pub addr: SocketAddr,
+    addr: SocketAddr,
+    /// Taken once by `start`.
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+}
+
+impl MetricsService {
+    pub fn bind(addr: SocketAddr) -> std::io::Result<MetricsService> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(MetricsService {
+            addr,
+            listener: std::sync::Mutex::new(Some(listener)),
+        })
+    }
 }
 
 #[async_trait]
 impl BackgroundService for MetricsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.addr).await {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(event = "gateway.metrics.bind_failed", addr = %self.addr, error = %err);
+        let taken = self
+            .listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let listener = match taken.map(tokio::net::TcpListener::from_std) {
+            Some(Ok(listener)) => listener,
+            Some(Err(err)) => {
+                tracing::error!(event = "gateway.metrics.failed", addr = %self.addr, error = %err);
                 return;
             }
+            None => return,
         };
         tracing::info!(event = "gateway.metrics.listening", addr = %self.addr);
         let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));

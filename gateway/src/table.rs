@@ -1,7 +1,9 @@
 //! Owns the gateway's routing table: servers, their tools with compiled validators, and
 //! the endpoints of their routable workers. Read on every request without a lock (an
 //! `ArcSwap` of an immutable table); replaced as a whole by the watcher, never by a
-//! request. A change counter lets requests wait for a worker to (re)appear.
+//! request. A change counter lets requests wait for a worker to (re)appear. Workers
+//! advertised by host name are resolved by the watcher ([`resolve_names`], on Tokio's
+//! resolver, off the runtime's threads) before they enter a table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,23 +49,23 @@ impl ServerRoute {
             && statuses().all(|s| matches!(s, WorkerStatus::Idle | WorkerStatus::Pending))
     }
 
-    pub fn set_record(&mut self, record: WorkerRecord) {
+    pub fn set_record(&mut self, record: WorkerRecord, names: &Names) {
         self.records.insert(record.replica_idx, record);
-        self.refresh_workers();
+        self.refresh_workers(names);
     }
 
-    pub fn remove_record(&mut self, replica_idx: u32) {
+    pub fn remove_record(&mut self, replica_idx: u32, names: &Names) {
         self.records.remove(&replica_idx);
-        self.refresh_workers();
+        self.refresh_workers(names);
     }
 
-    fn refresh_workers(&mut self) {
+    fn refresh_workers(&mut self, names: &Names) {
         let mut workers: Vec<Endpoint> = self
             .records
             .values()
             .filter(|r| r.status.is_routable())
             .filter_map(|r| {
-                let addr = resolve(r)?;
+                let addr = address(r, names)?;
                 Some(Endpoint {
                     replica_idx: r.replica_idx,
                     addr,
@@ -77,15 +79,46 @@ impl ServerRoute {
     }
 }
 
-fn resolve(record: &WorkerRecord) -> Option<SocketAddr> {
+/// Addresses of workers advertised by name (`host:port` -> its first address).
+pub type Names = HashMap<String, SocketAddr>;
+
+/// A record's worker address: its endpoint when that is an address, else the name's
+/// resolved address (`None`, not routable, when it did not resolve).
+fn address(record: &WorkerRecord, names: &Names) -> Option<SocketAddr> {
     let endpoint = record.endpoint()?;
-    if let Ok(addr) = endpoint.parse() {
-        return Some(addr);
+    match endpoint.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => names.get(&endpoint).copied(),
     }
-    // A host name: resolved here, in the watcher, never on the request path.
-    std::net::ToSocketAddrs::to_socket_addrs(&endpoint)
-        .ok()?
-        .next()
+}
+
+/// Resolves the endpoints of `records` that are host names and not in `known`, with
+/// Tokio's resolver (it runs the blocking lookup on the blocking pool, so a slow DNS
+/// never stalls a runtime thread), and returns `known` with them added. A name that
+/// does not resolve stays out (its worker is not routable) and is logged.
+pub async fn resolve_names(records: &[&WorkerRecord], known: &Names) -> Names {
+    let endpoints: Vec<String> = records.iter().filter_map(|r| r.endpoint()).collect();
+    let mut names = known.clone();
+    for endpoint in endpoints {
+        if names.contains_key(&endpoint) || endpoint.parse::<SocketAddr>().is_ok() {
+            continue;
+        }
+        let resolved = tokio::net::lookup_host(endpoint.as_str())
+            .await
+            .map(|mut addrs| addrs.next());
+        match resolved {
+            Ok(Some(addr)) => {
+                names.insert(endpoint, addr);
+            }
+            Ok(None) => {
+                tracing::warn!(event = "gateway.worker.unresolved", endpoint = %endpoint, error = "no address")
+            }
+            Err(err) => {
+                tracing::warn!(event = "gateway.worker.unresolved", endpoint = %endpoint, error = %err)
+            }
+        }
+    }
+    names
 }
 
 /// The whole table at one registry version.
@@ -93,6 +126,8 @@ fn resolve(record: &WorkerRecord) -> Option<SocketAddr> {
 pub struct Table {
     pub version: u64,
     pub servers: HashMap<String, ServerRoute>,
+    /// The workers' host names resolved so far (see [`resolve_names`]).
+    pub names: Arc<Names>,
 }
 
 impl Table {
@@ -103,6 +138,7 @@ impl Table {
         snapshot: mcp_core::registry::Snapshot,
         runtime: Vec<ServerRuntime>,
         previous: &Table,
+        names: Names,
     ) -> Table {
         let mut servers: HashMap<String, ServerRoute> =
             HashMap::with_capacity(snapshot.servers.len());
@@ -123,11 +159,12 @@ impl Table {
             for record in runtime.workers {
                 route.records.insert(record.replica_idx, record);
             }
-            route.refresh_workers();
+            route.refresh_workers(&names);
         }
         Table {
             version: snapshot.version,
             servers,
+            names: Arc::new(names),
         }
     }
 }
@@ -187,7 +224,10 @@ mod tests {
     fn route(statuses: &[WorkerStatus]) -> ServerRoute {
         let mut route = ServerRoute::default();
         for (replica_idx, status) in (0..).zip(statuses) {
-            route.set_record(WorkerRecord::new(replica_idx, *status, "sup-a"));
+            route.set_record(
+                WorkerRecord::new(replica_idx, *status, "sup-a"),
+                &Names::new(),
+            );
         }
         route
     }
@@ -235,12 +275,44 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_the_compiled_schema_of_an_unchanged_tool_and_recompiles_a_changed_one() {
-        let first = Table::from_registry(snapshot("v1"), Vec::new(), &Table::default());
+        let first =
+            Table::from_registry(snapshot("v1"), Vec::new(), &Table::default(), Names::new());
         let compiled = |table: &Table| table.servers["api"].tools["get"].clone();
-        let same = Table::from_registry(snapshot("v1"), Vec::new(), &first);
+        let same = Table::from_registry(snapshot("v1"), Vec::new(), &first, Names::new());
         assert!(Arc::ptr_eq(&compiled(&first), &compiled(&same)));
-        let changed = Table::from_registry(snapshot("v2"), Vec::new(), &same);
+        let changed = Table::from_registry(snapshot("v2"), Vec::new(), &same, Names::new());
         assert!(!Arc::ptr_eq(&compiled(&same), &compiled(&changed)));
         assert_eq!(compiled(&changed).binding.description, "v2");
+    }
+
+    #[tokio::test]
+    async fn workers_advertised_by_name_are_routable_once_resolved() {
+        let record = |host: &str, replica_idx| WorkerRecord {
+            host: Some(host.into()),
+            port: Some(9100),
+            ..WorkerRecord::new(replica_idx, Running, "sup-a")
+        };
+        let records = [
+            record("127.0.0.1", 0),
+            record("localhost", 1),
+            record("no-such-host.invalid", 2),
+        ];
+        let names = resolve_names(&records.iter().collect::<Vec<_>>(), &Names::new()).await;
+        assert_eq!(names.len(), 1, "only the name that resolves: {names:?}");
+        assert!(names["localhost:9100"].ip().is_loopback());
+
+        let mut route = ServerRoute::default();
+        for r in records.clone() {
+            route.set_record(r, &names);
+        }
+        let routable: Vec<u32> = route.workers.iter().map(|e| e.replica_idx).collect();
+        assert_eq!(routable, vec![0, 1]);
+        // Without the resolved names, only the address is routable: nothing is
+        // resolved on the table's own path.
+        let mut route = ServerRoute::default();
+        for r in records {
+            route.set_record(r, &Names::new());
+        }
+        assert_eq!(route.workers.len(), 1);
     }
 }

@@ -9,12 +9,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcp_adapter::tool::ServedTool;
 use mcp_core::events::EventKind;
+use mcp_core::runtime::WorkerRecord;
 use mcp_core::subscription::Update;
 use mcp_core::RedisRegistry;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::table::{Routes, Table};
+use crate::table::{resolve_names, Names, Routes, Table};
 
 pub struct Watcher {
     pub registry: RedisRegistry,
@@ -27,16 +28,34 @@ impl Watcher {
         let snapshot = self.registry.snapshot().await?;
         let runtime = self.registry.list_runtime().await?;
         let version = snapshot.version;
-        let table = Table::from_registry(snapshot, runtime, &self.routes.load());
+        // Resolved afresh at every full load, so a name that moves is followed.
+        let records: Vec<&WorkerRecord> = runtime.iter().flat_map(|r| &r.workers).collect();
+        let names = resolve_names(&records, &Names::new()).await;
+        let table = Table::from_registry(snapshot, runtime, &self.routes.load(), names);
         let n_servers = table.servers.len();
         self.routes.store(table);
         tracing::debug!(event = "gateway.table.loaded", version, servers = n_servers);
         Ok(())
     }
 
-    fn apply(&self, version: u64, kind: EventKind) {
+    /// The table's names with that of a worker record in `kind` added, when it is a
+    /// host name not resolved yet (`None`: nothing new to resolve).
+    async fn names_for(&self, kind: &EventKind) -> Option<Names> {
+        let EventKind::WorkerStatus { worker, .. } = kind else {
+            return None;
+        };
+        let known = self.routes.load().names.clone();
+        let names = resolve_names(&[worker], &known).await;
+        (names.len() != known.len()).then_some(names)
+    }
+
+    fn apply(&self, version: u64, kind: EventKind, names: Option<Names>) {
         self.routes.update(|table| {
             table.version = table.version.max(version);
+            if let Some(names) = names {
+                table.names = Arc::new(names);
+            }
+            let names = Arc::clone(&table.names);
             match kind {
                 EventKind::ServerUpsert { server_id, server } => {
                     table.servers.entry(server_id).or_default().config = Some(Arc::new(server));
@@ -74,13 +93,13 @@ impl Watcher {
                     .servers
                     .entry(server_id)
                     .or_default()
-                    .set_record(worker),
+                    .set_record(worker, &names),
                 EventKind::WorkerRemoved {
                     server_id,
                     replica_idx,
                 } => {
                     if let Some(route) = table.servers.get_mut(&server_id) {
-                        route.remove_record(replica_idx);
+                        route.remove_record(replica_idx, &names);
                     }
                 }
                 EventKind::ServerRestart { .. } | EventKind::ServerWake { .. } => {}
@@ -114,7 +133,8 @@ impl BackgroundService for Watcher {
                     }
                     Some(Update::Event(event)) => {
                         if event.version > self.routes.load().version {
-                            self.apply(event.version, event.kind);
+                            let names = self.names_for(&event.kind).await;
+                            self.apply(event.version, event.kind, names);
                         }
                     }
                     None => return,

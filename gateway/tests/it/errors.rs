@@ -840,3 +840,26 @@ async fn a_pooled_worker_connection_is_reused_and_one_the_worker_closed_never_fa
     }
     assert_eq!(connections.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn a_metrics_port_taken_stops_the_gateway_with_one_clear_line() {
+    let redis = mcp_testkit::RedisServer::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = taken.local_addr().expect("addr").to_string();
+    let mut command = crate::base_command("mcp-gateway", &redis, &mcp_testkit::unique_prefix());
+    command.args([
+        "--listen",
+        &format!("127.0.0.1:{}", mcp_testkit::free_port()),
+        "--metrics-listen",
+        &metrics,
+    ]);
+    let mut gateway = mcp_testkit::ChildProcess::spawn("mcp-gateway", command);
+    let status = gateway.wait_exit(std::time::Duration::from_secs(20));
+    assert!(!status.success(), "it must not run without its metrics");
+    let stderr = gateway.stderr_lines().join("\n");
+    assert!(
+        stderr.contains(&format!("binding the metrics listener {metrics}"))
+            && stderr.contains("MCP_GATEWAY_METRICS_LISTEN"),
+        "{stderr}"
+    );
+}
