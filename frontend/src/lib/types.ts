@@ -1,0 +1,129 @@
+// The admin API's and the gateway's wire shapes the console reads (camelCase JSON,
+// as documented in the README and /api/openapi.json).
+
+export type AuthType = 'none' | 'bearer' | 'header' | 'query';
+
+export interface Auth {
+  type: AuthType;
+  key?: string;
+  /** Always `********` when the API returns it. */
+  value?: string;
+}
+
+export interface ServerConfig {
+  name: string;
+  baseUrl: string;
+  auth: Auth;
+  defaultHeaders?: Record<string, string>;
+  active: boolean;
+  timeoutMs?: number;
+  replicas?: number;
+}
+
+export interface ServerView extends ServerConfig {
+  id: string;
+  toolCount: number;
+}
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface ParamMapping {
+  path?: Record<string, string>;
+  query?: Record<string, string>;
+  headers?: Record<string, string>;
+  body?: Record<string, string>;
+  rawBody?: string;
+}
+
+export interface ToolBinding {
+  name: string;
+  description: string;
+  method: HttpMethod;
+  pathTemplate: string;
+  paramMapping: ParamMapping;
+  inputSchema: JsonSchema;
+  responseMapping?: { pick?: string };
+  active: boolean;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type JsonSchema = Record<string, any>;
+
+export type WorkerStatus =
+  | 'pending'
+  | 'starting'
+  | 'running'
+  | 'unhealthy'
+  | 'restarting'
+  | 'stopping'
+  | 'stopped'
+  | 'failed'
+  | 'idle';
+
+export interface WorkerRecord {
+  replicaIdx: number;
+  status: WorkerStatus;
+  pid?: number;
+  host?: string;
+  port?: number;
+  lastHeartbeat?: number;
+  supervisorId?: string;
+  restarts: number;
+  reason?: string;
+  lastFailure?: string;
+  lastFailureAt?: number;
+  startedAt?: number;
+  updatedAt: number;
+}
+
+export interface ServerRuntime {
+  serverId: string;
+  workers: WorkerRecord[];
+}
+
+export interface Stats {
+  servers: number;
+  activeServers: number;
+  tools: number;
+  activeTools: number;
+}
+
+export interface Counts {
+  requests: number;
+  calls: number;
+  errors: number;
+}
+
+export interface ServerMetrics extends Counts {
+  serverId: string;
+  errorsByCode: Record<string, number>;
+  latency: { count: number; meanMs?: number; p50Ms?: number; p95Ms?: number; p99Ms?: number };
+}
+
+export interface MetricsView {
+  available: boolean;
+  source: string;
+  scrapedAt: number;
+  error?: string;
+  totals: Counts;
+  servers: ServerMetrics[];
+}
+
+export interface Problem {
+  field: string;
+  message: string;
+}
+
+export interface RegistryDocument {
+  format?: string;
+  version?: number;
+  servers: Record<string, ServerConfig>;
+  tools: Record<string, Record<string, ToolBinding>>;
+}
+
+export interface ImportSummary {
+  servers: number;
+  tools: number;
+  removedServers: number;
+  removedTools: number;
+}
