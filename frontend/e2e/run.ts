@@ -102,23 +102,22 @@ async function waitUntil<T>(what: string, ms: number, probe: () => Promise<T | u
  *  `data-status` first leaves `running`, then when it is `running` again with a
  *  restart count above `before`. */
 async function watchRecovery(page: Page, statusSelector: string, restartsSelector: string, before: number) {
-  await page.evaluate(
-    ({ statusSelector, restartsSelector, before }) => {
-      const w = window as unknown as { __recovery: { down?: number; up?: number } };
-      w.__recovery = {};
-      const look = () => {
-        const status = document.querySelector(statusSelector)?.getAttribute('data-status');
-        const restarts = Number(document.querySelector(restartsSelector)?.textContent ?? '0');
-        const now = Date.now();
-        if (w.__recovery.down === undefined && status && status !== 'running') w.__recovery.down = now;
-        if (w.__recovery.down !== undefined && w.__recovery.up === undefined && status === 'running' && restarts > before)
-          w.__recovery.up = now;
-      };
-      new MutationObserver(look).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
-      look();
-    },
-    { statusSelector, restartsSelector, before },
-  );
+  // A string, not a function: tsx names functions with a helper the page lacks.
+  await page.evaluate(`(() => {
+    const statusSelector = ${JSON.stringify(statusSelector)};
+    const restartsSelector = ${JSON.stringify(restartsSelector)};
+    const before = ${before};
+    const state = (window.__recovery = {});
+    const look = () => {
+      const status = document.querySelector(statusSelector)?.getAttribute('data-status');
+      const restarts = Number(document.querySelector(restartsSelector)?.textContent ?? '0');
+      const now = Date.now();
+      if (state.down === undefined && status && status !== 'running') state.down = now;
+      if (state.down !== undefined && state.up === undefined && status === 'running' && restarts > before) state.up = now;
+    };
+    new MutationObserver(look).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+    look();
+  })()`);
 }
 
 async function recovery(page: Page): Promise<{ down: number; up: number }> {
@@ -355,7 +354,11 @@ async function main() {
       assert(errors >= 1, `errors ${errors}`);
       // A few calls so the sparkline has a slope.
       for (let i = 0; i < 6; i++) {
-        await fetch(`${hub.gateway}/mcp/${SERVER}/${TOOL}`, { method: 'POST', body: JSON.stringify({ args: { id: 1 + (i % 3) } }) }).then((r) => r.text());
+        await fetch(`${hub.gateway}/mcp/${SERVER}/${TOOL}`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ args: { id: 1 + (i % 3) } }),
+        }).then((r) => r.text());
         await page.waitForTimeout(500);
       }
       await page.waitForFunction((n) => Number(document.querySelector(`[data-testid=metrics-table] tr[data-server=e2e_fruits] [data-testid=calls]`)?.textContent) >= n, calls + 6, { timeout: 10_000 });
@@ -471,7 +474,7 @@ async function main() {
         // An admin API that goes away gets a clear message.
         await admin.stop();
         await p.getByRole('link', { name: 'Overview' }).click();
-        await p.getByText('The admin API cannot be reached').waitFor({ timeout: 10_000 });
+        await p.getByText('The admin API cannot be reached').first().waitFor({ timeout: 10_000 });
         await shot(p, 'admin-unreachable');
       } finally {
         await ctx.close();

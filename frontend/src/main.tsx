@@ -2,7 +2,7 @@ import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
 import { App } from './App';
-import { isUnauthorized } from './lib/api';
+import { ApiError } from './lib/api';
 import './styles.css';
 
 const client = new QueryClient({
@@ -10,7 +10,8 @@ const client = new QueryClient({
     queries: {
       // Fresh by the event stream; a refetch on focus covers a sleeping laptop.
       staleTime: 30_000,
-      retry: (count, err) => !isUnauthorized(err) && count < 2,
+      // Only what may pass: no answer or a 5xx (a 404 or 401 will not change).
+      retry: (count, err) => err instanceof ApiError && (err.status === 0 || err.status >= 500) && count < 2,
       retryDelay: 500,
     },
   },

@@ -24,6 +24,24 @@ interface WorkerEvent {
   toolName?: string;
 }
 
+/** Servers deleted since the page loaded: their queries must not refetch (a 404). */
+const deleted = new Set<string>();
+
+export function isDeleted(serverId: string): boolean {
+  return deleted.has(serverId);
+}
+
+export function markDeleted(client: QueryClient, serverId: string): void {
+  deleted.add(serverId);
+  client.removeQueries({ queryKey: ['server', serverId] });
+  client.removeQueries({ queryKey: ['tools', serverId] });
+}
+
+/** Undoes `markDeleted` when the delete failed. */
+export function unmarkDeleted(serverId: string): void {
+  deleted.delete(serverId);
+}
+
 function upsertWorker(list: WorkerRecord[], worker: WorkerRecord): WorkerRecord[] {
   const others = list.filter((w) => w.replicaIdx !== worker.replicaIdx);
   return [...others, worker].sort((a, b) => a.replicaIdx - b.replicaIdx);
@@ -54,6 +72,8 @@ export function applyEvent(client: QueryClient, name: string, data: WorkerEvent)
     }
     case 'server.upsert':
     case 'server.delete':
+      if (name === 'server.delete') markDeleted(client, id);
+      else deleted.delete(id);
       void client.invalidateQueries({ queryKey: ['servers'] });
       void client.invalidateQueries({ queryKey: ['server', id] });
       void client.invalidateQueries({ queryKey: ['stats'] });

@@ -3,6 +3,7 @@
 
 import { useQuery } from '@tanstack/react-query';
 import { api, enc } from './api';
+import { isDeleted } from './events';
 import type { MetricsView, ServerRuntime, ServerView, Stats, ToolBinding } from './types';
 
 export const useServers = () =>
@@ -12,14 +13,16 @@ export const useServer = (id: string) =>
   useQuery({
     queryKey: ['server', id],
     queryFn: () => api.get<ServerView>(`api/servers/${enc(id)}`),
-    enabled: id !== '',
+    // A callback: read when a refetch is due, so a delete seen on the event stream
+    // stops it even before the page re-renders.
+    enabled: () => id !== '' && !isDeleted(id),
   });
 
 export const useTools = (id: string, enabled = true) =>
   useQuery({
     queryKey: ['tools', id],
     queryFn: () => api.get<ToolBinding[]>(`api/tools/${enc(id)}`),
-    enabled: enabled && id !== '',
+    enabled: () => enabled && id !== '' && !isDeleted(id),
   });
 
 export const useTool = (id: string, tool: string, enabled = true) =>

@@ -5,6 +5,7 @@ import { useEffect, useState } from 'react';
 import { useQueryClient } from '@tanstack/react-query';
 import { Link, useLocation } from 'wouter';
 import { api, ApiError, enc } from '../lib/api';
+import { markDeleted, unmarkDeleted } from '../lib/events';
 import { useRuntime, useServer, useTools } from '../lib/queries';
 import { ago, formatMs, formatTime, serverState } from '../lib/status';
 import { StatusBadge } from '../components/Badge';
@@ -180,12 +181,16 @@ export function ServerDetail({ id }: { id: string }) {
             title={`Delete ${s.id}?`}
             confirmLabel="Delete server and tools"
             onConfirm={async () => {
+              // Marked first: the tools' delete events arrive before the answer, and
+              // must not refetch a server that is already gone.
+              markDeleted(client, id);
               try {
                 await api.delete(`api/servers/${enc(id)}`);
-                client.removeQueries({ queryKey: ['server', id] });
                 void client.invalidateQueries({ queryKey: ['servers'] });
                 navigate('/');
               } catch (err) {
+                unmarkDeleted(id);
+                void client.invalidateQueries({ queryKey: ['server', id] });
                 setActionError(err);
               }
             }}
