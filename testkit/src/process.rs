@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct ChildProcess {
     stderr: Arc<Mutex<Vec<String>>>,
     /// Set by [`ChildProcess::spawn_logged`]: output goes to this file, not memory.
     log_file: Option<PathBuf>,
+    /// How many of the two reader threads have reached the end of their pipe.
+    drained: Arc<AtomicUsize>,
 }
 
 impl ChildProcess {
@@ -56,11 +59,12 @@ impl ChildProcess {
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
+        let drained = Arc::new(AtomicUsize::new(0));
         if let Some(out) = child.stdout.take() {
-            capture(out, stdout.clone());
+            capture(out, stdout.clone(), drained.clone());
         }
         if let Some(err) = child.stderr.take() {
-            capture(err, stderr.clone());
+            capture(err, stderr.clone(), drained.clone());
         }
         ChildProcess {
             name: name.to_owned(),
@@ -68,6 +72,7 @@ impl ChildProcess {
             stdout,
             stderr,
             log_file: None,
+            drained,
         }
     }
 
@@ -96,6 +101,7 @@ impl ChildProcess {
             stdout: Arc::default(),
             stderr: Arc::default(),
             log_file: Some(log_file.to_owned()),
+            drained: Arc::new(AtomicUsize::new(2)),
         })
     }
 
@@ -129,6 +135,10 @@ impl ChildProcess {
     pub fn wait_for_event(&self, event: &str, timeout: Duration) -> serde_json::Value {
         crate::wait_until(&format!("{} to log {event}", self.name), timeout, || {
             if let Ok(Some(())) = self.try_status() {
+                self.drain(Duration::from_secs(2));
+                if let Some(line) = self.json_lines().into_iter().find(|l| l["event"] == event) {
+                    return Some(line);
+                }
                 panic!(
                     "{} exited before logging {event}\nstderr: {:?}\nstdout: {:?}",
                     self.name,
@@ -147,6 +157,17 @@ impl ChildProcess {
             .as_str()
             .unwrap_or_else(|| panic!("{event} has no addr: {line}"))
             .to_owned()
+    }
+
+    /// Waits (up to `timeout`) until everything the process wrote has been read: a
+    /// process that exits right after its last line may exit before the reader threads
+    /// have that line. Call it before concluding from an exit that a line never came.
+    /// (A pipe a surviving child still holds never ends: hence the timeout.)
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.drained.load(Ordering::Acquire) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// True once the process has exited (it is not reaped, so output stays readable).
@@ -203,7 +224,11 @@ impl Drop for ChildProcess {
     }
 }
 
-fn capture(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+fn capture(
+    pipe: impl std::io::Read + Send + 'static,
+    lines: Arc<Mutex<Vec<String>>>,
+    drained: Arc<AtomicUsize>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
@@ -211,6 +236,7 @@ fn capture(pipe: impl std::io::Read + Send + 'static, lines: Arc<Mutex<Vec<Strin
                 lines.push(line);
             }
         }
+        drained.fetch_add(1, Ordering::Release);
     });
 }
 
@@ -245,4 +271,24 @@ pub fn kill_processes_with_arg(arg: &str) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_last_line_of_a_process_that_exits_at_once_is_read_after_drain() {
+        for _ in 0..20 {
+            let mut command = std::process::Command::new("sh");
+            command.args(["-c", "echo first; echo last; echo oops >&2"]);
+            let child = super::ChildProcess::spawn("echo", command);
+            crate::wait_until("exit", Duration::from_secs(10), || {
+                child.has_exited().then_some(())
+            });
+            child.drain(Duration::from_secs(5));
+            assert_eq!(child.stdout_lines(), ["first", "last"]);
+            assert_eq!(child.stderr_lines(), ["oops"]);
+        }
+    }
 }

@@ -46,12 +46,20 @@ pub fn summary(client: &ChildProcess, name: &str) -> Value {
         &format!("{name}'s summary"),
         Duration::from_secs(60),
         || {
-            let summary = client
-                .stdout_lines()
-                .last()
-                .and_then(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v.get("tools").is_some());
+            let read = || {
+                client
+                    .stdout_lines()
+                    .last()
+                    .and_then(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v.get("tools").is_some())
+            };
+            let summary = read();
             if summary.is_none() && client.has_exited() {
+                // It may have exited before its last line was read: read to the end.
+                client.drain(Duration::from_secs(2));
+                if let Some(summary) = read() {
+                    return Some(summary);
+                }
                 panic!(
                     "{name} exited without a summary:\n{}",
                     client.stderr_lines().join("\n")

@@ -36,28 +36,48 @@ pub struct LogGuard {
     _writer: WriterGuard,
 }
 
-/// One success-path event in `SAMPLE_EVERY` is logged (1 = all, 0 = none).
-static SAMPLE_EVERY: AtomicU64 = AtomicU64::new(1);
-static SAMPLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Keeps one success-path event in `every` (1 = all, 0 = none): the process-wide one is
+/// [`SAMPLER`], set once by [`init`]; tests use their own, so no test changes what
+/// another reads.
+struct Sampler {
+    every: AtomicU64,
+    counter: AtomicU64,
+}
 
-/// Whether to log this success-path event. Errors skip this check: they are never sampled.
-pub fn sampled() -> bool {
-    match SAMPLE_EVERY.load(Ordering::Relaxed) {
-        0 => false,
-        1 => true,
-        every => SAMPLE_COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(every),
+impl Sampler {
+    const fn new() -> Sampler {
+        Sampler {
+            every: AtomicU64::new(1),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn sampled(&self) -> bool {
+        match self.every.load(Ordering::Relaxed) {
+            0 => false,
+            1 => true,
+            every => self
+                .counter
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(every),
+        }
+    }
+
+    fn set_fraction(&self, fraction: f64) {
+        let every = if fraction <= 0.0 {
+            0
+        } else {
+            (1.0 / fraction).round().max(1.0) as u64
+        };
+        self.every.store(every, Ordering::Relaxed);
     }
 }
 
-fn set_sample_fraction(fraction: f64) {
-    let every = if fraction <= 0.0 {
-        0
-    } else {
-        (1.0 / fraction).round().max(1.0) as u64
-    };
-    SAMPLE_EVERY.store(every, Ordering::Relaxed);
+static SAMPLER: Sampler = Sampler::new();
+
+/// Whether to log this success-path event. Errors skip this check: they are never sampled.
+pub fn sampled() -> bool {
+    SAMPLER.sampled()
 }
 
 /// Installs the global subscriber for `service` (also bridging the `log` crate, which
@@ -65,7 +85,7 @@ fn set_sample_fraction(fraction: f64) {
 pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<LogGuard> {
     use anyhow::Context as _;
     let filter = EnvFilter::try_new(&args.log_level).context("MCP_LOG_LEVEL")?;
-    set_sample_fraction(args.log_sample);
+    SAMPLER.set_fraction(args.log_sample);
     let (writer, guard) = batch_writer(service, std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
     let result = match args.log_format {
@@ -716,12 +736,18 @@ mod tests {
 
     #[test]
     fn sampling_keeps_the_fraction() {
-        set_sample_fraction(0.25);
-        let kept = (0..1000).filter(|_| sampled()).count();
+        // A sampler of its own: the process-wide one stays as other tests expect it.
+        let sampler = super::Sampler::new();
+        sampler.set_fraction(0.25);
+        let kept = (0..1000).filter(|_| sampler.sampled()).count();
         assert_eq!(kept, 250);
-        set_sample_fraction(0.0);
-        assert!(!(0..10).any(|_| sampled()));
-        set_sample_fraction(1.0);
-        assert!((0..10).all(|_| sampled()));
+        sampler.set_fraction(0.0);
+        assert!(!(0..10).any(|_| sampler.sampled()));
+        sampler.set_fraction(1.0);
+        assert!((0..10).all(|_| sampler.sampled()));
+        assert!(
+            sampled(),
+            "the process-wide sampler keeps every event by default"
+        );
     }
 }
