@@ -2,6 +2,7 @@
 # `make run`: starts the whole hub in the foreground and stops all of it on Ctrl-C.
 # Redis: the one at REDIS_URL when it answers, otherwise a local redis-server whose data
 # lives in .data/redis (append-only file), so the registry survives a restart.
+# The dashboard is built first when missing or stale (scripts/build-dashboard.sh).
 # Then the mock of the demo REST APIs, the admin API seeded with the demo servers
 # pointed at that mock, the supervisor (which spawns one worker per server) and the
 # gateway in front. Every process logs JSON lines to this terminal.
@@ -18,6 +19,10 @@ target="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
 export CARGO_TARGET_DIR="$target"
 
 scripts/ensure-deps.sh
+# The dashboard (frontend/dist) when it is missing or older than its sources. A failed
+# build does not stop the hub: /dashboard then answers a page that says how to build it.
+scripts/build-dashboard.sh || echo "run: the dashboard could not be built (see above); the hub starts without it" >&2
+export MCP_ADMIN_GATEWAY_METRICS_URL="${MCP_ADMIN_GATEWAY_METRICS_URL:-http://${MCP_GATEWAY_METRICS_LISTEN:-127.0.0.1:9091}/metrics}"
 echo "run: building ($profile)..." >&2
 cargo build --workspace --bins --profile "$profile" --quiet
 bin="$target/$profile"
@@ -85,6 +90,7 @@ pids+=($!)
 
 cat >&2 <<EOM
 run: hub is up (Ctrl-C stops everything)
+  dashboard    http://${MCP_GATEWAY_LISTEN:-127.0.0.1:8080}/dashboard
   gateway      http://${MCP_GATEWAY_LISTEN:-127.0.0.1:8080}   e.g. curl -N -X POST localhost:8080/mcp/fruits_api/get_fruits -d '{"args":{}}'
   MCP          http://${MCP_GATEWAY_LISTEN:-127.0.0.1:8080}/mcp-servers/fruits_api/mcp
   admin API    http://${MCP_ADMIN_LISTEN:-127.0.0.1:8081}/api/servers

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make test`: installs what is missing, checks formatting and lints, runs every test,
-# and ends with one summary line (`tests: N passed, M failed`) summed over all the test
-# binaries, so the last line speaks for the whole run.
+# `make test`: installs what is missing, checks formatting and lints (the dashboard's
+# type-check and lint too), runs every test and the dashboard's browser suite, and ends
+# with one summary line (`tests: N passed, M failed`) summed over all the test binaries
+# and the browser suite, so the last line speaks for the whole run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
@@ -10,15 +11,44 @@ scripts/ensure-deps.sh --with-sdks || exit 1
 cargo fmt --all -- --check || { echo "cargo fmt found differences: run make fmt" >&2; exit 1; }
 cargo clippy --workspace --all-targets --quiet -- -D warnings || exit 1
 
+# The dashboard: locked npm dependencies, type-check, lint, build (frontend/).
+PATH="$(scripts/ensure-node.sh):$PATH" || exit 1
+export PATH
+scripts/build-dashboard.sh || exit 1
+(cd frontend && npx tsc -b --noEmit && npx eslint .) || { echo "the dashboard's type-check or lint failed" >&2; exit 1; }
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
-echo
-echo "tests: $passed passed, $failed failed"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   echo "cargo test exited with status $status (a build error or a crashed test binary)" >&2
 fi
+
+# The dashboard's browser suite: Debian's chromium (installed when missing) against a
+# real hub of the debug binaries cargo test just built. It ends with its own line,
+# `dashboard: N passed, N failed`.
+if ! command -v chromium >/dev/null; then
+  echo "test: installing Debian's chromium for the dashboard's browser suite" >&2
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+fi
+cargo build --workspace --bins --quiet || status=1
+(cd frontend && CHROMIUM_PATH="$(command -v chromium)" npx tsx e2e/run.ts) 2>&1 | tee -a "$log"
+browser_status=${PIPESTATUS[0]}
+browser_line=$(grep -E '^dashboard: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+browser_passed=$(echo "$browser_line" | sed -E 's/dashboard: ([0-9]+) passed.*/\1/')
+browser_failed=$(echo "$browser_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+if [ -z "$browser_line" ]; then
+  browser_passed=0
+  browser_failed=1
+  echo "the dashboard's browser suite did not report (exit status $browser_status)" >&2
+fi
+[ "$browser_status" -ne 0 ] && status=1
+
+echo
+echo "tests: $((passed + browser_passed)) passed, $((failed + browser_failed)) failed (cargo: $passed passed, $failed failed; dashboard: $browser_passed passed, $browser_failed failed)"
 exit "$status"

@@ -64,6 +64,8 @@ async function check(name: string, body: () => Promise<void>) {
 }
 
 async function shot(page: Page, name: string) {
+  // From the top: a full-page capture of a scrolled page draws the sticky bar mid-page.
+  await page.evaluate('window.scrollTo(0, 0)');
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 }
 
@@ -353,7 +355,7 @@ async function main() {
       const errors = Number((await row.getByTestId('errors').textContent())?.match(/^\d+/)?.[0]);
       assert(errors >= 1, `errors ${errors}`);
       // A few calls so the sparkline has a slope.
-      for (let i = 0; i < 6; i++) {
+      for (let i = 0; i < 16; i++) {
         await fetch(`${hub.gateway}/mcp/${SERVER}/${TOOL}`, {
           method: 'POST',
           headers: { 'Content-Type': 'application/json' },
@@ -361,7 +363,7 @@ async function main() {
         }).then((r) => r.text());
         await page.waitForTimeout(500);
       }
-      await page.waitForFunction((n) => Number(document.querySelector(`[data-testid=metrics-table] tr[data-server=e2e_fruits] [data-testid=calls]`)?.textContent) >= n, calls + 6, { timeout: 10_000 });
+      await page.waitForFunction((n) => Number(document.querySelector(`[data-testid=metrics-table] tr[data-server=e2e_fruits] [data-testid=calls]`)?.textContent) >= n, calls + 16, { timeout: 10_000 });
       await shot(page, 'overview');
     });
 

@@ -11,6 +11,7 @@ export function ConfirmButton({
   danger,
   onConfirm,
   disabled,
+  small,
 }: {
   label: string;
   title: string;
@@ -18,13 +19,14 @@ export function ConfirmButton({
   confirmLabel: string;
   danger?: boolean;
   disabled?: boolean;
+  small?: boolean;
   onConfirm: () => void | Promise<void>;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const [busy, setBusy] = useState(false);
   return (
     <>
-      <button type="button" className={danger ? 'danger' : ''} disabled={disabled} onClick={() => ref.current?.showModal()}>
+      <button type="button" className={`${danger ? 'danger' : ''}${small ? ' small' : ''}`} disabled={disabled} onClick={() => ref.current?.showModal()}>
         {label}
       </button>
       <dialog ref={ref} className="dialog" aria-label={title}>

@@ -97,8 +97,10 @@ export function ImportExport() {
       a.click();
       a.remove();
       setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      const servers = Object.keys(document.servers ?? {}).length;
+      const tools = Object.values(document.tools ?? {}).reduce((n, t) => n + Object.keys(t).length, 0);
       setExported(
-        `Exported ${Object.keys(document.servers ?? {}).length} servers and ${Object.values(document.tools ?? {}).reduce((n, t) => n + Object.keys(t).length, 0)} tools (secrets masked) as ${a.download}.`,
+        `Exported ${servers} server${servers === 1 ? '' : 's'} and ${tools} tool${tools === 1 ? '' : 's'} (secrets masked) as ${a.download}.`,
       );
     } catch (err) {
       setExportError(err);

@@ -86,7 +86,7 @@ export function Overview() {
           <Tile
             label="Calls"
             value={m?.available ? m.totals.calls : '—'}
-            sub={m?.available ? `${m.totals.errors} errors since the gateway started` : 'gateway metrics unavailable'}
+            sub={m?.available ? `${m.totals.errors} error${m.totals.errors === 1 ? '' : 's'} since the gateway started` : 'gateway metrics unavailable'}
             testId="tile-calls"
           />
         </div>

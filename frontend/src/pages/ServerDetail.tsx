@@ -302,6 +302,7 @@ export function ServerDetail({ id }: { id: string }) {
                       <ConfirmButton
                         label="Delete"
                         danger
+                        small
                         title={`Delete tool ${t.name}?`}
                         confirmLabel="Delete tool"
                         onConfirm={() => act(() => api.delete(`api/tools/${enc(id)}/${enc(t.name)}`), `Tool ${t.name} deleted.`)}
