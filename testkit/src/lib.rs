@@ -41,6 +41,30 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Ports in a block of [`port_block`].
+pub const PORT_BLOCK: u16 = 100;
+
+/// The first port of a block of [`PORT_BLOCK`] ports (a supervisor's worker range) that
+/// no other caller in this process gets: the tests of one binary run in parallel, and
+/// random ranges overlapped (with 28 tests among 400 random blocks, most runs had two
+/// tests sharing one). Blocks lie below the kernel's ephemeral range (32768 up), so no
+/// client socket or [`free_port`] takes them either; the first block is chosen at
+/// random so that two test binaries run at once are unlikely to meet.
+pub fn port_block() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const BLOCKS: u16 = 120;
+    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    let seed = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761)) as u16;
+    let _ = NEXT.compare_exchange(u16::MAX, seed % BLOCKS, Ordering::SeqCst, Ordering::SeqCst);
+    let block = NEXT.fetch_add(1, Ordering::SeqCst) % BLOCKS;
+    FIRST + block * PORT_BLOCK
+}
+
 /// A key prefix no other test uses, so tests can share a Redis and run in parallel.
 pub fn unique_prefix() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
@@ -48,6 +72,18 @@ pub fn unique_prefix() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_blocks_never_overlap_within_a_process() {
+        let mut blocks: Vec<u16> = (0..100).map(|_| super::port_block()).collect();
+        blocks.sort_unstable();
+        for pair in blocks.windows(2) {
+            assert!(pair[1] - pair[0] >= super::PORT_BLOCK, "{pair:?}");
+        }
+        assert!(blocks
+            .iter()
+            .all(|b| *b >= 20_000 && b + super::PORT_BLOCK <= 32_768));
+    }
+
     #[test]
     fn free_ports_never_repeat_within_a_process() {
         // 1000 draws from the ~28,000 ephemeral ports repeat some port almost surely

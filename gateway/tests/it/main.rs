@@ -90,9 +90,7 @@ impl Stack {
         register_test_api(&registry, &mock.url()).await;
 
         let supervisor = options.workers.then(|| {
-            let base_port = (20_000
-                + (std::process::id() % 200) * 150
-                + (mcp_testkit::free_port() % 100) as u32) as u16;
+            let base_port = mcp_testkit::port_block();
             let mut command = base_command("mcp-supervisor", &redis, &prefix);
             command.args([
                 "--supervisor-id",
@@ -100,7 +98,7 @@ impl Stack {
                 "--base-port",
                 &base_port.to_string(),
                 "--port-count",
-                "200",
+                &mcp_testkit::PORT_BLOCK.to_string(),
                 "--health-interval",
                 "300ms",
                 "--reconcile-interval",

@@ -32,7 +32,7 @@ impl Hub {
         let prefix = mcp_testkit::unique_prefix();
         let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
             .expect("registry");
-        let base_port = next_port_block();
+        let base_port = mcp_testkit::port_block();
         Hub {
             redis,
             prefix,
@@ -55,7 +55,7 @@ impl Hub {
             "--base-port",
             &self.base_port.to_string(),
             "--port-count",
-            "100",
+            &mcp_testkit::PORT_BLOCK.to_string(),
             "--health-interval",
             "200ms",
             "--reconcile-interval",
@@ -239,35 +239,6 @@ pub fn events_of(process: &ChildProcess, event: &str, server_id: &str) -> Vec<se
 
 pub fn elapsed_ms(started: Instant) -> u128 {
     started.elapsed().as_millis()
-}
-
-/// A block of 100 ports per hub: the tests of this binary run in parallel and each
-/// gets a block no other one has (random blocks collided: with 28 tests among 400
-/// blocks, most runs had two tests sharing one, and a test holding its base port
-/// found it taken). Blocks lie below the kernel's ephemeral range (32768 up), so no
-/// client socket takes them either; a block starts at a random one so that two test
-/// binaries run at once are unlikely to meet.
-fn next_port_block() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const FIRST: u16 = 20_000;
-    const BLOCKS: u16 = 127;
-    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
-    let _ = NEXT.compare_exchange(
-        u16::MAX,
-        rand_u16() % BLOCKS,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    let block = NEXT.fetch_add(1, Ordering::SeqCst) % BLOCKS;
-    FIRST + block * 100
-}
-
-fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) as u16
 }
 
 /// A REST API that answers every request with `{"pong": true}`.
