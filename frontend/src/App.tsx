@@ -1,7 +1,7 @@
 // The console's shell: navigation, the admin-token prompt, the live event stream and
 // the routes (wouter, under the path the console is served at, e.g. /dashboard).
 
-import { useEffect, useMemo, useState } from 'react';
+import { lazy, Suspense, useEffect, useMemo, useState } from 'react';
 import { useQueryClient } from '@tanstack/react-query';
 import { Link, Route, Router, Switch, useLocation } from 'wouter';
 import { EventStream, useLiveState } from './lib/events';
@@ -11,9 +11,12 @@ import { Overview } from './pages/Overview';
 import { ServersPage } from './pages/Servers';
 import { ServerDetail } from './pages/ServerDetail';
 import { ServerForm } from './pages/ServerForm';
-import { ToolForm } from './pages/ToolForm';
-import { TestConsole } from './pages/TestConsole';
 import { ImportExport } from './pages/ImportExport';
+
+// The pages with the code editor and the schema form load on first use: the list,
+// detail and overview pages stay small.
+const ToolForm = lazy(() => import('./pages/ToolForm').then((m) => ({ default: m.ToolForm })));
+const TestConsole = lazy(() => import('./pages/TestConsole').then((m) => ({ default: m.TestConsole })));
 
 /** `/dashboard` (or `/hub/dashboard` behind a prefix): the path of `<base href>`. */
 function basePath(): string {
@@ -91,25 +94,27 @@ export function App() {
       </a>
       <Nav live={live} />
       <main id="main" tabIndex={-1}>
-        <Switch>
-          <Route path="/" component={ServersPage} />
-          <Route path="/overview" component={Overview} />
-          <Route path="/servers/new">{() => <ServerForm />}</Route>
-          <Route path="/servers/:id/edit">{(p) => <ServerForm id={p.id} />}</Route>
-          <Route path="/servers/:id/tools/new">{(p) => <ToolForm serverId={p.id} />}</Route>
-          <Route path="/servers/:id/tools/:tool/edit">{(p) => <ToolForm serverId={p.id} toolName={p.tool} />}</Route>
-          <Route path="/servers/:id">{(p) => <ServerDetail id={p.id} />}</Route>
-          <Route path="/console" component={TestConsole} />
-          <Route path="/registry" component={ImportExport} />
-          <Route>
-            <section className="page">
-              <h1>Not found</h1>
-              <p>
-                This page does not exist. <Link href="/">Back to the servers</Link>.
-              </p>
-            </section>
-          </Route>
-        </Switch>
+        <Suspense fallback={<p className="muted">Loading…</p>}>
+          <Switch>
+            <Route path="/" component={ServersPage} />
+            <Route path="/overview" component={Overview} />
+            <Route path="/servers/new">{() => <ServerForm />}</Route>
+            <Route path="/servers/:id/edit">{(p) => <ServerForm id={p.id} />}</Route>
+            <Route path="/servers/:id/tools/new">{(p) => <ToolForm serverId={p.id} />}</Route>
+            <Route path="/servers/:id/tools/:tool/edit">{(p) => <ToolForm serverId={p.id} toolName={p.tool} />}</Route>
+            <Route path="/servers/:id">{(p) => <ServerDetail id={p.id} />}</Route>
+            <Route path="/console" component={TestConsole} />
+            <Route path="/registry" component={ImportExport} />
+            <Route>
+              <section className="page">
+                <h1>Not found</h1>
+                <p>
+                  This page does not exist. <Link href="/">Back to the servers</Link>.
+                </p>
+              </section>
+            </Route>
+          </Switch>
+        </Suspense>
       </main>
       {askToken && (
         <TokenDialog

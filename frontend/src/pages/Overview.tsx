@@ -82,7 +82,7 @@ export function Overview() {
         <div className="tiles" data-testid="totals">
           <Tile label="Servers" value={stats.data.servers} sub={`${stats.data.activeServers} active`} testId="tile-servers" />
           <Tile label="Tools" value={stats.data.tools} sub={`${stats.data.activeTools} active`} testId="tile-tools" />
-          <Tile label="Workers running" value={running} sub={`${workers.length} records · ${restarts} restarts`} />
+          <Tile label="Workers running" value={running} sub={`${workers.length} record${workers.length === 1 ? '' : 's'} · ${restarts} restart${restarts === 1 ? '' : 's'}`} />
           <Tile
             label="Calls"
             value={m?.available ? m.totals.calls : '—'}
@@ -97,7 +97,7 @@ export function Overview() {
           <code>MCP_ADMIN_GATEWAY_METRICS_URL</code>).
         </div>
       )}
-      {metrics.error ? <ErrorMessage error={metrics.error} /> : null}
+      {metrics.error && !stats.error ? <ErrorMessage error={metrics.error} /> : null}
       <section className="card" aria-labelledby="per-server">
         <h2 id="per-server">Per server</h2>
         {servers.data && servers.data.length === 0 && (
@@ -105,7 +105,7 @@ export function Overview() {
             No server is registered yet. <Link href="/servers/new">Register one</Link>.
           </p>
         )}
-        {(rows.length > 0 || silent.length > 0) && (
+        {(rows.length > 0 || (m?.available && silent.length > 0)) && (
           <div className="table-wrap">
             <table data-testid="metrics-table">
               <thead>
