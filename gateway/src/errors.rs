@@ -13,8 +13,10 @@ pub struct GatewayError {
     /// Boxed: errors travel in `Result`s on the hot path; keep them small.
     pub details: Option<Box<Value>>,
     pub retry_after_secs: Option<u32>,
-    /// When set, the answer is a JSON-RPC error for this request id (MCP endpoint).
+    /// When set, the answer is a JSON-RPC error for this request id, with
+    /// [`GatewayError::jsonrpc_code`].
     pub jsonrpc_id: Option<Box<Value>>,
+    pub jsonrpc_code: i32,
 }
 
 impl GatewayError {
@@ -26,6 +28,7 @@ impl GatewayError {
             details: None,
             retry_after_secs: None,
             jsonrpc_id: None,
+            jsonrpc_code: -32602,
         }
     }
 
@@ -51,9 +54,10 @@ impl GatewayError {
     /// The body, with the request id filled in.
     pub fn body(&self, request_id: &str) -> Value {
         if let Some(id) = &self.jsonrpc_id {
-            let mut error = json!({"code": -32602, "message": self.message});
+            let mut error = json!({"code": self.jsonrpc_code, "message": self.message,
+                "data": {"code": self.code, "request_id": request_id}});
             if let Some(details) = &self.details {
-                error["data"] = json!({"violations": **details, "request_id": request_id});
+                error["data"]["violations"] = (**details).clone();
             }
             return json!({"jsonrpc": "2.0", "id": id, "error": error});
         }

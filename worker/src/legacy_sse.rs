@@ -2,8 +2,12 @@
 //! ships: `GET /sse` opens a session whose first event, `endpoint`, names the URL to
 //! POST to (`{X-Forwarded-Prefix}/messages?session_id=...`, so it works through the
 //! gateway); `POST /messages` carries one JSON-RPC message (202); answers and
-//! notifications arrive on the SSE stream as `message` events. Each session runs the
-//! same [`McpHandler`] over an in-memory (Sink, Stream) transport.
+//! notifications arrive on the SSE stream as `message` events, errors to a request
+//! included (its params refused by [`crate::jsonrpc`], its arguments by the tool's
+//! schema): old-transport clients read replies only there. Only a body that is not one
+//! JSON-RPC message at all is refused in the POST's own answer (400, -32700 or -32600).
+//! Each session runs the same [`McpHandler`] over an in-memory (Sink, Stream)
+//! transport.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,27 +22,35 @@ use axum::routing::{get, post};
 use axum::Router;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::model::{ClientJsonRpcMessage, ErrorCode, ErrorData, RequestId, ServerJsonRpcMessage};
 use rmcp::ServiceExt;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::mcp::McpHandler;
 use crate::state::WorkerState;
 
-/// Open sessions: id -> the sender into that session's server loop. A std `Mutex`:
-/// held for a map operation, never across an await.
+/// One open session's two ends: into its server loop, and onto its SSE stream (for the
+/// errors answered before the loop, which must reach the client where its replies do).
+#[derive(Clone)]
+struct SessionEnds {
+    to_server: mpsc::Sender<ClientJsonRpcMessage>,
+    to_client: mpsc::Sender<ServerJsonRpcMessage>,
+}
+
+/// Open sessions: id -> its ends. A std `Mutex`: held for a map operation, never
+/// across an await.
 #[derive(Clone, Default)]
-struct Sessions(Arc<Mutex<HashMap<String, mpsc::Sender<ClientJsonRpcMessage>>>>);
+struct Sessions(Arc<Mutex<HashMap<String, SessionEnds>>>);
 
 impl Sessions {
-    fn insert(&self, id: String, tx: mpsc::Sender<ClientJsonRpcMessage>) {
+    fn insert(&self, id: String, ends: SessionEnds) {
         if let Ok(mut map) = self.0.lock() {
-            map.insert(id, tx);
+            map.insert(id, ends);
         }
     }
-    fn get(&self, id: &str) -> Option<mpsc::Sender<ClientJsonRpcMessage>> {
+    fn get(&self, id: &str) -> Option<SessionEnds> {
         self.0.lock().ok()?.get(id).cloned()
     }
     fn remove(&self, id: &str) {
@@ -111,11 +123,18 @@ async fn open(State(legacy): State<LegacyState>, headers: HeaderMap) -> Response
     let session_id = uuid::Uuid::new_v4().simple().to_string();
     let (to_server_tx, to_server_rx) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (to_client_tx, to_client_rx) = mpsc::channel::<ServerJsonRpcMessage>(64);
-    legacy.sessions.insert(session_id.clone(), to_server_tx);
+    legacy.sessions.insert(
+        session_id.clone(),
+        SessionEnds {
+            to_server: to_server_tx,
+            to_client: to_client_tx.clone(),
+        },
+    );
     let stop = legacy.shutdown.child_token();
     let handler = legacy.handler.clone();
     let loop_stop = stop.clone();
     let loop_id = session_id.clone();
+    let loop_sessions = legacy.sessions.clone();
     tokio::spawn(async move {
         match handler
             .serve_with_ct((to_client_tx, to_server_rx), loop_stop)
@@ -128,6 +147,8 @@ async fn open(State(legacy): State<LegacyState>, headers: HeaderMap) -> Response
                 tracing::debug!(event = "worker.sse.session_failed", session_id = %loop_id, error = %err)
             }
         }
+        // The map's ends keep the stream open: a loop that ended takes them along.
+        loop_sessions.remove(&loop_id);
     });
 
     let endpoint = format!("{}/messages?session_id={session_id}", prefix_of(&headers));
@@ -185,24 +206,34 @@ async fn message(
             "session_id is required",
         );
     };
-    let Some(mut tx) = legacy.sessions.get(&session_id) else {
+    let Some(mut ends) = legacy.sessions.get(&session_id) else {
         return error(
             StatusCode::NOT_FOUND,
             "session_not_found",
             "no such session (it may have ended)",
         );
     };
-    let message: ClientJsonRpcMessage = match serde_json::from_slice(&body) {
-        Ok(message) => message,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("not a JSON-RPC message: {err}"),
-            )
+    let checked = match crate::jsonrpc::envelope(&body) {
+        Ok(checked) => checked,
+        Err(refusal) => {
+            return (StatusCode::BAD_REQUEST, axum::Json(refusal.body())).into_response()
         }
     };
-    if tx.send(message).await.is_err() {
+    if let Err(refusal) = crate::jsonrpc::params(&checked) {
+        return answer_on_stream(&mut ends, &refusal).await;
+    }
+    let message: ClientJsonRpcMessage = match serde_json::from_value(Value::Object(checked.value)) {
+        Ok(message) => message,
+        Err(err) => {
+            let refusal = crate::jsonrpc::Refusal {
+                code: crate::jsonrpc::INVALID_REQUEST,
+                message: format!("Invalid Request: not an MCP message: {err}"),
+                id: Value::Null,
+            };
+            return (StatusCode::BAD_REQUEST, axum::Json(refusal.body())).into_response();
+        }
+    };
+    if ends.to_server.send(message).await.is_err() {
         return error(
             StatusCode::NOT_FOUND,
             "session_not_found",
@@ -210,6 +241,30 @@ async fn message(
         );
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// Sends a refused request's JSON-RPC error on the session's stream, where the client
+/// waits for its reply; the POST is accepted (202) like every other message.
+async fn answer_on_stream(ends: &mut SessionEnds, refusal: &crate::jsonrpc::Refusal) -> Response {
+    let id = serde_json::from_value::<RequestId>(refusal.id.clone()).ok();
+    let error = ErrorData::new(ErrorCode(refusal.code), refusal.message.clone(), None);
+    if ends
+        .to_client
+        .send(ServerJsonRpcMessage::error(error, id))
+        .await
+        .is_err()
+    {
+        return error_response_gone();
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+fn error_response_gone() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "the session has ended",
+    )
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {

@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] (flags), [`state`] (what is served, swapped atomically),
 //! [`reload`] (registry follower), [`call`] (hub call protocol, `POST /call/{tool}`),
-//! [`mcp`] (MCP Streamable HTTP at `/mcp`), [`orphan`] (exit when its owner is gone), [`legacy_sse`] (the older HTTP+SSE
+//! [`mcp`] (MCP Streamable HTTP at `/mcp`), [`jsonrpc`] (message checks rmcp
+//! answers wrongly), [`orphan`] (exit when its owner is gone), [`legacy_sse`] (the older HTTP+SSE
 //! transport at `/sse` + `/messages`), [`health`] (`/healthz`).
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod call;
 pub mod config;
 pub mod health;
 pub mod host_check;
+pub mod jsonrpc;
 pub mod legacy_sse;
 pub mod mcp;
 pub mod orphan;

@@ -4,6 +4,10 @@
 //! 2025-11-25 `initialize` handshake and the stateless 2026-07-28 `server/discover`).
 //! `notifications/tools/list_changed` when the tool list changes reaches every session
 //! (2025-11-25) and every open `subscriptions/listen` stream (2026-07-28).
+//! A POST's message passes [`crate::jsonrpc`]'s checks before rmcp sees it ([`precheck`]).
+//! Arguments that fail a tool's schema are a JSON-RPC error -32602 for a session that
+//! negotiated a version before 2025-11-25, and a tool result with `isError: true` from
+//! 2025-11-25 on (that version asks for it, so a model can correct its call).
 
 use std::sync::Arc;
 
@@ -103,6 +107,15 @@ impl ServerHandler for McpHandler {
                 ));
             }
             Err(Rejection::InvalidArguments(violations)) => {
+                let version = context.protocol_version();
+                if !reports_input_errors_as_results(version.as_ref().map(|v| v.as_str())) {
+                    let data =
+                        serde_json::json!({"violations": violations, "request_id": request_id});
+                    return Err(McpError::invalid_params(
+                        "arguments do not match the tool's inputSchema",
+                        Some(data),
+                    ));
+                }
                 let lines: Vec<String> = violations
                     .iter()
                     .map(|v| {
@@ -226,6 +239,13 @@ impl ServerHandler for McpHandler {
     }
 }
 
+/// Whether a session of this protocol version gets input validation failures as a tool
+/// result with `isError: true` (2025-11-25 and later: dates compare as text) rather
+/// than a JSON-RPC error. Unknown (no version): the current behaviour, a result.
+pub fn reports_input_errors_as_results(version: Option<&str>) -> bool {
+    version.is_none_or(|v| v >= "2025-11-25")
+}
+
 /// Deltas as MCP content: one text block per delta; a single JSON object is also the
 /// structured result (MCP's `structuredContent` is an object, so arrays and scalars
 /// travel as text only).
@@ -258,10 +278,95 @@ pub fn router(state: Arc<WorkerState>, config: &Config, shutdown: CancellationTo
     if !config.allowed_origins.is_empty() {
         http_config = http_config.with_allowed_origins(config.allowed_origins.clone());
     }
-    let service = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        http_config,
-    );
-    Router::new().nest_service("/mcp", service)
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service =
+        StreamableHttpService::new(move || Ok(handler.clone()), sessions.clone(), http_config);
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(sessions, precheck))
+        // Host and Origin before anything reads the body (rmcp checks them again).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(crate::host_check::Allowed {
+                hosts: config.allowed_hosts.clone(),
+                origins: config.allowed_origins.clone(),
+            }),
+            crate::host_check::guard,
+        ))
+}
+
+/// Largest message read by [`precheck`] (the gateway's own limit is lower).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A POST's message checked before rmcp reads it ([`crate::jsonrpc`]): not JSON (400,
+/// -32700), not one JSON-RPC message (400, -32600), then, once the session is known to
+/// exist (rmcp answers 404 for one that does not, and "Session ID is required" for a
+/// session request without one), params that name the wrong problem in rmcp (200 with
+/// the request's -32602). Requests rmcp refuses on their headers (Accept, Content-Type)
+/// pass to it untouched.
+async fn precheck(
+    axum::extract::State(sessions): axum::extract::State<Arc<LocalSessionManager>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use rmcp::transport::streamable_http_server::session::SessionManager;
+    let headers = request.headers();
+    let json_body = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if request.method() != http::Method::POST || !json_body {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": crate::jsonrpc::INVALID_REQUEST,
+                "message": format!("the message is larger than {MAX_MESSAGE_BYTES} bytes, or its body broke off")}});
+            return (http::StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+        }
+    };
+    let message = match crate::jsonrpc::envelope(&bytes) {
+        Ok(message) => message,
+        Err(refusal) => {
+            return (http::StatusCode::BAD_REQUEST, axum::Json(refusal.body())).into_response()
+        }
+    };
+    if let Err(refusal) = crate::jsonrpc::params(&message) {
+        let session = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let answer_now = match session {
+            Some(id) => sessions.has_session(&Arc::from(id)).await.unwrap_or(false),
+            // No session: a handshake, or a stateless (2026-07-28) request that names its
+            // version itself; any other request is rmcp's "Session ID is required".
+            None => message.method() == Some("initialize") || names_its_version(&message),
+        };
+        if answer_now {
+            return (http::StatusCode::OK, axum::Json(refusal.body())).into_response();
+        }
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// A 2026-07-28 request: its `_meta` names the protocol version, no session needed.
+fn names_its_version(message: &crate::jsonrpc::Message) -> bool {
+    message
+        .value
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        .is_some()
 }

@@ -1,8 +1,8 @@
 //! Owns the body phase of the request path: what a route's body must satisfy
 //! ([`BodyCheck`]), reading it whole under `MCP_MAX_BODY_BYTES` (chunked or not, 413
 //! past it, the rest drained so the client sees the answer), and validating it against
-//! the tool's compiled schema (400 with each violation's JSON pointer; a JSON-RPC
-//! `tools/call` gets its JSON-RPC error). Both backends get the result, [`Checked`];
+//! the tool's compiled schema (400 with each violation's JSON pointer). An MCP message
+//! is read and held but answered by the worker, refusals included. Both backends get the result, [`Checked`];
 //! nothing here picks a worker or runs a call.
 
 use std::sync::Arc;
@@ -150,6 +150,9 @@ impl Gateway {
             }
             BodyCheck::Named => {
                 let mut value = parse_object(whole)?;
+                if value.get("jsonrpc").is_some() {
+                    return Err(not_the_mcp_endpoint(&ctx.server_id, &value));
+                }
                 if let Some(method) = value.get("method") {
                     return Ok(Checked::Method(
                         method.as_str().unwrap_or_default().to_owned(),
@@ -170,34 +173,27 @@ impl Gateway {
                 Ok(Checked::Call { tool, args })
             }
             BodyCheck::JsonRpc => {
-                // Not JSON: the worker answers the JSON-RPC parse error itself.
-                let Ok(value) = serde_json::from_slice::<Value>(whole) else {
-                    return Ok(Checked::JsonRpc);
-                };
-                let messages: Vec<&Value> = match &value {
-                    Value::Array(batch) => batch.iter().collect(),
-                    single => vec![single],
-                };
-                for message in messages {
-                    if message.get("method").and_then(Value::as_str) != Some("tools/call") {
-                        continue;
-                    }
-                    let Some(params) = message.get("params") else {
-                        continue;
-                    };
-                    let Some(name) = params.get("name").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    ctx.tool = name.to_owned();
-                    // Unknown tools are the worker's to answer (a JSON-RPC error).
-                    let Ok(tool) = self.lookup_tool(&ctx.server_id, name) else {
-                        continue;
-                    };
-                    if let Err(mut err) = self.check_args(&tool, params.get("arguments"), ctx) {
-                        let id = message.get("id").cloned().unwrap_or(Value::Null);
-                        err.jsonrpc_id = Some(Box::new(id));
-                        err.status = 200;
-                        return Err(err);
+                // Held, not refused: the worker answers every MCP message, since only it
+                // knows the session (an unknown one is a 404 before anything else), the
+                // version it negotiated (a JSON-RPC error -32602, or from 2025-11-25 a
+                // tool result with isError) and, on the old transport, the stream the
+                // answer must go to. A valid `tools/call` is `accepted` here as on the
+                // hub's routes; an invalid one never reaches the REST API, which the
+                // worker's own check keeps from it.
+                if let Ok(value) = serde_json::from_slice::<Value>(whole) {
+                    if value.get("method").and_then(Value::as_str) == Some("tools/call") {
+                        let params = value.get("params");
+                        if let Some(name) =
+                            params.and_then(|p| p.get("name")).and_then(Value::as_str)
+                        {
+                            ctx.tool = name.to_owned();
+                            if let Ok(tool) = self.lookup_tool(&ctx.server_id, name) {
+                                let args = params.and_then(|p| p.get("arguments"));
+                                if self.check_args(&tool, args, ctx).is_err() {
+                                    tracing::info!(event = "gateway.request.invalid_arguments", request_id = %ctx.request_id, server = %ctx.server_id, tool = %ctx.tool, answered_by = "worker");
+                                }
+                            }
+                        }
                     }
                 }
                 Ok(Checked::JsonRpc)
@@ -267,6 +263,26 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// A JSON-RPC message (an MCP client pointed at the hub's call API): a JSON-RPC error
+/// that names the server's MCP endpoints, instead of the compatibility answer that
+/// would look like success.
+fn not_the_mcp_endpoint(server_id: &str, message: &Value) -> GatewayError {
+    let mut err = GatewayError::new(
+        400,
+        "not_mcp_endpoint",
+        format!(
+            "this is the hub's call API, not an MCP endpoint: connect MCP clients to /mcp-servers/{server_id}/mcp (Streamable HTTP) or /mcp-servers/{server_id}/sse (HTTP+SSE)"
+        ),
+    );
+    let id = match message.get("id") {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        _ => Value::Null,
+    };
+    err.jsonrpc_id = Some(Box::new(id));
+    err.jsonrpc_code = -32600;
+    err
 }
 
 /// Moves `key` out of a parsed body object (`parse_object` gives only objects).

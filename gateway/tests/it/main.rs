@@ -4,6 +4,7 @@
 mod calls;
 mod errors;
 mod failover;
+mod legacy_sse;
 mod mcp;
 mod rollback;
 mod streaming;

@@ -114,7 +114,7 @@ async fn official_sdks_hear_list_changed_through_the_gateway() {
 }
 
 #[tokio::test]
-async fn an_sdk_call_with_invalid_arguments_is_refused_at_the_gateway() {
+async fn an_sdk_call_with_invalid_arguments_gets_a_tool_error_on_a_2025_11_25_session() {
     let stack = Stack::start(Options::default()).await;
     let url = format!("{}/mcp-servers/fakestore_api/mcp", stack.base);
     let result = tokio::task::spawn_blocking(move || {
@@ -129,97 +129,27 @@ async fn an_sdk_call_with_invalid_arguments_is_refused_at_the_gateway() {
     })
     .await
     .expect("join");
-    // The gateway's JSON-RPC error (the worker would have answered a tool result with
-    // isError): invalid params, with every violation and the request id.
-    let error = &result["error"];
-    assert_eq!(error["code"], -32602, "{result}");
-    let mut pointers: Vec<&str> = error["data"]["violations"]
-        .as_array()
-        .expect("violations")
-        .iter()
-        .filter_map(|v| v["pointer"].as_str())
-        .collect();
-    pointers.sort_unstable();
-    assert_eq!(pointers, ["/price", "/title"], "{result}");
-    let request_id = error["data"]["request_id"].as_str().expect("request id");
-    let refused = stack
-        .gateway
-        .wait_for_event("gateway.request.refused", Duration::from_secs(5));
-    assert_eq!(
-        (refused["request_id"].as_str(), refused["tool"].as_str()),
-        (Some(request_id), Some("add_product")),
-        "{refused}"
+    // 2025-11-25 asks for input validation failures as a tool result with isError (so
+    // a model can correct its call), with every violation's pointer in the text.
+    assert_eq!(result["protocol"], "2025-11-25", "{result}");
+    assert_eq!(result["isError"], true, "{result}");
+    let text = result["text"][0].as_str().expect("text");
+    assert!(
+        text.starts_with("invalid_arguments") && text.contains("/price") && text.contains("/title"),
+        "{result}"
     );
-    let products: Value = stack
-        .client
-        .get(format!("{}/products", stack.mock.url()))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let seen = stack
+        .gateway
+        .wait_for_event("gateway.request.invalid_arguments", Duration::from_secs(5));
+    assert_eq!(seen["tool"], "add_product", "{seen}");
     assert_eq!(
-        products.as_array().map(Vec::len),
-        Some(5),
+        product_count(&stack).await,
+        5,
         "the refused call never reached the REST API"
     );
 }
 
-#[tokio::test]
-async fn json_rpc_calls_are_validated_and_origins_checked_at_the_gateway() {
-    let stack = Stack::start(Options::default()).await;
-    let url = format!("{}/mcp-servers/fakestore_api/mcp", stack.base);
-    let post = |body: Value, session: Option<&str>, origin: Option<&str>| {
-        let mut request = stack
-            .client
-            .post(&url)
-            .header("accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        if let Some(origin) = origin {
-            request = request.header("origin", origin);
-        }
-        request.send()
-    };
-    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
-    let response = post(init.clone(), None, None).await.expect("sent");
-    assert_eq!(response.status().as_u16(), 200);
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .expect("session")
-        .to_owned();
-    assert!(
-        session.starts_with("r0."),
-        "the session names its replica: {session}"
-    );
-    let _ = response.text().await;
-    let initialized = post(
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-        Some(&session),
-        None,
-    )
-    .await
-    .expect("sent");
-    assert_eq!(initialized.status().as_u16(), 202, "status codes are kept");
-
-    let bad_call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "add_product", "arguments": {"price": "free"}}});
-    let refused: Value = post(bad_call, Some(&session), None)
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(refused["id"], 7, "{refused}");
-    assert_eq!(refused["error"]["code"], -32602, "{refused}");
-    assert!(
-        refused["error"]["data"]["violations"]
-            .as_array()
-            .is_some_and(|v| !v.is_empty()),
-        "{refused}"
-    );
+async fn product_count(stack: &Stack) -> usize {
     let products: Value = stack
         .client
         .get(format!("{}/products", stack.mock.url()))
@@ -229,24 +159,279 @@ async fn json_rpc_calls_are_validated_and_origins_checked_at_the_gateway() {
         .json()
         .await
         .expect("json");
+    products.as_array().map_or(0, Vec::len)
+}
+
+/// The JSON-RPC message of a Streamable HTTP answer with `id` (SSE or JSON).
+fn message_with_id(text: &str, id: i64) -> Value {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .chain(serde_json::from_str(text).ok())
+        .find(|v: &Value| v["id"] == id)
+        .unwrap_or(Value::Null)
+}
+
+/// A Streamable HTTP client of raw requests through the gateway.
+struct Raw<'a> {
+    stack: &'a Stack,
+    url: String,
+}
+
+impl Raw<'_> {
+    async fn post(
+        &self,
+        body: &str,
+        session: Option<&str>,
+        version: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut request = self
+            .stack
+            .client
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        if let Some(version) = version {
+            request = request.header("mcp-protocol-version", version);
+        }
+        let response = request.send().await.expect("sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.expect("body"))
+    }
+
+    /// initialize + initialized at `version`; the gateway's session id.
+    async fn session(&self, version: &str) -> String {
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+        let (status, headers, text) = self.post(&init.to_string(), None, None).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            message_with_id(&text, 1)["result"]["protocolVersion"],
+            version,
+            "{text}"
+        );
+        let session = headers["mcp-session-id"]
+            .to_str()
+            .expect("session")
+            .to_owned();
+        assert!(
+            session.starts_with("r0."),
+            "the session names its replica: {session}"
+        );
+        let (status, _, _) = self
+            .post(
+                r#"{"jsonrpc": "2.0", "method": "notifications/initialized"}"#,
+                Some(&session),
+                Some(version),
+            )
+            .await;
+        assert_eq!(status, 202, "status codes are kept");
+        session
+    }
+}
+
+#[tokio::test]
+async fn invalid_arguments_follow_the_negotiated_version_and_the_session_comes_first() {
+    let stack = Stack::start(Options::default()).await;
+    let raw = Raw {
+        stack: &stack,
+        url: format!("{}/mcp-servers/fakestore_api/mcp", stack.base),
+    };
+    let bad_call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "add_product", "arguments": {"price": "free"}}}).to_string();
+
+    // Before 2025-11-25: a JSON-RPC error -32602 with every violation and the request id.
+    let old = raw.session("2025-06-18").await;
+    let (status, headers, text) = raw.post(&bad_call, Some(&old), Some("2025-06-18")).await;
+    assert_eq!(status, 200, "{text}");
+    let refused = message_with_id(&text, 7);
+    assert_eq!(refused["error"]["code"], -32602, "{text}");
+    let violations = refused["error"]["data"]["violations"]
+        .as_array()
+        .expect("violations");
+    assert!(
+        violations.iter().any(|v| v["pointer"] == "/price"),
+        "{text}"
+    );
     assert_eq!(
-        products.as_array().map(Vec::len),
-        Some(5),
-        "the refused call never reached the REST API"
+        refused["error"]["data"]["request_id"],
+        headers["x-request-id"].to_str().expect("id"),
+        "{text}"
     );
 
-    let good_call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "get_product_by_id", "arguments": {"id": 1}}});
-    let text = post(good_call, Some(&session), None)
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("body");
-    assert!(text.contains("Backpack"), "{text}");
+    // 2025-11-25: the same failure as a tool result with isError.
+    let new = raw.session("2025-11-25").await;
+    let (status, _, text) = raw.post(&bad_call, Some(&new), Some("2025-11-25")).await;
+    assert_eq!(status, 200, "{text}");
+    let result = &message_with_id(&text, 7)["result"];
+    assert_eq!(result["isError"], true, "{text}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("/price")),
+        "{text}"
+    );
 
-    let forbidden = post(init.clone(), None, Some("https://evil.example.com"))
+    // An unknown session is told so first, whatever its arguments.
+    let (status, _, text) = raw
+        .post(&bad_call, Some("r0.no-such-session"), Some("2025-11-25"))
+        .await;
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(
+        product_count(&stack).await,
+        5,
+        "no refused call reached the REST API"
+    );
+
+    // A valid call runs.
+    let good_call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "get_product_by_id", "arguments": {"id": 1}}});
+    let (_, _, text) = raw
+        .post(&good_call.to_string(), Some(&new), Some("2025-11-25"))
+        .await;
+    assert!(text.contains("Backpack"), "{text}");
+}
+
+#[tokio::test]
+async fn json_rpc_error_codes_and_shapes() {
+    let stack = Stack::start(Options::default()).await;
+    let raw = Raw {
+        stack: &stack,
+        url: format!("{}/mcp-servers/fruits_api/mcp", stack.base),
+    };
+    let session = raw.session("2025-11-25").await;
+    let check = |status: u16, text: &str, want_status: u16, code: i64, id: Value, what: &str| {
+        assert_eq!(status, want_status, "{what}: {text}");
+        let body: Value = serde_json::from_str(text)
+            .unwrap_or_else(|_| message_with_id(text, id.as_i64().unwrap_or(-1)));
+        assert_eq!(body["jsonrpc"], "2.0", "{what}: {text}");
+        assert_eq!(body["error"]["code"], code, "{what}: {text}");
+        assert!(body["error"]["message"].is_string(), "{what}: {text}");
+        assert_eq!(body["id"], id, "{what}: {text}");
+    };
+    for (body, want_status, code, id, what) in [
+        (
+            r#"{"jsonrpc": "2.0", "id": 1, "#,
+            400,
+            -32700,
+            Value::Null,
+            "malformed JSON",
+        ),
+        (
+            r#"[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]"#,
+            400,
+            -32600,
+            Value::Null,
+            "a batch",
+        ),
+        (
+            r#"{"id": 2, "method": "ping"}"#,
+            400,
+            -32600,
+            json!(2),
+            "no jsonrpc",
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": null, "method": "ping"}"#,
+            400,
+            -32600,
+            Value::Null,
+            "a null id",
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 3, "method": "tools/call"}"#,
+            200,
+            -32602,
+            json!(3),
+            "tools/call without params",
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"arguments": {}}}"#,
+            200,
+            -32602,
+            json!(4),
+            "tools/call without a name",
+        ),
+        (
+            r#"{"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "nope"}}"#,
+            200,
+            -32602,
+            json!(5),
+            "an unknown tool",
+        ),
+    ] {
+        let (status, _, text) = raw.post(body, Some(&session), Some("2025-11-25")).await;
+        check(status, &text, want_status, code, id, what);
+    }
+    // initialize without protocolVersion: named as that, not as a missing session.
+    let (status, _, text) = raw
+        .post(
+            r#"{"jsonrpc": "2.0", "id": 6, "method": "initialize", "params": {"capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}"#,
+            None,
+            None,
+        )
+        .await;
+    check(
+        status,
+        &text,
+        200,
+        -32602,
+        json!(6),
+        "initialize without protocolVersion",
+    );
+    assert!(text.contains("protocolVersion"), "{text}");
+    // A missing-params call on an unknown session: the session first.
+    let (status, _, text) = raw
+        .post(
+            r#"{"jsonrpc": "2.0", "id": 7, "method": "tools/call"}"#,
+            Some("r0.no-such-session"),
+            Some("2025-11-25"),
+        )
+        .await;
+    assert_eq!(status, 404, "{text}");
+
+    // A JSON-RPC client pointed at the hub's call API is told where MCP is.
+    let response = stack
+        .client
+        .post(format!("{}/mcp/fruits_api", stack.base))
+        .json(&json!({"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}))
+        .send()
         .await
         .expect("sent");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["id"], 9, "{body}");
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/mcp-servers/fruits_api/mcp")),
+        "{body}"
+    );
+    // The old hub's own `{"method": "initialize"}` still answers.
+    let (status, _, info) = stack
+        .call("/mcp/fruits_api", json!({"method": "initialize"}))
+        .await;
+    assert_eq!(status, 200, "{info:?}");
+}
+
+#[tokio::test]
+async fn a_browser_origin_is_checked_on_the_mcp_endpoint() {
+    let stack = Stack::start(Options::default()).await;
+    let url = format!("{}/mcp-servers/fakestore_api/mcp", stack.base);
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let post = |origin: &str| {
+        stack
+            .client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", origin)
+            .json(&init)
+            .send()
+    };
+    let forbidden = post("https://evil.example.com").await.expect("sent");
     assert_eq!(forbidden.status().as_u16(), 403);
     let header_id = forbidden.headers()["x-request-id"]
         .to_str()
@@ -255,9 +440,7 @@ async fn json_rpc_calls_are_validated_and_origins_checked_at_the_gateway() {
     let body: Value = forbidden.json().await.expect("a JSON error body");
     assert_eq!(body["error"]["code"], "origin_forbidden", "{body}");
     assert_eq!(body["error"]["request_id"], header_id.as_str(), "{body}");
-    let allowed = post(init, None, Some("http://localhost:3000"))
-        .await
-        .expect("sent");
+    let allowed = post("http://localhost:3000").await.expect("sent");
     assert_eq!(allowed.status().as_u16(), 200);
 }
 
