@@ -11,11 +11,11 @@ scripts/ensure-deps.sh --with-sdks || exit 1
 cargo fmt --all -- --check || { echo "cargo fmt found differences: run make fmt" >&2; exit 1; }
 cargo clippy --workspace --all-targets --quiet -- -D warnings || exit 1
 
-# The dashboard: locked npm dependencies, type-check, lint, build (frontend/).
+# The dashboard: locked npm dependencies, build, type-check, lint, unit tests (frontend/).
 PATH="$(scripts/ensure-node.sh):$PATH" || exit 1
 export PATH
 scripts/build-dashboard.sh || exit 1
-(cd frontend && npx tsc -b --noEmit && npx eslint .) || { echo "the dashboard's type-check or lint failed" >&2; exit 1; }
+(cd frontend && npm run --silent check) || { echo "the dashboard's type-check, lint or unit tests failed" >&2; exit 1; }
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

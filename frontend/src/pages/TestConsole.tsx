@@ -167,6 +167,13 @@ export function TestConsole() {
           if (body.error) {
             current.error = body.error;
             current.requestId = body.error.request_id ?? current.requestId;
+            if (response.status === 404 && body.error.message === 'no such route') {
+              // The admin API answered: the console was opened on it, not on the gateway.
+              current.error = {
+                ...body.error,
+                message: 'this page is served by the admin API directly; open the dashboard through the gateway (port 8080) to make calls',
+              };
+            }
           }
         } catch {
           current.error = { code: `http_${response.status}`, message: text.slice(0, 500) };

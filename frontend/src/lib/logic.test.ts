@@ -1,0 +1,68 @@
+// Unit tests of the console's pure logic (node's test runner through tsx:
+// `npm run test:unit`, part of `npm run check` and make test).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SseParser } from './sse.ts';
+import { pointerTokens } from './validator.ts';
+import { serverState } from './status.ts';
+import type { ServerView, WorkerRecord } from './types.ts';
+
+test('SSE frames split anywhere, with any line end', () => {
+  const text = 'event: tool_call.started\r\ndata: {"a":1}\r\n\r\n: comment\n\nevent: output.delta\rdata: x\rdata: y\r\r';
+  for (let cut = 0; cut <= text.length; cut++) {
+    const parser = new SseParser();
+    const events = [...parser.push(text.slice(0, cut)), ...parser.push(text.slice(cut))];
+    assert.deepEqual(
+      events.map((e) => [e.event, e.data]),
+      [
+        ['tool_call.started', '{"a":1}'],
+        ['output.delta', 'x\ny'],
+      ],
+      `cut at ${cut}`,
+    );
+  }
+});
+
+test('an event without a name is a message; id is kept', () => {
+  const events = new SseParser().push('id: 7\ndata: hi\n\n');
+  assert.deepEqual(events, [{ event: 'message', data: 'hi', id: '7' }]);
+});
+
+test('JSON pointers become field paths', () => {
+  assert.deepEqual(pointerTokens(''), []);
+  assert.deepEqual(pointerTokens('/id'), ['id']);
+  assert.deepEqual(pointerTokens('/a/0/b~1c~0d'), ['a', '0', 'b/c~d']);
+  assert.deepEqual(pointerTokens('#/x'), ['x']);
+});
+
+const server = (over: Partial<ServerView> = {}): ServerView => ({
+  id: 's',
+  name: 's',
+  baseUrl: 'http://x',
+  auth: { type: 'none' },
+  active: true,
+  toolCount: 0,
+  ...over,
+});
+const worker = (replicaIdx: number, status: WorkerRecord['status'], restarts = 0): WorkerRecord => ({
+  replicaIdx,
+  status,
+  restarts,
+  port: 9100 + replicaIdx,
+  updatedAt: 0,
+});
+
+test('a server shows its worst replica, running of desired, and the restarts', () => {
+  assert.deepEqual(serverState(server({ replicas: 2 }), [worker(0, 'running', 1), worker(1, 'restarting', 2)]), {
+    status: 'restarting',
+    running: 1,
+    desired: 2,
+    restarts: 3,
+    ports: ['9100', '9101'],
+  });
+  assert.equal(serverState(server(), []).status, 'none');
+  assert.equal(serverState(server({ active: false }), []).status, 'inactive');
+  assert.equal(serverState(server({ active: false }), [worker(0, 'stopped')]).status, 'inactive');
+  assert.equal(serverState(server(), [worker(0, 'idle')]).status, 'idle');
+});
