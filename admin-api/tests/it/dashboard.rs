@@ -263,3 +263,60 @@ async fn a_tool_is_checked_without_being_written() {
         .collect();
     assert_eq!(fields, ["inputSchema"], "{body}");
 }
+
+/// The dashboard's live worker state: a runtime record written (as the supervisor
+/// writes it) reaches `/api/events` as a `worker.status` event with the whole record.
+#[tokio::test]
+async fn worker_status_changes_reach_the_event_stream() {
+    use mcp_core::runtime::{WorkerRecord, WorkerStatus};
+
+    let admin = Admin::start(Options::default());
+    let registry = admin.registry();
+    let mut response = admin.send(Method::GET, "/api/events", None).await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let mut wrote = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    // Until the worker.status frame is complete (its blank line has arrived).
+    while !text
+        .split_once("event: worker.status")
+        .is_some_and(|(_, rest)| rest.contains("\n\n"))
+    {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time")
+            .expect("chunk")
+            .expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if text.contains("event: reload") && !wrote {
+            wrote = true;
+            let mut record = WorkerRecord::new(0, WorkerStatus::Restarting, "sup-test");
+            record.restarts = 3;
+            record.port = Some(9100);
+            record.last_failure = Some("signal: 9 (SIGKILL)".into());
+            record.last_failure_at = Some(1);
+            registry
+                .put_worker_record("fruits_api", &record)
+                .await
+                .expect("record written");
+        }
+    }
+    let frame = text
+        .split("\n\n")
+        .find(|f| f.contains("event: worker.status"))
+        .expect("a worker.status frame");
+    let data = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data");
+    let event: serde_json::Value = serde_json::from_str(data).expect("json");
+    assert_eq!(event["type"], "worker.status");
+    assert_eq!(event["serverId"], "fruits_api");
+    assert_eq!(event["worker"]["status"], "restarting");
+    assert_eq!(event["worker"]["restarts"], 3);
+    assert_eq!(event["worker"]["lastFailure"], "signal: 9 (SIGKILL)");
+    assert!(
+        frame.contains("\nid: "),
+        "events carry the registry version: {frame}"
+    );
+}
