@@ -2,6 +2,7 @@
 //! `mcp-worker` and `mcp-gateway` binaries, and the mock REST API, all on 127.0.0.1.
 
 mod calls;
+mod conformance;
 mod errors;
 mod failover;
 mod legacy_sse;
