@@ -440,3 +440,96 @@ async fn a_slow_rest_answer_gets_tool_call_started_when_the_hold_ends() {
     assert!(last.contains("tool_call.completed"), "{reads:?}");
     assert!(*last_at >= Duration::from_millis(1500), "{last_at:?}");
 }
+
+/// The message checks straight on a worker's `/mcp` (no gateway in front): each code,
+/// the session before params, the negotiated version's shape for invalid arguments.
+#[tokio::test]
+async fn mcp_messages_get_the_right_json_rpc_codes_straight_on_the_worker() {
+    let hub = WorkerHarness::start(json!({"basePath": "/api"}), demo_tools()).await;
+    let url = format!("{}/mcp", hub.base);
+    let post = |body: String, session: Option<String>| {
+        let mut request = hub
+            .client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status().as_u16();
+            let session = response
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let text = response.text().await.expect("body");
+            let message = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                .chain(serde_json::from_str::<Value>(&text).ok())
+                .find(|v| v.get("result").is_some() || v.get("error").is_some())
+                .unwrap_or(Value::Null);
+            (status, session, message)
+        }
+    };
+    let session_at = |version: &'static str| {
+        let post = &post;
+        async move {
+            let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+            let (status, session, _) = post(init.to_string(), None).await;
+            assert_eq!(status, 200);
+            let session = session.expect("a session");
+            let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+            assert_eq!(
+                post(initialized.to_string(), Some(session.clone())).await.0,
+                202
+            );
+            session
+        }
+    };
+    let new = session_at("2025-11-25").await;
+    for (body, status, code) in [
+        (r#"{"jsonrpc": "2.0", "id": 1,"#, 400, -32700),
+        (
+            r#"[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]"#,
+            400,
+            -32600,
+        ),
+        (r#"{"id": 1, "method": "ping"}"#, 400, -32600),
+        (
+            r#"{"jsonrpc": "2.0", "id": 3, "method": "tools/call"}"#,
+            200,
+            -32602,
+        ),
+    ] {
+        let (got, _, message) = post(body.to_owned(), Some(new.clone())).await;
+        assert_eq!(
+            (got, &message["error"]["code"]),
+            (status, &json!(code)),
+            "{body}: {message}"
+        );
+    }
+    let bad = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "get_fruit_by_id", "arguments": {"id": "two"}}}).to_string();
+    let (_, _, message) = post(bad.clone(), Some(new)).await;
+    assert_eq!(message["result"]["isError"], true, "2025-11-25: {message}");
+    let old = session_at("2025-06-18").await;
+    let (_, _, message) = post(bad.clone(), Some(old)).await;
+    assert_eq!(message["error"]["code"], -32602, "2025-06-18: {message}");
+    assert_eq!(
+        message["error"]["data"]["violations"][0]["pointer"], "/id",
+        "{message}"
+    );
+    let (status, _, _) = post(bad, Some("no-such-session".into())).await;
+    assert_eq!(status, 404, "the session is checked first");
+    let init = json!({"jsonrpc": "2.0", "id": 5, "method": "initialize", "params": {"capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}});
+    let (status, _, message) = post(init.to_string(), None).await;
+    assert_eq!(
+        (status, &message["error"]["code"]),
+        (200, &json!(-32602)),
+        "{message}"
+    );
+}
