@@ -8,6 +8,7 @@ import { useQueryClient } from '@tanstack/react-query';
 import { Link, useLocation } from 'wouter';
 import { api, ApiError, enc } from '../lib/api';
 import { useServer } from '../lib/queries';
+import { unmarkDeleted } from '../lib/events';
 import { Field } from '../components/Field';
 import { fromPairs, KeyValueEditor, toPairs, type Pairs } from '../components/KeyValue';
 import { ErrorMessage, Loading } from '../components/QueryState';
@@ -85,6 +86,7 @@ function FormBody({ existing }: { existing?: ServerView }) {
     setBusy(true);
     try {
       await api.post(`api/servers/${enc(id)}`, bodyOf({ ...draft, id }));
+      unmarkDeleted(id);
       await client.invalidateQueries({ queryKey: ['servers'] });
       await client.invalidateQueries({ queryKey: ['server', id] });
       navigate(`/servers/${enc(id)}`);
