@@ -1,20 +1,18 @@
-//! Owns a whole hub started for measuring: a real `redis-server` on a free port, the
-//! mock REST API, `mcp-admin`, `mcp-supervisor` (and its workers) and `mcp-gateway`,
-//! from one folder of built binaries, on free ports, under a unique key prefix, with
-//! every process logging to its own file. Dropping the `Hub` kills all of it, workers
-//! included. Used by the benchmark suite and by the load smoke test.
+//! Owns a whole hub started for measuring, on testkit's launcher: a real
+//! `redis-server`, the mock REST API, `mcp-admin`, `mcp-supervisor` (and its workers)
+//! and `mcp-gateway`, from one folder of built binaries, with every process logging to
+//! its own file; plus the benchmark servers' registration and worker lookups. Dropping
+//! the `Hub` kills all of it, workers included. Used by the benchmark suite, `mcp-loadtest
+//! hub` and the load smoke test.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mcp_core::keys::Keys;
 use mcp_core::runtime::{WorkerRecord, WorkerStatus};
 use mcp_core::RedisRegistry;
-use mcp_testkit::{ChildProcess, RedisServer};
-use nix::sys::signal::Signal;
 use reqwest::Url;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -48,6 +46,8 @@ impl HubOptions {
     }
 }
 
+/// A hub for measuring: testkit's launcher ([`mcp_testkit::hub`]) with each process
+/// logging to its file, plus what the benchmarks drive it with.
 pub struct Hub {
     pub registry: RedisRegistry,
     pub prefix: String,
@@ -56,134 +56,44 @@ pub struct Hub {
     pub gateway_url: Url,
     pub metrics_url: Url,
     pub client: reqwest::Client,
-    // Declared last: dropped after the URLs, in this order (gateway first).
-    pub gateway: ChildProcess,
-    pub supervisor: ChildProcess,
-    pub admin: ChildProcess,
-    pub mock: ChildProcess,
-    pub redis: RedisServer,
+    /// The processes; dropping it stops the hub, workers included.
+    pub parts: mcp_testkit::hub::Hub,
 }
 
 impl Hub {
     pub async fn start(options: &HubOptions) -> anyhow::Result<Hub> {
-        std::fs::create_dir_all(&options.log_dir)
-            .with_context(|| format!("creating {}", options.log_dir.display()))?;
-        for binary in [
-            "mcp-admin",
-            "mcp-supervisor",
-            "mcp-worker",
-            "mcp-gateway",
-            "mcp-mock-api",
-        ] {
-            let path = options.bin_dir.join(binary);
-            if !path.exists() {
-                bail!("{} not found: build the workspace first", path.display());
-            }
-        }
-        let client = crate::driver::client()?;
-        let redis = RedisServer::start();
-        let prefix = mcp_testkit::unique_prefix();
-        let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
-            .context("registry client")?;
-        let spawn = |name: &str, args: &[String], extra_env: &[(&str, String)]| {
-            let mut command = Command::new(options.bin_dir.join(name));
-            command.env("MCP_ENV_FILE", "/nonexistent/.env");
-            command.envs(options.env.iter().map(|(k, v)| (k, v)));
-            command.envs(extra_env.iter().map(|(k, v)| (k, v)));
-            command.args(args);
-            let log = options.log_dir.join(format!("{name}.log"));
-            ChildProcess::spawn_logged(name, command, &log)
-                .with_context(|| format!("starting {name}"))
-        };
-        let common = |args: &[&str]| -> Vec<String> {
-            let mut all: Vec<String> = vec![
-                "--redis-url".into(),
-                redis.url(),
-                "--key-prefix".into(),
-                prefix.clone(),
-            ];
-            all.extend(args.iter().map(|a| a.to_string()));
-            all
-        };
-
-        let mock_addr = format!("127.0.0.1:{}", mcp_testkit::free_port());
-        let mock = spawn("mcp-mock-api", &["--listen".into(), mock_addr.clone()], &[])?;
-        let mock_url = Url::parse(&format!("http://{mock_addr}/"))?;
-        wait_healthy(&client, &mock_url, "the mock REST API").await?;
-
-        let admin_addr = format!("127.0.0.1:{}", mcp_testkit::free_port());
-        let admin = spawn("mcp-admin", &common(&["--listen", &admin_addr]), &[])?;
-        let admin_url = Url::parse(&format!("http://{admin_addr}/"))?;
-        wait_healthy(&client, &admin_url, "the admin API").await?;
-
-        // Below Linux's ephemeral range (32768 and up), where free ports and the load
-        // generator's own connections come from.
-        let base_port =
-            20_000 + (std::process::id() % 12) * 1000 + u32::from(mcp_testkit::free_port() % 50);
-        let worker_bin = options.bin_dir.join("mcp-worker");
-        let supervisor = spawn(
-            "mcp-supervisor",
-            &common(&[
-                "--supervisor-id",
-                "sup-bench",
-                "--base-port",
-                &base_port.to_string(),
-                "--port-count",
-                &(options.worker_max * 3 + 100).to_string(),
-                "--worker-max",
-                &options.worker_max.to_string(),
-                "--health-interval",
-                "1s",
-                "--reconcile-interval",
-                "1s",
-                "--lease-ttl",
-                "5s",
-                "--backoff-min",
-                "20ms",
-                "--stop-timeout",
-                "2s",
-                "--stop-workers-on-exit",
-                "true",
-                "--worker-bin",
-                &worker_bin.to_string_lossy(),
-            ]),
-            &[],
-        )?;
-
-        let gateway_addr = format!("127.0.0.1:{}", mcp_testkit::free_port());
-        let metrics_addr = format!("127.0.0.1:{}", mcp_testkit::free_port());
-        let mut gateway_args = common(&[
-            "--listen",
-            &gateway_addr,
-            "--metrics-listen",
-            &metrics_addr,
-            "--admin-upstream",
-            &admin_addr,
-            "--threads",
-            &options.gateway_threads.to_string(),
-            "--grace-period-secs",
-            "1",
-        ]);
+        let mut launch = mcp_testkit::hub::HubOptions::for_bench(
+            options.bin_dir.clone(),
+            options.log_dir.clone(),
+            options.worker_max,
+        );
+        launch.env = options.env.clone();
+        launch
+            .gateway_flags
+            .insert("--threads".into(), options.gateway_threads.to_string());
         if let Some(conf) = &options.pingora_conf {
-            gateway_args.extend(["--pingora-conf".into(), conf.to_string_lossy().into_owned()]);
+            launch
+                .gateway_flags
+                .insert("--pingora-conf".into(), conf.to_string_lossy().into_owned());
         }
-        let gateway = spawn("mcp-gateway", &gateway_args, &[])?;
-        let gateway_url = Url::parse(&format!("http://{gateway_addr}/"))?;
-        wait_healthy(&client, &gateway_url, "the gateway").await?;
-
+        let parts = mcp_testkit::hub::Hub::start(launch).await?;
+        let registry = RedisRegistry::new(
+            &parts.redis.url(),
+            Keys::new(&parts.prefix),
+            Default::default(),
+        )
+        .context("registry client")?;
+        // Base URLs end with `/`, so that `join` keeps their path.
+        let url = |base: &str| Url::parse(&format!("{base}/"));
         Ok(Hub {
             registry,
-            prefix,
-            mock_url,
-            admin_url,
-            gateway_url,
-            metrics_url: Url::parse(&format!("http://{metrics_addr}/metrics"))?,
-            client,
-            gateway,
-            supervisor,
-            admin,
-            mock,
-            redis,
+            prefix: parts.prefix.clone(),
+            mock_url: url(&parts.mock_url)?,
+            admin_url: url(&parts.admin_url)?,
+            gateway_url: url(&parts.gateway_url)?,
+            metrics_url: Url::parse(&parts.metrics_url)?,
+            client: crate::driver::client()?,
+            parts,
         })
     }
 
@@ -290,13 +200,7 @@ impl Hub {
 
     /// Pids of the hub's own processes (not workers), by name.
     pub fn process_pids(&self) -> Vec<(&'static str, u32)> {
-        vec![
-            ("mcp-gateway", self.gateway.pid()),
-            ("mcp-supervisor", self.supervisor.pid()),
-            ("mcp-admin", self.admin.pid()),
-            ("mcp-mock-api", self.mock.pid()),
-            ("redis-server", self.redis_pid()),
-        ]
+        self.parts.process_pids()
     }
 
     /// What a person driving this hub by hand needs: its URLs, the environment that
@@ -308,7 +212,7 @@ impl Hub {
             self.metrics_url,
             self.admin_url,
             self.mock_url,
-            self.redis.url(),
+            self.parts.redis.url(),
             self.prefix
         );
         for (name, pid) in self.process_pids() {
@@ -320,23 +224,6 @@ impl Hub {
             }
         }
         out
-    }
-
-    fn redis_pid(&self) -> u32 {
-        self.redis.pid().unwrap_or(0)
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        // The supervisor stops its workers on SIGTERM (--stop-workers-on-exit); anything
-        // left (a worker it could not reach) carries the unique prefix on its command line.
-        self.supervisor.signal(Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !self.supervisor.has_exited() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        mcp_testkit::kill_processes_with_arg(&self.prefix);
     }
 }
 
@@ -362,27 +249,6 @@ fn bench_tools() -> Value {
                 "additionalProperties": false}
         }
     })
-}
-
-/// Waits for `GET {base}healthz` to answer 200.
-async fn wait_healthy(client: &reqwest::Client, base: &Url, what: &str) -> anyhow::Result<()> {
-    let url = base.join("healthz")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let probe = client
-            .get(url.clone())
-            .timeout(Duration::from_secs(2))
-            .send();
-        if let Ok(response) = probe.await {
-            if response.status().is_success() {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{what} did not answer {url} within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The running workers of a server, from its runtime records in `registry`.

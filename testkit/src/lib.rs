@@ -4,6 +4,7 @@
 //! The mock REST API binary (`mcp-mock-api`) lives here too.
 #![forbid(unsafe_code)]
 
+pub mod hub;
 pub mod mock_api;
 pub mod process;
 pub mod python;
@@ -51,6 +52,12 @@ pub const PORT_BLOCK: u16 = 100;
 /// client socket or [`free_port`] takes them either; the first block is chosen at
 /// random so that two test binaries run at once are unlikely to meet.
 pub fn port_block() -> u16 {
+    port_range(PORT_BLOCK)
+}
+
+/// The first port of `count` consecutive ports made of whole blocks of [`port_block`],
+/// given to no other caller in this process.
+pub fn port_range(count: u16) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const FIRST: u16 = 20_000;
     const BLOCKS: u16 = 120;
@@ -61,8 +68,24 @@ pub fn port_block() -> u16 {
         .unwrap_or(0)
         ^ std::process::id().wrapping_mul(2_654_435_761)) as u16;
     let _ = NEXT.compare_exchange(u16::MAX, seed % BLOCKS, Ordering::SeqCst, Ordering::SeqCst);
-    let block = NEXT.fetch_add(1, Ordering::SeqCst) % BLOCKS;
-    FIRST + block * PORT_BLOCK
+    let blocks = count.div_ceil(PORT_BLOCK).clamp(1, BLOCKS);
+    // Blocks past the end wrap to the start, in one piece.
+    let taken = NEXT
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |next| {
+            let start = if next % BLOCKS + blocks > BLOCKS {
+                0
+            } else {
+                next % BLOCKS
+            };
+            Some(start + blocks)
+        })
+        .unwrap_or(0);
+    let start = if taken % BLOCKS + blocks > BLOCKS {
+        0
+    } else {
+        taken % BLOCKS
+    };
+    FIRST + start * PORT_BLOCK
 }
 
 /// A key prefix no other test uses, so tests can share a Redis and run in parallel.

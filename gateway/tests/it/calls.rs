@@ -139,7 +139,7 @@ async fn a_server_registered_through_the_admin_api_answers_through_the_gateway()
     let response = stack
         .client
         .post(format!("{admin}/api/servers/fresh_api"))
-        .json(&json!({"baseUrl": format!("{}/api", stack.mock.url())}))
+        .json(&json!({"baseUrl": format!("{}/api", stack.mock_url)}))
         .send()
         .await
         .expect("sent");

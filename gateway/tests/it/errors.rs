@@ -334,7 +334,7 @@ async fn an_idle_server_is_woken_by_a_call() {
 async fn product_count(stack: &Stack) -> usize {
     let products: Value = stack
         .client
-        .get(format!("{}/products", stack.mock.url()))
+        .get(format!("{}/products", stack.mock_url))
         .send()
         .await
         .expect("sent")
@@ -760,8 +760,12 @@ async fn an_admin_post_is_never_sent_again_without_its_body_and_a_get_is_retried
     })
     .await;
     let (admin, seen) = dropping_admin();
-    let (gateway, base, _) =
-        crate::start_gateway(&stack.redis, &stack.prefix, &admin, &[], &stack.client).await;
+    let upstream = [("--admin-upstream".to_owned(), admin.clone())].into();
+    let (gateway, base, _) = stack
+        .hub
+        .start_gateway(&upstream)
+        .await
+        .expect("a gateway in front of the dropping admin API");
 
     let body = json!({"name": "fresh", "baseUrl": "http://127.0.0.1:1"});
     let response = stack

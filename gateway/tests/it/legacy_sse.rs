@@ -155,7 +155,7 @@ async fn refusals_arrive_on_the_stream_and_every_post_is_accepted() {
 
     let products: Value = stack
         .client
-        .get(format!("{}/products", stack.mock.url()))
+        .get(format!("{}/products", stack.mock_url))
         .send()
         .await
         .expect("sent")

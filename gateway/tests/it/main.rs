@@ -11,31 +11,45 @@ mod rollback;
 mod streaming;
 mod web_security;
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use mcp_core::keys::Keys;
 use mcp_core::runtime::WorkerStatus;
 use mcp_core::RedisRegistry;
-use mcp_testkit::{ChildProcess, MockApi, RedisServer};
+use mcp_testkit::hub::{Hub, HubOptions};
+use mcp_testkit::{ChildProcess, RedisServer};
 use serde_json::{json, Value};
 
+/// A whole hub (testkit's launcher) with the demo servers and `test_api`, and what the
+/// tests drive it with.
 pub struct Stack {
-    pub redis: RedisServer,
+    pub hub: Hub,
     pub registry: RedisRegistry,
-    pub prefix: String,
-    pub mock: MockApi,
-    pub admin: ChildProcess,
-    pub admin_addr: String,
-    pub supervisor: Option<ChildProcess>,
-    pub gateway: ChildProcess,
+    /// The gateway's base URL (`http://127.0.0.1:{port}`).
     pub base: String,
+    /// The gateway's metrics URL (`.../metrics`).
     pub metrics: String,
     pub client: reqwest::Client,
 }
 
+impl std::ops::Deref for Stack {
+    type Target = Hub;
+    fn deref(&self) -> &Hub {
+        &self.hub
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+}
+
 pub struct Options {
     pub workers: bool,
+    /// Flag and value pairs (`["--read-timeout", "500ms"]`), over the hub's.
     pub gateway_args: Vec<String>,
     pub supervisor_args: Vec<String>,
     /// Environment of the supervisor, which its workers inherit.
@@ -53,6 +67,16 @@ impl Default for Options {
     }
 }
 
+/// `["--flag", "value", ...]` as flags over a launcher's.
+fn flag_pairs(args: &[String]) -> BTreeMap<String, String> {
+    args.chunks(2)
+        .map(|pair| match pair {
+            [flag, value] if flag.starts_with("--") => (flag.clone(), value.clone()),
+            _ => panic!("flags come in --flag value pairs: {args:?}"),
+        })
+        .collect()
+}
+
 fn base_command(binary: &str, redis: &RedisServer, prefix: &str) -> Command {
     let mut command = Command::new(mcp_testkit::bin_path(binary));
     command.env("MCP_ENV_FILE", "/nonexistent/.env").args([
@@ -68,83 +92,35 @@ impl Stack {
     /// The whole hub with the demo servers (pointed at the mock) plus a `test_api`
     /// server bound to the mock's test endpoints.
     pub async fn start(options: Options) -> Stack {
-        let redis = RedisServer::start();
-        let prefix = mcp_testkit::unique_prefix();
-        let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
-            .expect("registry");
-        let mock = MockApi::start();
-
-        let mut admin = base_command("mcp-admin", &redis, &prefix);
-        admin.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--seed",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/demo-registry.json"),
-            "--seed-origin",
-            &mock.url(),
-        ]);
-        let admin = ChildProcess::spawn("mcp-admin", admin);
-        let admin_addr = admin.wait_for_listen_addr("admin.listening", Duration::from_secs(20));
+        let mut hub_options = HubOptions::for_tests();
+        hub_options.workers = options.workers;
+        hub_options.seed =
+            Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf/demo-registry.json").into());
+        hub_options
+            .gateway_flags
+            .extend(flag_pairs(&options.gateway_args));
+        hub_options
+            .supervisor_flags
+            .extend(flag_pairs(&options.supervisor_args));
+        hub_options.supervisor_env = options.supervisor_env;
+        let hub = Hub::start(hub_options).await.expect("the hub");
+        let registry =
+            RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
+                .expect("registry");
         mcp_testkit::wait_until_async("the demo seed", Duration::from_secs(20), || async {
             (registry.stats().await.ok()?.tools == 10).then_some(())
         })
         .await;
-        register_test_api(&registry, &mock.url()).await;
-
-        let supervisor = options.workers.then(|| {
-            let base_port = mcp_testkit::port_block();
-            let mut command = base_command("mcp-supervisor", &redis, &prefix);
-            command.args([
-                "--supervisor-id",
-                "sup-test",
-                "--base-port",
-                &base_port.to_string(),
-                "--port-count",
-                &mcp_testkit::PORT_BLOCK.to_string(),
-                "--health-interval",
-                "300ms",
-                "--reconcile-interval",
-                "500ms",
-                "--lease-ttl",
-                "3s",
-                "--backoff-min",
-                "50ms",
-                "--stop-timeout",
-                "2s",
-                "--stop-workers-on-exit",
-                "true",
-                "--worker-bin",
-                mcp_testkit::bin_path("mcp-worker").to_str().expect("utf8"),
-            ]);
-            command.args(&options.supervisor_args);
-            command.envs(options.supervisor_env.iter().map(|(k, v)| (k, v)));
-            ChildProcess::spawn("mcp-supervisor", command)
-        });
-
-        let mut gateway_args = options.gateway_args.clone();
-        if !options.workers {
-            gateway_args.splice(
-                0..0,
-                ["--supervisor-enabled".to_owned(), "false".to_owned()],
-            );
-        }
+        register_test_api(&registry, &hub.mock_url).await;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
-        let (gateway, base, metrics) =
-            start_gateway(&redis, &prefix, &admin_addr, &gateway_args, &client).await;
         let stack = Stack {
-            redis,
+            base: hub.gateway_url.clone(),
+            metrics: hub.metrics_url.clone(),
+            hub,
             registry,
-            prefix,
-            mock,
-            admin,
-            admin_addr,
-            supervisor,
-            gateway,
-            base,
-            metrics,
             client,
         };
         if options.workers {
@@ -273,7 +249,7 @@ impl Stack {
     /// The Prometheus text of the gateway's metrics listener.
     pub async fn metrics_text(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.metrics))
+            .get(&self.metrics)
             .send()
             .await
             .expect("sent")
@@ -306,70 +282,12 @@ impl Stack {
 
     /// Another gateway on the same Redis (gateways keep no state of their own).
     pub async fn second_gateway(&self) -> (ChildProcess, String) {
-        let (process, base, _) = start_gateway(
-            &self.redis,
-            &self.prefix,
-            &self.admin_addr,
-            &[],
-            &self.client,
-        )
-        .await;
+        let (process, base, _) = self
+            .hub
+            .start_gateway(&BTreeMap::new())
+            .await
+            .expect("a second gateway");
         (process, base)
-    }
-}
-
-/// Starts `mcp-gateway` on free ports and waits until its table is loaded.
-async fn start_gateway(
-    redis: &RedisServer,
-    prefix: &str,
-    admin_addr: &str,
-    extra: &[String],
-    client: &reqwest::Client,
-) -> (ChildProcess, String, String) {
-    let port = mcp_testkit::free_port();
-    let metrics_port = mcp_testkit::free_port();
-    let mut gateway = base_command("mcp-gateway", redis, prefix);
-    gateway.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--metrics-listen",
-        &format!("127.0.0.1:{metrics_port}"),
-        "--admin-upstream",
-        admin_addr,
-        "--threads",
-        "2",
-        "--grace-period-secs",
-        "1",
-        "--worker-wait",
-        "10s",
-    ]);
-    gateway.args(extra);
-    let gateway = ChildProcess::spawn("mcp-gateway", gateway);
-    let base = format!("http://127.0.0.1:{port}");
-    mcp_testkit::wait_until_async(
-        "the gateway to load its table",
-        Duration::from_secs(30),
-        || async {
-            let health: Value = client
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (health["status"] == "ok").then_some(())
-        },
-    )
-    .await;
-    (gateway, base, format!("http://127.0.0.1:{metrics_port}"))
-}
-
-impl Drop for Stack {
-    /// Workers outlive their supervisor by design; reap this test's ones.
-    fn drop(&mut self) {
-        self.supervisor.take();
-        mcp_testkit::kill_processes_with_arg(&self.prefix);
     }
 }
 

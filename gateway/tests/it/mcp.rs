@@ -152,7 +152,7 @@ async fn an_sdk_call_with_invalid_arguments_gets_a_tool_error_on_a_2025_11_25_se
 async fn product_count(stack: &Stack) -> usize {
     let products: Value = stack
         .client
-        .get(format!("{}/products", stack.mock.url()))
+        .get(format!("{}/products", stack.mock_url))
         .send()
         .await
         .expect("sent")

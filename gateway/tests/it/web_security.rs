@@ -37,7 +37,7 @@ fn tool_routes() -> Vec<(&'static str, Value)> {
 async fn product_count(stack: &Stack) -> usize {
     let products: Value = stack
         .client
-        .get(format!("{}/products", stack.mock.url()))
+        .get(format!("{}/products", stack.mock_url))
         .send()
         .await
         .expect("sent")

@@ -566,7 +566,7 @@ async fn gateway_cost(
             .map(|pid| procfs::cpu_time(*pid).unwrap_or_default())
             .sum()
     };
-    let gateway_pid = hub.gateway.pid();
+    let gateway_pid = hub.parts.gateway.pid();
     let direct_target = Target::Direct(workers);
     let gateway_target = Target::Gateway(hub.gateway_url.clone());
 
