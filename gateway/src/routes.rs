@@ -172,14 +172,6 @@ impl Route {
             Route::ToolCall { .. } | Route::NamedCall { .. } | Route::ServerCompat { .. }
         )
     }
-
-    /// Routes of the MCP protocol itself (Origin is checked there).
-    pub fn is_mcp_protocol(&self) -> bool {
-        matches!(
-            self,
-            Route::McpStreamable { .. } | Route::LegacySse { .. } | Route::LegacyMessages { .. }
-        )
-    }
 }
 
 #[cfg(test)]
