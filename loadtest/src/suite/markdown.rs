@@ -12,11 +12,12 @@ use crate::report::Report;
 pub const KEEP_MARKER: &str = "<!-- Written by hand below this line; the suite keeps it. -->";
 
 pub fn write(config: &SuiteConfig, results: &Results) -> anyhow::Result<()> {
-    let kept = std::fs::read_to_string(&config.out)
-        .ok()
-        .and_then(|old| old.split_once(KEEP_MARKER).map(|(_, tail)| tail.to_owned()))
+    let old = std::fs::read_to_string(&config.out).unwrap_or_default();
+    let kept = old
+        .split_once(KEEP_MARKER)
+        .map(|(_, tail)| tail.to_owned())
         .unwrap_or_default();
-    let mut doc = render(config, results, &machine(&config.out));
+    let mut doc = with_previous(&render(config, results, &machine(&config.out)), &old);
     doc.push('\n');
     doc.push_str(KEEP_MARKER);
     doc.push_str(&kept);
@@ -552,6 +553,100 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
     out
 }
 
+const SUMMARY: &str = "## Summary against the targets";
+
+/// What stays the same of a summary row across versions of the file: its target up to
+/// the bar (`full-path capacity >= 5,000 rps` -> `full-path capacity`), so a row whose
+/// bar was raised still finds its previous figure.
+fn row_key(target: &str) -> String {
+    let end = [">=", " < ", ":", " ("]
+        .iter()
+        .filter_map(|sep| target.find(sep))
+        .min()
+        .unwrap_or(target.len());
+    target[..end].trim().to_owned()
+}
+
+/// The cells of the summary table's rows in `doc`.
+fn summary_rows(doc: &str) -> Vec<Vec<String>> {
+    let Some((_, after)) = doc.split_once(SUMMARY) else {
+        return Vec::new();
+    };
+    after
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and its rule
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// `rendered` with a column of the figures of the file it replaces (`old`), from that
+/// file's own summary: the new run's figures beside the previous ones, each with the
+/// commit it was measured on. Unchanged when `old` has no summary.
+pub fn with_previous(rendered: &str, old: &str) -> String {
+    let previous: std::collections::HashMap<String, String> = summary_rows(old)
+        .into_iter()
+        .filter(|cells| cells.len() >= 3)
+        .map(|cells| (row_key(&cells[0]), cells[1].clone()))
+        .collect();
+    if previous.is_empty() {
+        return rendered.to_owned();
+    }
+    let old_commit = old
+        .lines()
+        .find_map(|l| l.strip_prefix("- commit: "))
+        .unwrap_or("?");
+    let old_date = old
+        .lines()
+        .find_map(|l| l.strip_prefix("- date: "))
+        .unwrap_or("?");
+    let Some((head, tail)) = rendered.split_once(SUMMARY) else {
+        return rendered.to_owned();
+    };
+    let mut out = format!("{head}{SUMMARY}");
+    let mut row = 0;
+    let mut columns = 0;
+    for line in tail.split_inclusive('\n') {
+        let in_table = line.starts_with('|') && row < usize::MAX;
+        if !in_table {
+            if row > 0 {
+                row = usize::MAX; // past the table
+            }
+            out.push_str(line);
+            continue;
+        }
+        if row == 1 {
+            // The rule under the header: one more column.
+            row += 1;
+            out.push_str(&format!("|{}\n", "---|".repeat(columns + 1)));
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_end().trim_matches('|').split(" | ").collect();
+        if row == 0 {
+            columns = cells.len();
+        }
+        let extra = match row {
+            0 => format!("previous ({old_commit}, {old_date})"),
+            _ => previous
+                .get(&row_key(cells[0].trim()))
+                .cloned()
+                .unwrap_or_else(|| "-".into()),
+        };
+        row += 1;
+        let mut cells: Vec<String> = cells.iter().map(|c| c.trim().to_owned()).collect();
+        let at = cells.len().saturating_sub(1).max(1).min(cells.len());
+        cells.insert(at, extra);
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
 fn yes(met: bool) -> &'static str {
     if met {
         "yes"
@@ -601,6 +696,32 @@ mod tests {
             quick: false,
             command: "make bench".into(),
         }
+    }
+
+    #[test]
+    fn the_summary_shows_the_previous_figures_beside_the_new_ones() {
+        let old = "# Benchmarks\n\n- commit: `aaa111`\n- date: 2026-12-04 05:46 UTC\n\n## Summary against the targets\n\n\
+                   | target | measured | met |\n|---|---|---|\n\
+                   | full-path capacity >= 5,000 rps (p99 response <= 50 ms) | 5000 rps | yes |\n\
+                   | worker RSS < 15 MiB | idle: max 11.0 MiB | yes |\n\n## PRD scenario\n";
+        let new = "# Benchmarks\n\n## Summary against the targets\n\n\
+                   | target | measured | met |\n|---|---|---|\n\
+                   | full-path capacity >= 8,000 rps (p99 response <= 25 ms) | 8000 rps | yes |\n\
+                   | gateway added latency at 500 rps: p50 < 0.1 ms | p50 +0.090 ms | yes |\n\n## PRD scenario\nbody | with | pipes\n";
+        let merged = with_previous(new, old);
+        assert!(
+            merged.contains(
+                "| target | measured | previous (`aaa111`, 2026-12-04 05:46 UTC) | met |\n|---|---|---|---|\n\
+                 | full-path capacity >= 8,000 rps (p99 response <= 25 ms) | 8000 rps | 5000 rps | yes |\n\
+                 | gateway added latency at 500 rps: p50 < 0.1 ms | p50 +0.090 ms | - | yes |\n\n## PRD scenario\nbody | with | pipes\n"
+            ),
+            "{merged}"
+        );
+        assert_eq!(with_previous(new, "no summary here"), new);
+        assert_eq!(
+            row_key("`kill -9` -> answering < 500 ms"),
+            "`kill -9` -> answering"
+        );
     }
 
     #[test]
