@@ -53,7 +53,7 @@ const lines = [
   START,
   '## Dashboard: `kill -9` to visible',
   '',
-  'Measured by the dashboard\'s browser suite (`frontend/e2e/run.ts`) in headless Chromium against a real hub (redis-server, supervisor, worker, gateway, admin API on free ports). The suite sends SIGKILL to the worker\'s pid and a MutationObserver in the page stamps, on the same clock, when the page first shows the worker not running and when it shows it running again with a higher restart count; no reload, no polling: the change travels supervisor -> runtime record + `worker.status` on `mcp:events` -> `/api/events` (SSE through the gateway) -> the page. "Running again" includes the supervisor\'s restart back-off (200 ms, doubling for crashes in a row) and the new worker\'s start.',
+  'Measured by the dashboard\'s browser suite (`frontend/e2e/run.ts`) in headless Chromium against a real hub (redis-server, supervisor, worker, gateway, admin API on free ports). The suite sends SIGKILL to the worker\'s pid and a MutationObserver in the page stamps, on the same clock, when the page first shows the worker not running and when it shows it running again with a higher restart count; no reload, no polling: the change travels supervisor -> runtime record + `worker.status` on `mcp:events` -> `/api/events` (SSE through the gateway) -> the page. "Running again" includes the supervisor\'s restart back-off (200 ms by default, doubling for crashes in a row; each kill here waits until the worker has run 12.5 s, so the back-off starts again at its minimum) and the new worker\'s start and first health probe.',
   '',
   `- commit: \`${commit}\`${dirty ? ' (with uncommitted changes)' : ''}`,
   `- date: ${now} UTC`,
