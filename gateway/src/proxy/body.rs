@@ -2,8 +2,8 @@
 //! ([`BodyCheck`]), reading it whole under `MCP_MAX_BODY_BYTES` (chunked or not, 413
 //! past it, the rest drained so the client sees the answer), and validating it against
 //! the tool's compiled schema (400 with each violation's JSON pointer). An MCP message
-//! is read and held but answered by the worker, refusals included. Both backends get the result, [`Checked`];
-//! nothing here picks a worker or runs a call.
+//! is read and held but answered by the worker, refusals included. Both backends get
+//! the result, [`Checked`]; nothing here picks a worker or runs a call.
 
 use std::sync::Arc;
 use std::time::Duration;
