@@ -123,6 +123,32 @@ impl Stack {
             registry,
             client,
         };
+        // The gateway answers /healthz before its table is loaded ("starting"), and
+        // learns `test_api` from an event: wait for both, so no test meets a 503
+        // `gateway_starting` or a 404 for a server being registered.
+        mcp_testkit::wait_until_async(
+            "the gateway to load its table and see test_api",
+            Duration::from_secs(30),
+            || async {
+                let health: Value = stack
+                    .client
+                    .get(format!("{}/healthz", stack.base))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let test_api = stack
+                    .client
+                    .get(format!("{}/mcp/test_api", stack.base))
+                    .send()
+                    .await
+                    .ok()?;
+                (health["status"] == "ok" && test_api.status().is_success()).then_some(())
+            },
+        )
+        .await;
         if options.workers {
             for server in ["fruits_api", "fakestore_api", "test_api"] {
                 stack.wait_routable(server, 1).await;
