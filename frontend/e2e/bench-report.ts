@@ -75,7 +75,7 @@ if (doc.includes(START) && doc.includes(END)) {
   doc = doc.slice(0, doc.indexOf(START)) + section + doc.slice(doc.indexOf(END) + END.length);
 } else if (doc.includes(KEEP)) {
   const at = doc.indexOf(KEEP) + KEEP.length;
-  doc = `${doc.slice(0, at)}\n\n${section}\n${doc.slice(at)}`;
+  doc = `${doc.slice(0, at)}\n\n${section}${doc.slice(at)}`;
 } else {
   doc = `${doc.trimEnd()}\n\n${KEEP}\n\n${section}\n`;
 }
