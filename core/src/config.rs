@@ -49,7 +49,10 @@ pub fn load_dotenv() -> Result<(), String> {
 /// Where the shared registry lives.
 #[derive(Args, Clone, Debug)]
 pub struct RedisArgs {
-    /// Redis holding the registry, e.g. redis://127.0.0.1:6379/0. Checked while the
+    /// Redis holding the registry: redis://[user][:password@]host[:port][/db], or
+    /// redis+sentinel://[user][:password@]host1:26379,host2:26379/master_name[/db]
+    /// [?sentinel_username=..&sentinel_password=..&min_replicas=1], or
+    /// redis+cluster://[user][:password@]host1:6379,host2:6379. Checked while the
     /// configuration is parsed, so a malformed URL stops every binary before it binds.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = RedisUrlParser)]
     pub redis_url: String,
@@ -74,15 +77,12 @@ fn parse_prefix(prefix: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
-/// Whether `url` is a Redis URL the registry client accepts
-/// (`redis://[user][:password@]host[:port][/db]`, or `unix://`). Nothing is connected.
-/// The message never repeats the URL, which may hold a password.
+/// Whether `url` is a Redis URL the registry client accepts (every form of
+/// [`crate::connection::Target::parse`]). Nothing is connected. The message never
+/// repeats the URL, which may hold a password.
 pub fn check_redis_url(url: &str) -> Result<(), String> {
-    use redis::IntoConnectionInfo;
-    url.into_connection_info().map(|_| ()).map_err(|err| {
-        // The redis crate appends its error kind, which says nothing more here.
-        let reason = err.to_string().replacen(" - InvalidClientConfig", "", 1);
-        format!("REDIS_URL is not a valid Redis URL (expected redis://[:password@]host[:port][/db]): {reason}")
+    crate::connection::Target::parse(url).map(|_| ()).map_err(|reason| {
+        format!("REDIS_URL is not a valid Redis URL (expected redis://[:password@]host[:port][/db], redis+sentinel://host:26379,.../master_name[/db] or redis+cluster://host:6379,...): {reason}")
     })
 }
 
@@ -112,8 +112,15 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
 }
 
 impl RedisArgs {
+    /// The key layout; on a cluster the prefix is a hash tag, as [`RedisRegistry::new`]
+    /// makes it.
     pub fn keys(&self) -> Keys {
-        Keys::new(&self.key_prefix)
+        let keys = Keys::new(&self.key_prefix);
+        if self.redis_url.starts_with("redis+cluster://") {
+            keys.with_hash_tag()
+        } else {
+            keys
+        }
     }
 
     pub fn timeouts(&self) -> Timeouts {
@@ -231,6 +238,8 @@ mod tests {
             "127.0.0.1:6379",
             "redis://:hunter2@0.0.0.0:6379",
             "redis://h/not-a-db",
+            "redis+sentinel://:hunter2@h1:26379",
+            "redis+cluster://:hunter2@h1/5",
         ] {
             let err = Test::try_parse_from(["t", "--redis-url", bad]).expect_err(bad);
             let text = err.to_string();
@@ -244,6 +253,8 @@ mod tests {
             "redis://127.0.0.1:6379/2",
             "redis://:p%40ss@redis:6380",
             "unix:///tmp/r.sock",
+            "redis+sentinel://:p%40ss@s1:26379,s2:26379,s3/mymaster/0?sentinel_password=x",
+            "redis+cluster://n1:7000,n2:7001",
         ] {
             let t = Test::try_parse_from(["t", "--redis-url", good]).expect(good);
             assert!(t.redis.registry().is_ok(), "{good}");

@@ -69,22 +69,28 @@ impl RedisRegistry {
         skip: &[u16],
     ) -> Result<Option<u16>> {
         let skip: Vec<String> = skip.iter().map(u16::to_string).collect();
-        let mut conn = self.conn();
-        let port: u16 = CLAIM_PORT
-            .key(self.keys().runtime_ports())
-            .arg(host)
-            .arg(first)
-            .arg(count)
-            .arg(skip.join(","))
-            .invoke_async(&mut conn)
+        let port: u16 = self
+            .connection()
+            .write_script(
+                CLAIM_PORT
+                    .key(self.keys().runtime_ports())
+                    .arg(host)
+                    .arg(first)
+                    .arg(count)
+                    .arg(skip.join(",")),
+            )
             .await?;
         Ok((port != 0).then_some(port))
     }
 
     pub async fn release_port(&self, host: &str, port: u16) -> Result<()> {
-        let mut conn = self.conn();
-        let _: i64 = conn
-            .srem(self.keys().runtime_ports(), format!("{host}:{port}"))
+        let _: i64 = self
+            .connection()
+            .write_cmd(
+                redis::cmd("SREM")
+                    .arg(self.keys().runtime_ports())
+                    .arg(format!("{host}:{port}")),
+            )
             .await?;
         Ok(())
     }
@@ -99,22 +105,22 @@ impl RedisRegistry {
 
     /// Takes or renews the ownership lease of a server; true when `owner` holds it.
     pub async fn acquire_lease(&self, server_id: &str, owner: &str, ttl_ms: u64) -> Result<bool> {
-        let mut conn = self.conn();
-        let held: i64 = ACQUIRE_LEASE
-            .key(self.keys().lease(server_id))
-            .arg(owner)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
+        let held: i64 = self
+            .connection()
+            .write_script(
+                ACQUIRE_LEASE
+                    .key(self.keys().lease(server_id))
+                    .arg(owner)
+                    .arg(ttl_ms),
+            )
             .await?;
         Ok(held == 1)
     }
 
     pub async fn release_lease(&self, server_id: &str, owner: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let _: i64 = RELEASE_LEASE
-            .key(self.keys().lease(server_id))
-            .arg(owner)
-            .invoke_async(&mut conn)
+        let _: i64 = self
+            .connection()
+            .write_script(RELEASE_LEASE.key(self.keys().lease(server_id)).arg(owner))
             .await?;
         Ok(())
     }
@@ -127,8 +133,15 @@ impl RedisRegistry {
 
     /// Records that supervisor `id` is alive now (unix ms).
     pub async fn supervisor_heartbeat(&self, id: &str, now_ms: u64) -> Result<()> {
-        let mut conn = self.conn();
-        let _: i64 = conn.hset(self.keys().supervisors(), id, now_ms).await?;
+        let _: i64 = self
+            .connection()
+            .write_cmd(
+                redis::cmd("HSET")
+                    .arg(self.keys().supervisors())
+                    .arg(id)
+                    .arg(now_ms),
+            )
+            .await?;
         Ok(())
     }
 
@@ -139,17 +152,27 @@ impl RedisRegistry {
     }
 
     pub async fn remove_supervisor(&self, id: &str) -> Result<()> {
-        let mut conn = self.conn();
-        let _: i64 = conn.hdel(self.keys().supervisors(), id).await?;
+        let _: i64 = self
+            .connection()
+            .write_cmd(redis::cmd("HDEL").arg(self.keys().supervisors()).arg(id))
+            .await?;
         Ok(())
     }
 
-    /// Rewrites a worker's record without publishing (heartbeats: no status change).
+    /// Rewrites a worker's record without publishing (heartbeats: no status change),
+    /// keeping the server in the runtime index.
     pub async fn touch_worker_record(&self, server_id: &str, record: &WorkerRecord) -> Result<()> {
-        let mut conn = self.conn();
         let json = serde_json::to_string(record).unwrap_or_default();
-        let _: i64 = conn
-            .hset(self.keys().runtime(server_id), record.replica_idx, json)
+        let _: i64 = self
+            .connection()
+            .write_script(
+                crate::registry::TOUCH_RUNTIME
+                    .key(self.keys().runtime(server_id))
+                    .key(self.keys().runtime_index())
+                    .arg(record.replica_idx)
+                    .arg(json)
+                    .arg(server_id),
+            )
             .await?;
         Ok(())
     }

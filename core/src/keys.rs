@@ -1,7 +1,10 @@
 //! Owns the Redis key layout. Nothing outside this module builds a key string.
 //!
 //! Every key starts with a configurable prefix (default `mcp:`) so tests and tenants can
-//! share one Redis.
+//! share one Redis. On Redis Cluster the prefix is a hash tag (`{mcp}:servers`): every
+//! key of one hub then lives in one slot, which the scripts need (each bumps the one
+//! registry version, and the snapshot reads every server's tools at once). Every key a
+//! script touches is declared in its `KEYS`, so the layout is Cluster-safe as it stands.
 
 /// The key names under one prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +26,21 @@ impl Keys {
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: format!("{}:", prefix.trim_end_matches(':')),
+        }
+    }
+
+    /// The same layout with the prefix as a Redis Cluster hash tag (`{mcp}:`), unless
+    /// the prefix holds one already.
+    pub fn with_hash_tag(self) -> Keys {
+        let bare = self.prefix.trim_end_matches(':');
+        let tagged = bare
+            .find('{')
+            .is_some_and(|open| bare[open + 1..].find('}').is_some_and(|len| len > 0));
+        if tagged {
+            return self;
+        }
+        Keys {
+            prefix: format!("{{{bare}}}:"),
         }
     }
 
@@ -55,15 +73,10 @@ impl Keys {
         format!("{}server_runtime:{server_id}", self.prefix)
     }
 
-    /// `SCAN` pattern that matches every runtime key.
-    pub fn runtime_pattern(&self) -> String {
-        format!("{}server_runtime:*", self.prefix)
-    }
-
-    /// The server id of a runtime key, if it is one.
-    pub fn server_id_of_runtime_key<'a>(&self, key: &'a str) -> Option<&'a str> {
-        key.strip_prefix(&self.prefix)?
-            .strip_prefix("server_runtime:")
+    /// Set: ids of the servers that have a runtime hash, kept by the scripts that write
+    /// runtime records (listing them needs no `SCAN`, which a cluster cannot do in one go).
+    pub fn runtime_index(&self) -> String {
+        format!("{}server_runtime_index", self.prefix)
     }
 
     /// Set: claimed `host:port` pairs.
@@ -102,16 +115,23 @@ mod tests {
     }
 
     #[test]
-    fn prefix_is_normalised_and_runtime_keys_parse_back() {
+    fn prefix_is_normalised() {
         let keys = Keys::new("t1:");
         assert_eq!(keys.servers(), "t1:servers");
+        assert_eq!(keys.runtime_index(), "t1:server_runtime_index");
+    }
+
+    #[test]
+    fn a_cluster_prefix_is_one_hash_tag() {
+        let keys = Keys::default().with_hash_tag();
+        assert_eq!(keys.servers(), "{mcp}:servers");
+        assert_eq!(keys.tools("fruits_api"), "{mcp}:tools:fruits_api");
+        assert_eq!(keys.with_hash_tag().servers(), "{mcp}:servers");
         assert_eq!(
-            keys.server_id_of_runtime_key(&keys.runtime("a-b")),
-            Some("a-b")
+            Keys::new("t-{a}").with_hash_tag().servers(),
+            "t-{a}:servers",
+            "a prefix with a tag keeps it"
         );
-        assert_eq!(
-            keys.server_id_of_runtime_key("other:server_runtime:x"),
-            None
-        );
+        assert_eq!(Keys::new("x{}").with_hash_tag().servers(), "{x{}}:servers");
     }
 }

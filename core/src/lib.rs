@@ -6,6 +6,8 @@
 //! - [`model`]: `ServerConfig`, `ToolBinding` and their parts (wire format: camelCase JSON).
 //! - [`validate`]: what makes a registration acceptable, as a list of problems.
 //! - [`keys`]: the only place that builds Redis key strings.
+//! - [`connection`]: `REDIS_URL` (one node, Sentinel, Cluster) and the only place that
+//!   opens Redis connections; follows the master across failovers.
 //! - [`registry`]: `RedisRegistry`, atomic writes that publish their event with a version.
 //! - [`coordination`]: port claims, ownership leases, supervisor liveness.
 //! - [`events`]: the event type carried on `mcp:events`.
@@ -19,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connection;
 pub mod coordination;
 pub mod document;
 pub mod events;

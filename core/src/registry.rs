@@ -3,18 +3,22 @@
 //! Each write and its event go out in one Lua script: the write, `INCR` of the registry
 //! version and `PUBLISH` on the events channel happen atomically, so a subscriber that
 //! sees version N knows every write up to N is visible. Reads that must be consistent
-//! (snapshot, stats) are single scripts too. Calls during a Redis outage fail fast with
-//! [`Error::Unavailable`]; the connection manager reconnects with back-off behind them.
+//! (snapshot, stats) are single scripts too. Every script declares in `KEYS` each key it
+//! touches (Redis Cluster refuses the others); a whole-registry read first reads the
+//! server ids, then runs its script on their keys, which checks the ids are still the
+//! same and is retried when a server came or went in between. Calls during a Redis
+//! outage fail fast with [`Error::Unavailable`]; [`crate::connection`] reconnects (and
+//! finds the master again) on the next call.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::connection::{Connection, Target};
 use crate::events::EventKind;
 use crate::keys::Keys;
 use crate::model::{ServerConfig, ToolBinding};
@@ -42,8 +46,12 @@ pub enum Error {
     /// write); every problem is listed with its field in the document.
     #[error("the document cannot be imported: {}", .0.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<crate::validate::Problem>),
+    /// The URL does not parse (the message never repeats it: it may hold a password).
     #[error("invalid redis url: {0}")]
-    InvalidUrl(#[source] redis::RedisError),
+    InvalidUrl(String),
+    /// The servers kept coming and going while a whole-registry read was retried.
+    #[error("the registry changed during {0} reads in a row; try again")]
+    Contended(u32),
 }
 
 impl From<redis::RedisError> for Error {
@@ -113,13 +121,15 @@ pub struct WriteOutcome {
 /// connection.
 #[derive(Clone)]
 pub struct RedisRegistry {
-    /// Kept to open the dedicated pub/sub connections of subscriptions.
-    client: redis::Client,
-    /// Multiplexed and self-reconnecting; a clone is a handle, not a new socket.
-    conn: ConnectionManager,
+    /// Multiplexed, and rebuilt on the new master after a failover; a clone is a handle,
+    /// not a new socket. Also opens the dedicated pub/sub connections of subscriptions.
+    conn: Connection,
     keys: Keys,
     timeouts: Timeouts,
 }
+
+/// How often a whole-registry read is tried when servers come and go meanwhile.
+const SNAPSHOT_ATTEMPTS: u32 = 20;
 
 /// Prepended to every script: `publish(body)` bumps the version and publishes
 /// `{"version":N, ...body}`. KEYS[1] is always the version counter, ARGV[1] the channel.
@@ -216,55 +226,88 @@ return publish(ARGV[3])
     )
 });
 
-/// KEYS: version, runtime. ARGV: channel, field, record (empty = delete), event.
+/// KEYS: version, runtime, runtime index. ARGV: channel, field, record (empty =
+/// delete), event, server id. The index holds the server while its hash exists.
 static PUT_RUNTIME: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if ARGV[3] == '' then
   if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then return 0 end
+  if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[5]) end
 else
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('SADD', KEYS[3], ARGV[5])
 end
 return publish(ARGV[4])
 "#,
     )
 });
 
-/// KEYS: version, servers. ARGV: tools key prefix.
-static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: runtime, runtime index. ARGV: field, record, server id. A heartbeat: no event.
+pub(crate) static TOUCH_RUNTIME: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local v = tonumber(redis.call('GET', KEYS[1]) or '0')
-local servers = redis.call('HGETALL', KEYS[2])
-local tools = {}
-for i = 1, #servers, 2 do
-  tools[#tools + 1] = redis.call('HGETALL', ARGV[1] .. servers[i])
-end
-return {v, servers, tools}
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
 "#,
     )
 });
 
-/// KEYS: servers. ARGV: tools key prefix. `active` is true unless stored as false.
-static STATS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// Shared head of the whole-registry reads: KEYS[2] is the servers hash, ARGV the
+/// server ids the caller read before (sorted), KEYS[3..] their tools hashes in that
+/// order. `same_servers()` is false when a server came or went since.
+const SAME_SERVERS_LUA: &str = r#"
+local function same_servers()
+  local ids = redis.call('HKEYS', KEYS[2])
+  if #ids ~= #ARGV then return false end
+  table.sort(ids)
+  for i = 1, #ids do if ids[i] ~= ARGV[i] then return false end end
+  return true
+end
+"#;
+
+/// KEYS: version, servers, tools of each id. ARGV: server ids. Returns
+/// {1, version, {id, config, ...}, {tools of each id}} or {0} when the ids changed.
+static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{SAME_SERVERS_LUA}{}",
         r#"
-local servers = redis.call('HGETALL', KEYS[1])
+if not same_servers() then return {0} end
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+local servers, tools = {}, {}
+for i = 1, #ARGV do
+  servers[#servers + 1] = ARGV[i]
+  servers[#servers + 1] = redis.call('HGET', KEYS[2], ARGV[i])
+  tools[i] = redis.call('HGETALL', KEYS[i + 2])
+end
+return {1, v, servers, tools}
+"#
+    ))
+});
+
+/// KEYS: version (unused), servers, tools of each id. ARGV: server ids. `active` is
+/// true unless stored as false. Returns {1, servers, active, tools, active} or {0}.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{SAME_SERVERS_LUA}{}",
+        r#"
+if not same_servers() then return {0} end
 local s, active_s, t, active_t = 0, 0, 0, 0
-for i = 1, #servers, 2 do
+for i = 1, #ARGV do
   s = s + 1
-  local ok, cfg = pcall(cjson.decode, servers[i + 1])
+  local ok, cfg = pcall(cjson.decode, redis.call('HGET', KEYS[2], ARGV[i]))
   if ok and type(cfg) == 'table' and cfg.active ~= false then active_s = active_s + 1 end
-  local tools = redis.call('HVALS', ARGV[1] .. servers[i])
+  local tools = redis.call('HVALS', KEYS[i + 2])
   for j = 1, #tools do
     t = t + 1
     local ok2, tool = pcall(cjson.decode, tools[j])
     if ok2 and type(tool) == 'table' and tool.active ~= false then active_t = active_t + 1 end
   end
 end
-return {s, active_s, t, active_t}
-"#,
-    )
+return {1, s, active_s, t, active_t}
+"#
+    ))
 });
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -285,20 +328,19 @@ fn parse<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> Result<T> {
 
 impl RedisRegistry {
     /// Creates the client without connecting: the first call connects, and a Redis that is
-    /// down makes calls fail fast instead of making start-up hang. Must run inside a Tokio
-    /// runtime (the connection manager spawns its task there).
+    /// down makes calls fail fast instead of making start-up hang. `redis_url` takes every
+    /// form of [`Target::parse`]; on a cluster the key prefix becomes a hash tag
+    /// ([`Keys::with_hash_tag`]). Must run inside a Tokio runtime (Sentinel: the
+    /// `+switch-master` watchers are spawned there).
     pub fn new(redis_url: &str, keys: Keys, timeouts: Timeouts) -> Result<RedisRegistry> {
-        let client = redis::Client::open(redis_url).map_err(Error::InvalidUrl)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.response))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(1_000));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = Target::parse(redis_url).map_err(Error::InvalidUrl)?;
+        let keys = if target.is_cluster() {
+            keys.with_hash_tag()
+        } else {
+            keys
+        };
         Ok(RedisRegistry {
-            client,
-            conn,
+            conn: Connection::new(target, timeouts),
             keys,
             timeouts,
         })
@@ -308,16 +350,17 @@ impl RedisRegistry {
         &self.keys
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
     pub(crate) fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// The connection itself, for writes that must be confirmed by replicas.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// `PING`, bounded by the response timeout.
@@ -360,16 +403,18 @@ impl RedisRegistry {
             server_id: server_id.to_owned(),
             server: server.clone(),
         };
-        let mut conn = self.conn();
-        let (created, version): (i64, u64) = UPSERT_SERVER
-            .key(self.keys.version())
-            .key(self.keys.servers())
-            .arg(self.keys.events())
-            .arg(server_id)
-            .arg(to_json(&server))
-            .arg(event_body(&event))
-            .arg(placeholder)
-            .invoke_async(&mut conn)
+        let (created, version): (i64, u64) = self
+            .conn
+            .write_script(
+                UPSERT_SERVER
+                    .key(self.keys.version())
+                    .key(self.keys.servers())
+                    .arg(self.keys.events())
+                    .arg(server_id)
+                    .arg(to_json(&server))
+                    .arg(event_body(&event))
+                    .arg(placeholder),
+            )
             .await?;
         if created < 0 {
             return Err(Error::MaskedSecret);
@@ -400,14 +445,16 @@ impl RedisRegistry {
     /// Deletes a server and its tools, publishing `tool.delete` for each tool and then
     /// `server.delete`. Returns the number of tools removed, or `None` if nothing existed.
     pub async fn delete_server(&self, server_id: &str) -> Result<Option<u64>> {
-        let mut conn = self.conn();
-        let (found, n_tools, _version): (i64, u64, u64) = DELETE_SERVER
-            .key(self.keys.version())
-            .key(self.keys.servers())
-            .key(self.keys.tools(server_id))
-            .arg(self.keys.events())
-            .arg(server_id)
-            .invoke_async(&mut conn)
+        let (found, n_tools, _version): (i64, u64, u64) = self
+            .conn
+            .write_script(
+                DELETE_SERVER
+                    .key(self.keys.version())
+                    .key(self.keys.servers())
+                    .key(self.keys.tools(server_id))
+                    .arg(self.keys.events())
+                    .arg(server_id),
+            )
             .await?;
         Ok((found == 1 || n_tools > 0).then_some(n_tools))
     }
@@ -423,14 +470,16 @@ impl RedisRegistry {
     /// Publishes an event about a registered server; [`Error::ServerNotFound`] otherwise.
     pub(crate) async fn publish_for_server(&self, event: EventKind) -> Result<u64> {
         let server_id = event.server_id().to_owned();
-        let mut conn = self.conn();
-        let version: u64 = PUBLISH_IF_SERVER
-            .key(self.keys.version())
-            .key(self.keys.servers())
-            .arg(self.keys.events())
-            .arg(&server_id)
-            .arg(event_body(&event))
-            .invoke_async(&mut conn)
+        let version: u64 = self
+            .conn
+            .write_script(
+                PUBLISH_IF_SERVER
+                    .key(self.keys.version())
+                    .key(self.keys.servers())
+                    .arg(self.keys.events())
+                    .arg(&server_id)
+                    .arg(event_body(&event)),
+            )
             .await?;
         if version == 0 {
             return Err(Error::ServerNotFound(server_id));
@@ -447,17 +496,19 @@ impl RedisRegistry {
             tool_name: tool.name.clone(),
             tool: tool.clone(),
         };
-        let mut conn = self.conn();
-        let (created, version): (i64, u64) = UPSERT_TOOL
-            .key(self.keys.version())
-            .key(self.keys.servers())
-            .key(self.keys.tools(server_id))
-            .arg(self.keys.events())
-            .arg(server_id)
-            .arg(&tool.name)
-            .arg(to_json(&tool))
-            .arg(event_body(&event))
-            .invoke_async(&mut conn)
+        let (created, version): (i64, u64) = self
+            .conn
+            .write_script(
+                UPSERT_TOOL
+                    .key(self.keys.version())
+                    .key(self.keys.servers())
+                    .key(self.keys.tools(server_id))
+                    .arg(self.keys.events())
+                    .arg(server_id)
+                    .arg(&tool.name)
+                    .arg(to_json(&tool))
+                    .arg(event_body(&event)),
+            )
             .await?;
         if created < 0 {
             return Err(Error::ServerNotFound(server_id.to_owned()));
@@ -487,14 +538,16 @@ impl RedisRegistry {
 
     /// Deletes a tool and publishes `tool.delete`; false when it did not exist.
     pub async fn delete_tool(&self, server_id: &str, tool_name: &str) -> Result<bool> {
-        let mut conn = self.conn();
-        let version: u64 = DELETE_TOOL
-            .key(self.keys.version())
-            .key(self.keys.tools(server_id))
-            .arg(self.keys.events())
-            .arg(server_id)
-            .arg(tool_name)
-            .invoke_async(&mut conn)
+        let version: u64 = self
+            .conn
+            .write_script(
+                DELETE_TOOL
+                    .key(self.keys.version())
+                    .key(self.keys.tools(server_id))
+                    .arg(self.keys.events())
+                    .arg(server_id)
+                    .arg(tool_name),
+            )
             .await?;
         Ok(version > 0)
     }
@@ -504,13 +557,8 @@ impl RedisRegistry {
     /// Every server with its tools, read atomically with the registry version.
     /// Entries that do not parse are skipped with a warning rather than hiding the rest.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        let mut conn = self.conn();
-        let (version, servers, tools): (u64, Vec<String>, Vec<Vec<String>>) = SNAPSHOT
-            .key(self.keys.version())
-            .key(self.keys.servers())
-            .arg(self.keys.tools(""))
-            .invoke_async(&mut conn)
-            .await?;
+        let (_, version, servers, tools): (i64, u64, Vec<String>, Vec<Vec<String>>) =
+            self.read_whole(&SNAPSHOT).await?;
         let mut snapshot = Snapshot {
             version,
             servers: BTreeMap::new(),
@@ -545,18 +593,38 @@ impl RedisRegistry {
     }
 
     pub async fn stats(&self) -> Result<Stats> {
-        let mut conn = self.conn();
-        let (servers, active_servers, tools, active_tools): (u64, u64, u64, u64) = STATS
-            .key(self.keys.servers())
-            .arg(self.keys.tools(""))
-            .invoke_async(&mut conn)
-            .await?;
+        let (_, servers, active_servers, tools, active_tools): (i64, u64, u64, u64, u64) =
+            self.read_whole(&STATS).await?;
         Ok(Stats {
             servers,
             active_servers,
             tools,
             active_tools,
         })
+    }
+
+    /// Runs a whole-registry read script on the keys of the server ids read just before
+    /// (every key declared); again when a server came or went in between.
+    async fn read_whole<T: redis::FromRedisValue>(&self, script: &Script) -> Result<T> {
+        let mut conn = self.conn();
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let mut ids: Vec<String> = conn.hkeys(self.keys.servers()).await?;
+            ids.sort_unstable();
+            let mut invocation = script.key(self.keys.version());
+            invocation.key(self.keys.servers());
+            for id in &ids {
+                invocation.key(self.keys.tools(id));
+            }
+            for id in &ids {
+                invocation.arg(id);
+            }
+            let reply: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+            if matches!(reply.first(), Some(redis::Value::Int(1))) {
+                return redis::from_redis_value(redis::Value::Array(reply))
+                    .map_err(|err| Error::Redis(err.into()));
+            }
+        }
+        Err(Error::Contended(SNAPSHOT_ATTEMPTS))
     }
 
     // ---- runtime records (written by the supervisor only) ----
@@ -567,15 +635,19 @@ impl RedisRegistry {
             server_id: server_id.to_owned(),
             worker: record.clone(),
         };
-        let mut conn = self.conn();
-        let version: u64 = PUT_RUNTIME
-            .key(self.keys.version())
-            .key(self.keys.runtime(server_id))
-            .arg(self.keys.events())
-            .arg(record.replica_idx)
-            .arg(to_json(record))
-            .arg(event_body(&event))
-            .invoke_async(&mut conn)
+        let version: u64 = self
+            .conn
+            .write_script(
+                PUT_RUNTIME
+                    .key(self.keys.version())
+                    .key(self.keys.runtime(server_id))
+                    .key(self.keys.runtime_index())
+                    .arg(self.keys.events())
+                    .arg(record.replica_idx)
+                    .arg(to_json(record))
+                    .arg(event_body(&event))
+                    .arg(server_id),
+            )
             .await?;
         Ok(version)
     }
@@ -586,15 +658,19 @@ impl RedisRegistry {
             server_id: server_id.to_owned(),
             replica_idx,
         };
-        let mut conn = self.conn();
-        let version: u64 = PUT_RUNTIME
-            .key(self.keys.version())
-            .key(self.keys.runtime(server_id))
-            .arg(self.keys.events())
-            .arg(replica_idx)
-            .arg("")
-            .arg(event_body(&event))
-            .invoke_async(&mut conn)
+        let version: u64 = self
+            .conn
+            .write_script(
+                PUT_RUNTIME
+                    .key(self.keys.version())
+                    .key(self.keys.runtime(server_id))
+                    .key(self.keys.runtime_index())
+                    .arg(self.keys.events())
+                    .arg(replica_idx)
+                    .arg("")
+                    .arg(event_body(&event))
+                    .arg(server_id),
+            )
             .await?;
         Ok(version > 0)
     }
@@ -615,27 +691,19 @@ impl RedisRegistry {
         })
     }
 
-    /// Every runtime record in Redis (found with `SCAN`, never `KEYS`), ordered by server.
+    /// Every server's runtime records, ordered by server: the servers come from the
+    /// runtime index the write scripts keep (no `SCAN`); a server whose last record went
+    /// meanwhile is left out.
     pub async fn list_runtime(&self) -> Result<Vec<ServerRuntime>> {
         let mut conn = self.conn();
-        let mut server_ids = Vec::new();
-        {
-            let mut iter = conn
-                .scan_match::<_, String>(self.keys.runtime_pattern())
-                .await?;
-            use futures::StreamExt;
-            while let Some(key) = iter.next().await {
-                let key = key?;
-                if let Some(id) = self.keys.server_id_of_runtime_key(&key) {
-                    server_ids.push(id.to_owned());
-                }
-            }
-        }
+        let mut server_ids: Vec<String> = conn.smembers(self.keys.runtime_index()).await?;
         server_ids.sort();
-        server_ids.dedup();
         let mut all = Vec::with_capacity(server_ids.len());
         for server_id in server_ids {
-            all.push(self.get_runtime(&server_id).await?);
+            let runtime = self.get_runtime(&server_id).await?;
+            if !runtime.workers.is_empty() {
+                all.push(runtime);
+            }
         }
         Ok(all)
     }

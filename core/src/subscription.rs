@@ -25,7 +25,7 @@ pub enum Update {
 pub enum ReloadReason {
     /// The first subscription is in place.
     Subscribed,
-    /// The pub/sub connection was lost and is back.
+    /// The pub/sub connection was lost and is back, or moved to a new master.
     Reconnected,
     /// An event arrived whose version is not the next one.
     Gap { expected: u64, got: u64 },
@@ -71,6 +71,9 @@ impl RedisRegistry {
 
 async fn run(registry: RedisRegistry, tx: mpsc::Sender<Update>) {
     let channel = registry.keys().events();
+    // The node the registry's calls go to: when it changes (a failover), the
+    // subscription moves there too, or it would hear only the demoted master.
+    let mut changes = registry.connection().changes();
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
@@ -87,10 +90,20 @@ async fn run(registry: RedisRegistry, tx: mpsc::Sender<Update>) {
                 if tx.send(Update::Reload(reason)).await.is_err() {
                     return;
                 }
-                if forward(stream, version, &tx).await.is_err() {
-                    return;
+                tokio::select! {
+                    result = forward(stream, version, &tx) => {
+                        if result.is_err() {
+                            return;
+                        }
+                        tracing::warn!(event = "events.disconnected", channel = %channel, "pub/sub connection lost, reconnecting");
+                    }
+                    _ = changes.changed() => {
+                        tracing::warn!(event = "events.disconnected", channel = %channel, "the master changed, subscribing there");
+                        backoff = MIN_BACKOFF;
+                        // At once: the new master is known (or about to be).
+                        continue;
+                    }
                 }
-                tracing::warn!(event = "events.disconnected", channel = %channel, "pub/sub connection lost, reconnecting");
             }
             Err(err) => {
                 tracing::warn!(event = "events.connect_failed", channel = %channel, error = %err, retry_ms = backoff.as_millis() as u64);
@@ -107,7 +120,7 @@ async fn connect(
 ) -> redis::RedisResult<(redis::aio::PubSubStream, u64)> {
     let timeout = registry.timeouts().connect + registry.timeouts().response;
     let attempt = async {
-        let mut pubsub = registry.client().get_async_pubsub().await?;
+        let mut pubsub = registry.connection().pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub.into_on_message())
     };
