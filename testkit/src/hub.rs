@@ -305,12 +305,25 @@ fn spawn(options: &HubOptions, name: &str, command: Command) -> anyhow::Result<C
     }
 }
 
-/// Waits (30 s at most) for `GET /healthz` at `addr` to answer 200.
+/// Waits (30 s at most) for `GET /healthz` at `addr` to answer 200 and, when its body
+/// has a `status`, `ok`.
 async fn wait_healthy(addr: &str, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if crate::raw_http::get_status(addr, "/healthz").await == Some(200) {
-            return Ok(());
+        // 200, and `"status": "ok"` where the body says (a gateway answers 200 with
+        // `starting` until its routing table is loaded).
+        if let Some((200, body)) = crate::raw_http::get(addr, "/healthz").await {
+            // The JSON object, whatever the framing (chunk sizes around it).
+            let json = match (body.find('{'), body.rfind('}')) {
+                (Some(start), Some(end)) if start < end => &body[start..=end],
+                _ => "",
+            };
+            let status = serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));
+            if status.as_deref().is_none_or(|s| s == "ok") {
+                return Ok(());
+            }
         }
         if Instant::now() > deadline {
             bail!("{what} did not answer http://{addr}/healthz within 30 s");

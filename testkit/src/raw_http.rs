@@ -34,24 +34,19 @@ pub async fn post_reads(addr: &str, path: &str, body: &str) -> Vec<(Duration, St
     reads
 }
 
-/// The status of `GET {path}` at `addr` (`host:port`), or `None` when nothing answers
-/// within 2 s: for waiting until a server is up, with no HTTP client.
-pub async fn get_status(addr: &str, path: &str) -> Option<u16> {
+/// The status and body of `GET {path}` at `addr` (`host:port`), or `None` when nothing
+/// answers within 2 s: for waiting until a server is up, with no HTTP client.
+pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let exchange = async {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
         let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.ok()?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 256];
-        while !head.windows(2).any(|w| w == b"\r\n") {
-            let n = tcp.read(&mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = String::from_utf8_lossy(&head).into_owned();
-        line.split(' ').nth(1)?.parse().ok()
+        let mut whole = Vec::new();
+        tcp.read_to_end(&mut whole).await.ok()?;
+        let text = String::from_utf8_lossy(&whole).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body.to_owned()))
     };
     tokio::time::timeout(Duration::from_secs(2), exchange)
         .await
