@@ -1,8 +1,11 @@
 //! Owns the mock of the demo REST APIs (FakeStore at `/products`, Fruits at
 //! `/api/fruits`, stateful so create-then-get works) and the test endpoints under
 //! `/test`: echo (what was received, byte for byte), delay, status, redirect, large body,
-//! streaming (chunks, SSE, NDJSON), hang and early close. Used by tests in-process
-//! ([`MockApi`]) and by `make run` as the `mcp-mock-api` binary.
+//! streaming (chunks, SSE, NDJSON), hang and early close; and faults per key: every
+//! route is also served under `/fault/{key}/...`, slowed or failed as
+//! `PUT /control/faults/{key}` says (the chaos suite gives one server a base URL there
+//! and turns its REST API slow or failing while the others stay untouched). Used by
+//! tests in-process ([`MockApi`]) and by `make run` as the `mcp-mock-api` binary.
 
 use axum::serve::ListenerExt;
 use std::collections::BTreeMap;
@@ -53,8 +56,50 @@ impl Collection {
     }
 }
 
+/// What a fault key does to the requests under `/fault/{key}/`: wait `delayMs` first,
+/// then answer `status` (an error body) instead of the route when it is set.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// Faults by key, plus the routes they front. A std `Mutex`: held for a map operation,
+/// never across an await.
+#[derive(Clone)]
+struct Faults {
+    by_key: Arc<Mutex<BTreeMap<String, Fault>>>,
+    routes: Router,
+}
+
 /// The mock's router.
 pub fn app() -> Router {
+    let routes = routes();
+    let faults = Faults {
+        by_key: Arc::default(),
+        routes: routes.clone(),
+    };
+    routes
+        .route(
+            "/fault/{key}/{*rest}",
+            any(faulty).with_state(faults.clone()),
+        )
+        .route(
+            "/control/faults",
+            get(list_faults).with_state(faults.clone()),
+        )
+        .route(
+            "/control/faults/{key}",
+            axum::routing::put(set_fault)
+                .delete(clear_fault)
+                .with_state(faults),
+        )
+}
+
+fn routes() -> Router {
     let store = Store {
         products: Arc::new(Mutex::new(Collection::seeded(vec![
             json!({"title": "Backpack", "price": 109.95, "description": "Fits 15 inch laptops", "category": "men's clothing", "image": "https://example.com/1.jpg"}),
@@ -165,6 +210,68 @@ impl MockApi {
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
     }
+}
+
+// ---- faults ----
+
+async fn faulty(
+    State(faults): State<Faults>,
+    Path((key, rest)): Path<(String, String)>,
+    mut request: Request,
+) -> Response {
+    let fault = faults
+        .by_key
+        .lock()
+        .map(|m| m.get(&key).copied())
+        .unwrap_or_default()
+        .unwrap_or_default();
+    if fault.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(fault.delay_ms.min(600_000))).await;
+    }
+    if let Some(code) = fault.status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (
+            status,
+            Json(json!({"error": "injected fault", "key": key, "status": status.as_u16()})),
+        )
+            .into_response();
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("/{rest}?{query}"),
+        None => format!("/{rest}"),
+    };
+    match path_and_query.parse::<axum::http::Uri>() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return bad_request("bad path under /fault"),
+    }
+    use tower::ServiceExt;
+    match faults.routes.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+async fn list_faults(State(faults): State<Faults>) -> Response {
+    let all = faults.by_key.lock().map(|m| m.clone()).unwrap_or_default();
+    Json(all).into_response()
+}
+
+async fn set_fault(State(faults): State<Faults>, Path(key): Path<String>, body: Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(fault) => fault,
+        Err(err) => return bad_request(&format!("fault: {err}")),
+    };
+    if let Ok(mut map) = faults.by_key.lock() {
+        map.insert(key, fault);
+    }
+    Json(fault).into_response()
+}
+
+async fn clear_fault(State(faults): State<Faults>, Path(key): Path<String>) -> Response {
+    if let Ok(mut map) = faults.by_key.lock() {
+        map.remove(&key);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 // ---- demo collections ----
