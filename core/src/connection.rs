@@ -649,7 +649,7 @@ impl Inner {
                 ))
             }));
         }
-        votes.sort_by(|a, b| b.1.cmp(&a.1));
+        votes.sort_by_key(|v| std::cmp::Reverse(v.1));
         for ((host, port), _) in votes {
             let info = node_info(
                 &host,

@@ -1,21 +1,25 @@
 //! Test support for MCP Hub (a dev-dependency, and the benchmark hubs of `loadtest/`): a real `redis-server` on a free
-//! port, child processes that are killed with their whole process group when the test
+//! port (and a Sentinel set-up or a 3-node Cluster of them), child processes that are killed with their whole process group when the test
 //! ends (even when it fails), free ports, unique key prefixes, and deadline-based waits.
 //! The mock REST API binary (`mcp-mock-api`) lives here too.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod hub;
 pub mod mock_api;
 pub mod process;
 pub mod python;
 pub mod raw_http;
 pub mod redis_server;
+pub mod sentinel;
 pub mod sse;
 pub mod wait;
 
+pub use cluster::RedisCluster;
 pub use mock_api::MockApi;
 pub use process::{bin_path, kill_processes_with_arg, ChildProcess};
 pub use redis_server::RedisServer;
+pub use sentinel::SentinelSetup;
 pub use sse::{parse_sse, SseEvent};
 pub use wait::{wait_until, wait_until_async};
 

@@ -8,16 +8,25 @@ use crate::process::ChildProcess;
 
 pub struct RedisServer {
     port: u16,
+    /// Added to the command line (replication, cluster mode, a working folder).
+    extra_args: Vec<String>,
     process: Option<ChildProcess>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits until it answers `PING`.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(|_| Vec::new())
+    }
+
+    /// [`RedisServer::start`] with more arguments, made from the port it gets (e.g.
+    /// `--replicaof`, `--cluster-enabled yes`, `--dir`).
+    pub fn start_with(extra_args: impl Fn(u16) -> Vec<String>) -> RedisServer {
         for _ in 0..5 {
             let port = crate::free_port();
             let mut server = RedisServer {
                 port,
+                extra_args: extra_args(port),
                 process: None,
             };
             if server.try_start() {
@@ -43,6 +52,7 @@ impl RedisServer {
             "--loglevel",
             "warning",
         ]);
+        command.args(&self.extra_args);
         let process = ChildProcess::spawn("redis-server", command);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
@@ -94,7 +104,7 @@ impl RedisServer {
     }
 }
 
-fn redis_server_path() -> String {
+pub(crate) fn redis_server_path() -> String {
     for dir in std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
@@ -109,7 +119,7 @@ fn redis_server_path() -> String {
 }
 
 /// A raw RESP `PING` so the test kit needs no Redis client of its own.
-fn ping(port: u16) -> bool {
+pub(crate) fn ping(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(
         &([127, 0, 0, 1], port).into(),

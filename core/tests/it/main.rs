@@ -1,13 +1,19 @@
 //! Integration tests of the shared crate against a real `redis-server`.
 
+mod cluster;
 mod deployment;
 mod registry;
+mod sentinel;
 mod subscription;
 
 use mcp_core::keys::Keys;
 use mcp_core::registry::Timeouts;
 use mcp_core::RedisRegistry;
 use mcp_testkit::RedisServer;
+
+/// A registry test case, run on whichever Redis the registry it is given talks to.
+pub type Case =
+    fn(RedisRegistry) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A fresh Redis and a registry on a unique prefix.
 pub fn setup() -> (RedisServer, RedisRegistry) {

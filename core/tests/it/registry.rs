@@ -7,7 +7,41 @@ use mcp_core::runtime::{WorkerRecord, WorkerStatus};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use mcp_core::RedisRegistry;
+
 use crate::{demo_document, setup};
+
+/// Each case of this file runs as its own test on a fresh Redis here, and all of them
+/// on one Redis Cluster in `cluster.rs` (each on its own key prefix).
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        mod single {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_redis, registry) = crate::setup();
+                    super::$name(registry).await;
+                }
+            )*
+        }
+
+        /// Every case, by name.
+        pub fn cases() -> Vec<(&'static str, crate::Case)> {
+            vec![$((stringify!($name), |registry| Box::pin($name(registry)))),*]
+        }
+    };
+}
+
+cases!(
+    demo_data_round_trips_through_redis,
+    a_tool_needs_its_server,
+    a_masked_secret_keeps_the_stored_one,
+    stats_equal_a_recount_after_random_writes,
+    version_strictly_increases_under_concurrent_writers,
+    runtime_records_are_listed_per_server_and_replica,
+    a_kept_secret_survives_any_characters_and_reaches_the_event,
+    an_import_with_a_masked_secret_to_nothing_writes_nothing,
+);
 
 fn server(base_url: &str, active: bool) -> ServerConfig {
     serde_json::from_value(json!({"baseUrl": base_url, "active": active})).expect("server")
@@ -20,9 +54,7 @@ fn tool(name: &str, active: bool) -> ToolBinding {
     .expect("tool")
 }
 
-#[tokio::test]
-async fn demo_data_round_trips_through_redis() {
-    let (_redis, registry) = setup();
+async fn demo_data_round_trips_through_redis(registry: RedisRegistry) {
     let doc = demo_document();
     for (id, config) in &doc.servers {
         assert!(
@@ -110,9 +142,7 @@ async fn demo_data_round_trips_through_redis() {
     );
 }
 
-#[tokio::test]
-async fn a_tool_needs_its_server() {
-    let (_redis, registry) = setup();
+async fn a_tool_needs_its_server(registry: RedisRegistry) {
     let err = registry
         .upsert_tool("ghost", tool("t", true))
         .await
@@ -125,9 +155,7 @@ async fn a_tool_needs_its_server() {
     assert_eq!(registry.delete_server("ghost").await.expect("delete"), None);
 }
 
-#[tokio::test]
-async fn a_masked_secret_keeps_the_stored_one() {
-    let (_redis, registry) = setup();
+async fn a_masked_secret_keeps_the_stored_one(registry: RedisRegistry) {
     let mut config: ServerConfig = serde_json::from_value(
         json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": "s3cret"}}),
     )
@@ -169,11 +197,9 @@ async fn a_masked_secret_keeps_the_stored_one() {
 
 /// The stored secret is swapped in by the write script itself: whatever characters it
 /// holds come back byte for byte, in the stored config and in the published event.
-#[tokio::test]
-async fn a_kept_secret_survives_any_characters_and_reaches_the_event() {
+async fn a_kept_secret_survives_any_characters_and_reaches_the_event(registry: RedisRegistry) {
     use mcp_core::events::EventKind;
     use mcp_core::subscription::Update;
-    let (_redis, registry) = setup();
     let secret = "s3\"c\\r/é%t ünï\u{1F512} ********";
     let mut config: ServerConfig = serde_json::from_value(json!({
         "baseUrl": "http://x",
@@ -225,11 +251,9 @@ async fn a_kept_secret_survives_any_characters_and_reaches_the_event() {
 
 /// Everything that depends on the stored registry is checked before the first write, so
 /// a failing import changes nothing, in either mode.
-#[tokio::test]
-async fn an_import_with_a_masked_secret_to_nothing_writes_nothing() {
+async fn an_import_with_a_masked_secret_to_nothing_writes_nothing(registry: RedisRegistry) {
     use mcp_core::document::Document;
     use mcp_core::registry::ImportMode;
-    let (_redis, registry) = setup();
     let kept: ServerConfig = serde_json::from_value(
         json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": "kept"}}),
     )
@@ -281,9 +305,7 @@ async fn an_import_with_a_masked_secret_to_nothing_writes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn stats_equal_a_recount_after_random_writes() {
-    let (_redis, registry) = setup();
+async fn stats_equal_a_recount_after_random_writes(registry: RedisRegistry) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     for _ in 0..1000 {
         let server_id = format!("s{}", rng.random_range(0..12));
@@ -351,9 +373,7 @@ async fn stats_equal_a_recount_after_random_writes() {
     );
 }
 
-#[tokio::test]
-async fn version_strictly_increases_under_concurrent_writers() {
-    let (_redis, registry) = setup();
+async fn version_strictly_increases_under_concurrent_writers(registry: RedisRegistry) {
     let mut tasks = Vec::new();
     for writer in 0..8 {
         let registry = registry.clone();
@@ -387,9 +407,7 @@ async fn version_strictly_increases_under_concurrent_writers() {
     assert_eq!(registry.version().await.expect("version"), 400);
 }
 
-#[tokio::test]
-async fn runtime_records_are_listed_per_server_and_replica() {
-    let (_redis, registry) = setup();
+async fn runtime_records_are_listed_per_server_and_replica(registry: RedisRegistry) {
     let record = |idx, status| WorkerRecord {
         pid: Some(100 + idx),
         host: Some("127.0.0.1".into()),

@@ -32,6 +32,11 @@ fn tool(name: &str) -> ToolBinding {
 #[tokio::test]
 async fn every_write_reaches_a_subscriber_with_type_ids_and_version() {
     let (_redis, registry) = setup();
+    every_write_reaches_a_subscriber(registry).await;
+}
+
+/// Also run on a Redis Cluster (`cluster.rs`).
+pub async fn every_write_reaches_a_subscriber(registry: mcp_core::RedisRegistry) {
     let mut sub = registry.subscribe();
     assert_eq!(
         next(&mut sub).await,
