@@ -53,3 +53,21 @@ ensure_venv() { # name, requirement
 }
 ensure_venv venv-mcp2 "mcp>=2,<3"
 ensure_venv venv-mcp1 "mcp>=1.20,<2"
+
+# Real public OpenAPI documents the OpenAPI import tests read (npm packages, MIT; not
+# committed): the Swagger Petstore 3.0/3.1 of @readme/oas-examples and GitHub's own
+# api.github.com document of @octokit/openapi.
+ensure_npm_fixture() { # package@version, directory under the cache
+  local dir="$cache/openapi-fixtures/$2"
+  [ -f "$dir/.complete" ] && return 0
+  echo "ensure-deps: fetching $1 (OpenAPI test documents)" >&2
+  rm -rf "$dir" && mkdir -p "$dir"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "$1" >/dev/null) || { echo "ensure-deps: npm pack $1 failed" >&2; exit 1; }
+  tar xzf "$tmp"/*.tgz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
+  touch "$dir/.complete"
+}
+ensure_npm_fixture @readme/oas-examples@8.2.2 oas-examples
+ensure_npm_fixture @octokit/openapi@23.0.2 octokit-openapi

@@ -1,4 +1,4 @@
-//! Owns the one-shot subcommands (`import`, `export`) and the start-up seed. They talk to
+//! Owns the one-shot subcommands (`import`, `export`, `openapi-import`) and the start-up seed. They talk to
 //! Redis directly, so `export` includes secrets: whoever can run it can read Redis.
 
 use std::io::Read;
@@ -9,7 +9,7 @@ use mcp_core::document::Document;
 use mcp_core::registry::ImportMode;
 use mcp_core::RedisRegistry;
 
-use crate::config::{Config, ExportArgs, ImportArgs};
+use crate::config::{Config, ExportArgs, ImportArgs, OpenapiImportArgs};
 
 /// Reads and validates a document; every problem on its own line in the error.
 pub fn read_document(path: &Path, origin: Option<&url::Url>) -> anyhow::Result<Document> {
@@ -57,6 +57,54 @@ pub async fn import(config: &Config, args: &ImportArgs) -> anyhow::Result<()> {
         tools = summary.tools,
         removed_servers = summary.removed_servers,
         removed_tools = summary.removed_tools
+    );
+    Ok(())
+}
+
+/// `mcp-admin openapi-import FILE --server ID`: the same import as
+/// `POST /api/servers/{id}/openapi`, straight into Redis; prints its report (JSON).
+pub async fn openapi_import(config: &Config, args: &OpenapiImportArgs) -> anyhow::Result<()> {
+    let bytes = if args.file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        bytes
+    } else {
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+    };
+    let doc = crate::openapi_import::parse_document(&bytes)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", args.file.display()))?;
+    let registry = config.redis.registry()?;
+    let options = crate::openapi_import::Options {
+        tags: args.tags.clone(),
+        operations: args.operations.clone(),
+        prefix: args.prefix.clone(),
+    };
+    let target = crate::openapi_import::Target {
+        server_id: args.server.clone(),
+        base_url: args.base_url.clone(),
+        mode: args.mode.into(),
+        dry_run: args.dry_run,
+    };
+    let report = match crate::openapi_import::import(&registry, &doc, &options, &target).await {
+        Ok(report) => report,
+        Err(crate::error::ApiError::Invalid(problems)) => {
+            let lines: Vec<String> = problems
+                .iter()
+                .map(|p| format!("  {}: {}", p.field, p.message))
+                .collect();
+            bail!(
+                "{} cannot be imported:\n{}",
+                args.file.display(),
+                lines.join("\n")
+            );
+        }
+        Err(err) => return Err(anyhow::anyhow!("{err}")),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).context("serializing")?
     );
     Ok(())
 }

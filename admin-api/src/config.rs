@@ -81,6 +81,36 @@ pub enum Command {
     Import(ImportArgs),
     /// Write the whole registry as one JSON document (secrets included) and exit.
     Export(ExportArgs),
+    /// Import one tool per operation of an OpenAPI 3.0/3.1 document (JSON or YAML)
+    /// into a server, print what changed (JSON) and exit.
+    OpenapiImport(OpenapiImportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct OpenapiImportArgs {
+    /// The document; `-` reads standard input.
+    pub file: PathBuf,
+    /// The server the tools go to (registered first when new).
+    #[arg(long)]
+    pub server: String,
+    /// For a new server (else the document's first server URL).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// `merge` keeps the server's other tools; `replace` removes them.
+    #[arg(long, value_enum, default_value_t = ImportModeArg::Merge)]
+    pub mode: ImportModeArg,
+    /// Print what would change and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only operations with one of these tags (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Only these operations (operationId or generated name; comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub operations: Vec<String>,
+    /// Put before every tool name.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod openapi_import;
 pub mod prometheus_text;
 pub mod request_id;
 pub mod routes;

@@ -20,6 +20,7 @@ async fn main() -> std::process::ExitCode {
         None | Some(Command::Serve) => mcp_admin::serve_until_signal(config).await,
         Some(Command::Import(args)) => mcp_admin::cli::import(&config, args).await,
         Some(Command::Export(args)) => mcp_admin::cli::export(&config, args).await,
+        Some(Command::OpenapiImport(args)) => mcp_admin::cli::openapi_import(&config, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use crate::routes;
         routes::tools::list, routes::tools::get, routes::tools::upsert, routes::tools::delete,
         routes::tools::validate,
         routes::runtime::list, routes::runtime::get, routes::metrics::get,
-        routes::registry_io::export, routes::registry_io::import,
+        routes::registry_io::export, routes::registry_io::import, routes::openapi_import::import,
         routes::events::stream,
         document,
     ),

@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod openapi_import;
 pub mod registry_io;
 pub mod runtime;
 pub mod servers;
@@ -25,6 +26,12 @@ pub fn api_routes() -> Router<AppState> {
                 .delete(servers::delete),
         )
         .route("/api/servers/{id}/restart", post(servers::restart))
+        .route(
+            "/api/servers/{id}/openapi",
+            post(openapi_import::import).layer(axum::extract::DefaultBodyLimit::max(
+                openapi_import::MAX_DOCUMENT_BYTES,
+            )),
+        )
         .route("/api/servers/{id}/runtime", get(runtime::get))
         .route("/api/runtime", get(runtime::list))
         .route("/api/tools/{id}", get(tools::list))

@@ -23,6 +23,7 @@ async fn with_a_token_every_api_route_requires_it() {
         (Method::POST, "/api/servers/fruits_api"),
         (Method::DELETE, "/api/servers/fruits_api"),
         (Method::POST, "/api/servers/fruits_api/restart"),
+        (Method::POST, "/api/servers/fruits_api/openapi"),
         (Method::GET, "/api/servers/fruits_api/runtime"),
         (Method::GET, "/api/tools/fruits_api"),
         (Method::GET, "/api/tools/fruits_api/get_fruits"),
