@@ -7,6 +7,7 @@ mod errors;
 mod failover;
 mod legacy_sse;
 mod mcp;
+mod openapi;
 mod rollback;
 mod streaming;
 mod web_security;
