@@ -2,7 +2,7 @@
 # Both install what is missing first (scripts/ensure-deps.sh).
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/mcp-hub/target
 
-.PHONY: run test bench deps build lint fmt
+.PHONY: run test bench chaos deps build lint fmt
 
 run:
 	scripts/run-hub.sh
@@ -13,6 +13,11 @@ test:
 # The benchmark suite: rewrites docs/BENCHMARKS.md (ARGS=--quick for a short trial).
 bench:
 	scripts/bench.sh $(ARGS)
+
+# The chaos suite: faults under the PRD load; rewrites docs/RELIABILITY.md
+# (ARGS=--quick for short fault windows).
+chaos:
+	scripts/chaos.sh $(ARGS)
 
 deps:
 	scripts/ensure-deps.sh

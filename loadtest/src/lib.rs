@@ -5,9 +5,10 @@
 //! (sending on time and judging answers), `http1` (its client for hub calls, on the
 //! call engine's pool), `mcp` (reading MCP answers; SSE through `mcp_adapter::sse`), `report`
 //! (histograms and the table/JSON), `hub` (a whole hub started for measuring),
-//! `procfs` (memory and CPU of other processes), `suite` (the benchmark scenarios).
+//! `procfs` (memory and CPU of other processes), `suite` (the benchmark scenarios), `chaos` (faults under load, `docs/RELIABILITY.md`).
 #![forbid(unsafe_code)]
 
+pub mod chaos;
 pub mod driver;
 pub mod http1;
 pub mod hub;

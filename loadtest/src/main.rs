@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mcp_core::config::parse_duration;
-use mcp_loadtest::{driver, suite, Plan, RunConfig, Scenario, Schedule, Target};
+use mcp_loadtest::{chaos, driver, suite, Plan, RunConfig, Scenario, Schedule, Target};
 
 /// mimalloc, as in the gateway and the worker: under glibc, malloc and free were a sixth
 /// of the generator's instructions per call, CPU taken from the hub on the same machine.
@@ -36,6 +36,40 @@ enum Command {
     /// until Ctrl-C or SIGTERM, printing its URLs and pids: a target for `run`, `perf`
     /// or callgrind at a chosen rate.
     Hub(HubArgs),
+    /// The chaos suite: starts a hub, offers the PRD load and injects each fault in
+    /// turn; writes the figures (exit 1 when a promise is broken: calls failed where
+    /// none may, registrations lost, processes left behind).
+    Chaos(ChaosArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// The Markdown report to (re)write.
+    #[arg(long, default_value = "docs/RELIABILITY.md")]
+    out: PathBuf,
+    /// Write no report (the quick run of `make test`).
+    #[arg(long)]
+    no_report: bool,
+    /// Also write every figure as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Folder of the hub's binaries (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where the hub's processes log.
+    #[arg(long, default_value = "target/bench-logs")]
+    log_dir: PathBuf,
+    #[arg(long, default_value = "loadtest/scenarios/prd.yaml")]
+    scenario: PathBuf,
+    /// Pingora YAML for the gateway.
+    #[arg(long, default_value = "conf/gateway.yaml")]
+    pingora_conf: PathBuf,
+    /// Short fault windows (Redis paused 3 s instead of 30 s).
+    #[arg(long)]
+    quick: bool,
+    /// The command printed in the report as the way to reproduce it.
+    #[arg(long, default_value = "make chaos")]
+    command: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,6 +210,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Suite(args) => run_suite(args).await,
             Command::Hub(args) => run_hub(args).await,
+            Command::Chaos(args) => run_chaos(args).await,
         }
     });
     match outcome {
@@ -300,4 +335,41 @@ async fn run_suite(args: SuiteArgs) -> anyhow::Result<ExitCode> {
         eprintln!("suite: not measured: {error}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    let config = chaos::ChaosConfig {
+        bin_dir: bin_dir(args.bin_dir)?,
+        log_dir: args.log_dir,
+        scenario: args.scenario,
+        pingora_conf: args.pingora_conf.exists().then_some(args.pingora_conf),
+        out: (!args.no_report).then(|| args.out.clone()),
+        quick: args.quick,
+        command: args.command,
+    };
+    let results = chaos::run(config).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let violations = results.violations();
+    eprintln!(
+        "chaos: {} faults in {:.0} s{}",
+        results.faults.len(),
+        results.wall_clock_s,
+        if args.no_report {
+            String::new()
+        } else {
+            format!("; wrote {}", args.out.display())
+        }
+    );
+    if violations.is_empty() {
+        eprintln!("chaos: PASS (no call failed where none may, nothing lost, nothing left behind)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for violation in &violations {
+            eprintln!("chaos: FAIL: {violation}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }

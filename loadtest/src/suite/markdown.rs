@@ -39,7 +39,7 @@ pub struct Machine {
 
 /// `report`, the file being rewritten, does not count as an uncommitted change: a
 /// report from the last run must not mark the next one's commit as modified.
-fn machine(report: &std::path::Path) -> Machine {
+pub(crate) fn machine(report: &std::path::Path) -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()

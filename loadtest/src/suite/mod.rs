@@ -3,7 +3,7 @@
 //! the figures to `markdown` for `docs/BENCHMARKS.md`. Benchmarks, not tests: nothing
 //! here asserts a speed.
 
-mod markdown;
+pub(crate) mod markdown;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,258 @@
+//! Owns `docs/RELIABILITY.md`: the machine, the commit, the command and a table per
+//! fault. Text below `KEEP_MARKER` is written by people and kept; so are blocks other
+//! generators own (from a line opening `<!-- sentinel:` to the next one opening
+//! `<!-- sentinel:` or `<!-- /sentinel`), carried over whole above the marker.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{ChaosConfig, Fault, Results, NOT_COVERED};
+
+pub const KEEP_MARKER: &str = "<!-- Written by hand below this line; the chaos suite keeps it. -->";
+
+pub fn write(out: &Path, config: &ChaosConfig, results: &Results) -> anyhow::Result<()> {
+    let old = std::fs::read_to_string(out).unwrap_or_default();
+    let (generated, kept) = match old.split_once(KEEP_MARKER) {
+        Some((head, tail)) => (head.to_owned(), tail.to_owned()),
+        None => (old.clone(), String::new()),
+    };
+    let machine = crate::suite::markdown::machine(out);
+    let mut doc = render(config, results, &machine);
+    for block in foreign_blocks(&generated) {
+        doc.push('\n');
+        doc.push_str(&block);
+        if !doc.ends_with('\n') {
+            doc.push('\n');
+        }
+    }
+    doc.push('\n');
+    doc.push_str(KEEP_MARKER);
+    if kept.is_empty() {
+        doc.push_str("\n\n## Notes\n\nWhat the figures mean and what was decided, by hand.\n");
+    } else {
+        doc.push_str(&kept);
+    }
+    if !doc.ends_with('\n') {
+        doc.push('\n');
+    }
+    std::fs::write(out, doc).with_context(|| format!("writing {}", out.display()))
+}
+
+/// The delimited blocks of other generators (Redis Sentinel failover) in `text`.
+pub fn foreign_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let opens = trimmed.starts_with("<!-- sentinel:");
+        let closes = trimmed.starts_with("<!-- /sentinel");
+        match current.as_mut() {
+            None if opens => current = Some(line.to_owned()),
+            None => {}
+            Some(block) => {
+                block.push_str(line);
+                if opens || closes {
+                    blocks.push(current.take().unwrap_or_default());
+                }
+            }
+        }
+    }
+    if let Some(block) = current {
+        blocks.push(block);
+    }
+    blocks
+}
+
+fn failures(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn ms(v: f64) -> String {
+    if v.is_nan() {
+        "not recovered".into()
+    } else {
+        format!("{v:.0} ms")
+    }
+}
+
+fn fault_table(out: &mut String, fault: &Fault) {
+    let _ = writeln!(out, "### {}\n\n{}\n", fault.name, fault.what);
+    let _ = writeln!(out, "| figure | value |\n|---|---|");
+    let _ = writeln!(out, "| calls offered | {} |", fault.offered);
+    let _ = writeln!(
+        out,
+        "| failed | {} ({}) |",
+        fault.failed,
+        failures(&fault.failures)
+    );
+    let _ = writeln!(
+        out,
+        "| p99 / max latency from the injection on | {:.1} / {:.1} ms |",
+        fault.p99_ms, fault.max_ms
+    );
+    let _ = writeln!(
+        out,
+        "| time to recover (injection -> first success after the last failure) | {} |",
+        ms(fault.recover_ms)
+    );
+    if let Some(hub) = fault.hub_recovered_ms {
+        let _ = writeln!(out, "| the hub's own recovery (see below) | {} |", ms(hub));
+    }
+    if let Some(others) = &fault.others {
+        let _ = writeln!(
+            out,
+            "| **other servers**: calls / failed / p99 / max | {} / {} ({}) / {:.1} ms / {:.1} ms |",
+            others.offered,
+            others.failed,
+            failures(&others.failures),
+            others.p99_ms,
+            others.max_ms
+        );
+    }
+    if let Some(n) = fault.not_adopted {
+        let _ = writeln!(out, "| workers started again instead of adopted | {n} |");
+    }
+    let _ = writeln!(
+        out,
+        "| registrations / tool definitions lost | {} / {} |",
+        fault.servers_lost, fault.tools_lost
+    );
+    let _ = writeln!(
+        out,
+        "| worker processes left behind | {} |",
+        fault.processes_left
+    );
+    let verdict = fault.violations();
+    let _ = writeln!(
+        out,
+        "| verdict | {} |",
+        if verdict.is_empty() {
+            "holds".to_owned()
+        } else {
+            format!("**broken**: {}", verdict.join("; "))
+        }
+    );
+    for note in &fault.notes {
+        let _ = writeln!(out, "\n- {note}");
+    }
+    let _ = writeln!(out);
+}
+
+pub fn render(
+    config: &ChaosConfig,
+    results: &Results,
+    machine: &crate::suite::markdown::Machine,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Reliability under faults\n");
+    let _ = writeln!(
+        out,
+        "Generated by the chaos suite of `loadtest/` (`mcp-loadtest chaos`, `loadtest/src/chaos/`); \
+         do not edit above the marker line at the end. Reproduce with:\n\n```sh\n{}\n```\n",
+        config.command
+    );
+    let _ = writeln!(
+        out,
+        "- machine: {} ({} cores), {} RAM, Linux {}\n- commit: `{}`\n- date: {}\n- wall clock: {:.0} s{}\n\
+         - one hub on this machine (redis-server, mock REST API, admin API, supervisor with its \
+         workers, gateway, and the load generator). 20 servers (`bench_00`..`bench_19`, \
+         `bench_19` with 2 replicas, every other with 1) take the PRD load (`loadtest/scenarios/prd.yaml`, \
+         {:.0} rps, open loop) through every fault window: {:.0} s before the injection and \
+         {:.0} s after it (longer where the fault lasts longer). The REST faults hit one more \
+         server, `chaos_victim` (its own mock REST API, 20 ms per answer, {:.0} rps of its own), \
+         while the 20 keep their load: their figures are the isolation figures. After each \
+         window the suite waits until every server runs again, then compares an export of the \
+         registry (`GET /api/export`) with the one taken before and counts worker processes \
+         that no runtime record names.\n",
+        machine.cpu,
+        machine.cores,
+        machine.memory,
+        machine.kernel,
+        machine.commit,
+        machine.date,
+        results.wall_clock_s,
+        if results.quick { " (quick: short windows, figures noisier)" } else { "" },
+        super::RATE,
+        if results.quick { 1.0 } else { 3.0 },
+        if results.quick { 4.0 } else { 15.0 },
+        super::VICTIM_RATE,
+    );
+    let _ = writeln!(out, "## Summary\n");
+    let _ = writeln!(
+        out,
+        "| fault | calls | failed | p99 ms | max ms | recovered | lost | left | verdict |\n|---|---:|---|---:|---:|---|---|---:|---|"
+    );
+    for fault in &results.faults {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {} | {} / {} | {} | {} |",
+            fault.name,
+            fault.offered,
+            if fault.failed == 0 {
+                "0".to_owned()
+            } else {
+                format!("{} ({})", fault.failed, failures(&fault.failures))
+            },
+            fault.p99_ms,
+            fault.max_ms,
+            ms(fault.recover_ms),
+            fault.servers_lost,
+            fault.tools_lost,
+            fault.processes_left,
+            if fault.violations().is_empty() {
+                "holds"
+            } else {
+                "**broken**"
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nHub processes alive after the suite stopped the hub: {}.\n",
+        results.left_after_stop
+    );
+    if !results.errors.is_empty() {
+        let _ = writeln!(out, "Not measured in this run:\n");
+        for error in &results.errors {
+            let _ = writeln!(out, "- {error}");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "Not injected by the suite yet (issue 25):\n");
+    for item in NOT_COVERED {
+        let _ = writeln!(out, "- {item}");
+    }
+    let _ = writeln!(out, "\n## Faults\n");
+    for fault in &results.faults {
+        fault_table(&mut out, fault);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_of_other_generators_are_found_whole() {
+        let text = "# Reliability\nintro\n<!-- sentinel: begin -->\n| a | b |\n<!-- sentinel: end -->\nmore\n";
+        assert_eq!(
+            foreign_blocks(text),
+            ["<!-- sentinel: begin -->\n| a | b |\n<!-- sentinel: end -->\n"]
+        );
+        let closed = "x\n<!-- sentinel: failover -->\nrow\n<!-- /sentinel -->\n";
+        assert_eq!(
+            foreign_blocks(closed),
+            ["<!-- sentinel: failover -->\nrow\n<!-- /sentinel -->\n"]
+        );
+        assert!(foreign_blocks("nothing here\n").is_empty());
+    }
+}
