@@ -5,7 +5,10 @@
 # The dashboard is built first when missing or stale (scripts/build-dashboard.sh).
 # Then the mock of the demo REST APIs, the admin API seeded with the demo servers
 # pointed at that mock, the supervisor (which spawns one worker per server) and the
-# gateway in front. Every process logs JSON lines to this terminal.
+# gateway in front. Every process logs JSON lines to this terminal. A part that exits
+# is started again with back-off (1 s, doubling to 30 s; back to 1 s once it stayed
+# up a minute) and a `run:` line saying so, as a process manager would; Ctrl-C stops
+# everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,17 +30,47 @@ echo "run: building ($profile)..." >&2
 cargo build --workspace --bins --profile "$profile" --quiet
 bin="$target/$profile"
 
-pids=()
+pids=()     # the supervise loops
+piddir=$(mktemp -d)  # the current pid of each part, written by its loop
 stop_all() {
   trap - INT TERM EXIT
+  touch "$piddir/stopping"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  parts=()
+  for f in "$piddir"/*.pid; do [ -f "$f" ] && parts+=("$(cat "$f")"); done
+  for pid in "${parts[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "${parts[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 0 ] && break
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${parts[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$piddir"
+}
+# supervise NAME COMMAND...: runs it in the background and starts it again whenever it
+# exits (unless the hub is stopping), with back-off.
+supervise() {
+  local name=$1; shift
+  (
+    set +e
+    delay=1
+    while :; do
+      started=$SECONDS
+      "$@" &
+      child=$!
+      echo "$child" > "$piddir/$name.pid"
+      wait "$child"
+      status=$?
+      [ -e "$piddir/stopping" ] && exit 0
+      (( SECONDS - started >= 60 )) && delay=1
+      echo "run: $name exited (status $status); restarting it in ${delay}s" >&2
+      sleep "$delay"
+      [ -e "$piddir/stopping" ] && exit 0
+      delay=$(( delay * 2 > 30 ? 30 : delay * 2 ))
+    done
+  ) &
+  pids+=($!)
 }
 trap 'stop_all; exit 130' INT TERM
 trap stop_all EXIT
@@ -70,23 +103,21 @@ else
   mkdir -p .data/redis
   auth=()
   [ -n "$redis_password" ] && auth=(--requirepass "$redis_password")
-  redis-server --bind "$redis_host" --port "$redis_port" --dir "$PWD/.data/redis" \
-    --appendonly yes --save "" --loglevel warning "${auth[@]}" &
-  pids+=($!)
+  supervise redis-server redis-server --bind "$redis_host" --port "$redis_port" --dir "$PWD/.data/redis" \
+    --appendonly yes --save "" --loglevel warning "${auth[@]}"
   for _ in $(seq 100); do redis_answers && break; sleep 0.1; done
   redis_answers || { echo "run: redis-server did not come up" >&2; exit 1; }
 fi
 
-"$bin/mcp-mock-api" --listen "$MCP_MOCK_API_LISTEN" &
-pids+=($!)
-"$bin/mcp-admin" serve &
-pids+=($!)
-# Workers outlive a supervisor crash by design; under `make run` they stop with it.
-MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT="${MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT:-true}" \
-  MCP_SUPERVISOR_WORKER_BIN="${MCP_SUPERVISOR_WORKER_BIN:-$bin/mcp-worker}" "$bin/mcp-supervisor" &
-pids+=($!)
-MCP_GATEWAY_PINGORA_CONF="${MCP_GATEWAY_PINGORA_CONF:-conf/gateway.yaml}" "$bin/mcp-gateway" &
-pids+=($!)
+supervise mcp-mock-api "$bin/mcp-mock-api" --listen "$MCP_MOCK_API_LISTEN"
+supervise mcp-admin "$bin/mcp-admin" serve
+# Workers outlive a supervisor crash by design (a restarted supervisor adopts them);
+# when `make run` stops, they stop with it.
+export MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT="${MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT:-true}"
+export MCP_SUPERVISOR_WORKER_BIN="${MCP_SUPERVISOR_WORKER_BIN:-$bin/mcp-worker}"
+supervise mcp-supervisor "$bin/mcp-supervisor"
+export MCP_GATEWAY_PINGORA_CONF="${MCP_GATEWAY_PINGORA_CONF:-conf/gateway.yaml}"
+supervise mcp-gateway "$bin/mcp-gateway"
 
 cat >&2 <<EOM
 run: hub is up (Ctrl-C stops everything)
@@ -97,9 +128,6 @@ run: hub is up (Ctrl-C stops everything)
   metrics      http://${MCP_GATEWAY_METRICS_LISTEN:-127.0.0.1:9091}/metrics
   mock REST    http://$MCP_MOCK_API_LISTEN
 EOM
-# Stop everything as soon as one process exits.
+# Parts that exit are started again by their loops; this waits until Ctrl-C.
 set +e
-wait -n "${pids[@]}"
-status=$?
-echo "run: a process exited (status $status); stopping the hub" >&2
-exit "$status"
+wait "${pids[@]}"
