@@ -262,3 +262,58 @@ async fn scenario(query: &str) -> serde_json::Value {
     );
     figures
 }
+
+/// A sentinel that accepts connections and never answers (a hung host) is first in the
+/// list: the others are asked at the same time, so the master is found within the
+/// timeouts, not after the hung one's TCP give-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sentinel_does_not_stall_finding_the_master_and_a_replica_refuses_writes() {
+    let setup = blocking(SentinelSetup::start);
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_port = hung.local_addr().expect("addr").port();
+    let url = setup.url("").replacen(
+        "redis+sentinel://",
+        &format!("redis+sentinel://127.0.0.1:{hung_port},"),
+        1,
+    );
+    let registry = RedisRegistry::new(
+        &url,
+        Keys::new(&mcp_testkit::unique_prefix()),
+        Timeouts {
+            connect: Duration::from_millis(500),
+            response: Duration::from_millis(1_000),
+        },
+    )
+    .expect("registry");
+    let started = Instant::now();
+    registry
+        .upsert_server("s", server())
+        .await
+        .expect("a registration through the sentinels that answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the hung sentinel held the lookup up: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(registry.list_servers().await.expect("list").len(), 1);
+    drop(hung);
+
+    // Pointed straight at the replica, a write is refused (READONLY), tried once more
+    // on a fresh connection, and fails as unavailable: nothing was written.
+    let master = setup.master_port();
+    let replica = setup
+        .node_ports()
+        .into_iter()
+        .find(|p| *p != master)
+        .expect("replica");
+    let on_replica = RedisRegistry::new(
+        &format!("redis://127.0.0.1:{replica}"),
+        Keys::new(&mcp_testkit::unique_prefix()),
+        Timeouts::default(),
+    )
+    .expect("registry");
+    match on_replica.upsert_server("s", server()).await {
+        Err(Error::Unavailable(err)) => assert!(err.to_string().contains("replica"), "{err}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
