@@ -49,6 +49,10 @@ pub trait WorkerBackend: Send + Sync {
     fn scan(&self, ctx: &Ctx) -> Vec<(u32, WorkerArgs)>;
     /// Whether a worker could listen on `host:port` now (no foreign holder).
     fn port_is_free(&self, host: IpAddr, port: u16) -> bool;
+    /// Resident memory of the worker in bytes, when the backend can tell.
+    fn rss_bytes(&self, _pid: u32) -> Option<u64> {
+        None
+    }
 }
 
 /// Workers as local processes, each in its own process group.
@@ -99,5 +103,9 @@ impl WorkerBackend for ProcessBackend {
 
     fn port_is_free(&self, host: IpAddr, port: u16) -> bool {
         process::port_is_free(host, port)
+    }
+
+    fn rss_bytes(&self, pid: u32) -> Option<u64> {
+        process::rss_bytes(pid)
     }
 }

@@ -46,6 +46,10 @@ pub struct Config {
     /// Failed probes in a row before a worker is restarted.
     #[arg(long, env = "MCP_WORKER_HEALTH_FAILURES", default_value_t = 3)]
     pub health_failures: u32,
+    /// A worker whose resident memory passes this many MiB is restarted (checked at
+    /// every health probe, logged as `worker.rss.exceeded`); 0 = no limit.
+    #[arg(long, env = "MCP_WORKER_MAX_RSS_MB", default_value_t = 0)]
+    pub max_rss_mb: u64,
     /// Time a new worker has to answer `/healthz`.
     #[arg(long, env = "MCP_WORKER_START_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub start_timeout: Duration,

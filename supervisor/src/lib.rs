@@ -45,6 +45,8 @@ pub struct Ctx {
     pub idle_ttl: Duration,
     pub health_interval: Duration,
     pub health_failures: u32,
+    /// `MCP_WORKER_MAX_RSS_MB` in bytes; 0 = no limit.
+    pub max_rss_bytes: u64,
     pub start_timeout: Duration,
     pub stop_timeout: Duration,
     pub backoff_min: Duration,
@@ -82,6 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         idle_ttl: config.idle_ttl,
         health_interval: config.health_interval,
         health_failures: config.health_failures,
+        max_rss_bytes: config.max_rss_mb.saturating_mul(1024 * 1024),
         start_timeout: config.start_timeout,
         stop_timeout: config.stop_timeout,
         backoff_min: config.backoff_min,

@@ -143,3 +143,16 @@ pub fn scan_workers(ctx: &Ctx) -> Vec<(u32, WorkerArgs)> {
 pub fn port_is_free(host: std::net::IpAddr, port: u16) -> bool {
     std::net::TcpListener::bind((host, port)).is_ok()
 }
+
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/{pid}/status`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}

@@ -330,6 +330,9 @@ impl Slot {
                 () = self.cancel.cancelled() => return self.on_shutdown(),
                 probed = probe => probed,
             };
+            if let Some(over) = self.rss_over_limit() {
+                return MonitorEnd::Unhealthy(over);
+            }
             match probed {
                 Ok(health) => {
                     failed_probes = 0;
@@ -369,6 +372,26 @@ impl Slot {
                 }
             }
         }
+    }
+
+    /// `Some(why)` when the worker's resident memory is past `MCP_WORKER_MAX_RSS_MB`
+    /// (logged here, once per restart).
+    fn rss_over_limit(&self) -> Option<String> {
+        let limit = self.ctx.max_rss_bytes;
+        let pid = self.record.pid?;
+        if limit == 0 {
+            return None;
+        }
+        let rss = self.ctx.backend.rss_bytes(pid)?;
+        if rss <= limit {
+            return None;
+        }
+        let (rss_mb, limit_mb) = (rss / (1024 * 1024), limit / (1024 * 1024));
+        tracing::warn!(event = "worker.rss.exceeded", server = %self.key.server_id, replica = self.key.replica_idx,
+            pid, port = self.record.port, rss_mb, limit_mb, "restarting the worker: its memory passed MCP_WORKER_MAX_RSS_MB");
+        Some(format!(
+            "resident memory {rss_mb} MiB past MCP_WORKER_MAX_RSS_MB={limit_mb}"
+        ))
     }
 
     /// How a command to a monitored worker ends its run.

@@ -723,12 +723,36 @@ async fn gateway_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let inject = async move {
         let t0 = Instant::now();
         procs::signal(pid, Signal::SIGKILL)?;
-        let child = launch.spawn()?;
+        // Its ports are free ones from the ephemeral range: an outgoing connection may
+        // hold one for a moment, and the gateway then exits with one line. Start it
+        // again until it binds, as a process manager would.
+        let mut attempts = 0;
+        let child = loop {
+            attempts += 1;
+            let child = launch.spawn()?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !child.has_exited() && Instant::now() < deadline {
+                if wait_answers(&health, Duration::from_millis(200))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            if !child.has_exited() {
+                break child;
+            }
+            anyhow::ensure!(
+                attempts < 10,
+                "the gateway did not start again in 10 attempts"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         let _ = tx.send(child);
         wait_answers(&health, Duration::from_secs(30)).await?;
         Ok(Injected {
             hub_recovered_ms: Some(ms_since(t0)),
-            notes: vec!["kill -9 of the gateway, started again at once; recovered = its /healthz answers (table loaded)".into()],
+            notes: vec![format!("kill -9 of the gateway, started again at once ({attempts} start(s): a start whose free port an outgoing connection held exits and is retried); recovered = its /healthz answers (table loaded)")],
         })
     };
     let mut fault = window(ctx, false, ctx.timing.after, inject).await?;
@@ -804,6 +828,8 @@ async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> 
         let t0 = Instant::now();
         tokio::time::sleep(down).await;
         let mut command = std::process::Command::new(&exe);
+        // Debian's binary dispatches on its name (`redis-check-rdb` is the same file).
+        std::os::unix::process::CommandExt::arg0(&mut command, "redis-server");
         command.args([
             "--port",
             &port.to_string(),
