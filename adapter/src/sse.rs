@@ -221,6 +221,34 @@ impl Parser {
     }
 }
 
+/// One event of a complete body, with its data read as JSON where it is JSON (and kept
+/// as a JSON string otherwise).
+#[derive(Debug, Clone)]
+pub struct JsonEvent {
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// Every event of a complete `text/event-stream` body, for readers that hold the whole
+/// answer at once (the tests read the hub's answers with it): [`Parser`] underneath, no
+/// cap, the last event dispatched even without its closing blank line.
+pub fn parse_json_events(body: &str) -> Vec<JsonEvent> {
+    let mut parser = Parser::new();
+    let mut events = Vec::new();
+    let mut push = |e: Event| {
+        events.push(JsonEvent {
+            data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::String(e.data)),
+            event: e.name,
+        })
+    };
+    // No cap, so feeding cannot fail.
+    let _ = parser.feed(body.as_bytes(), &mut push);
+    if let Some(last) = parser.finish() {
+        push(last);
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,6 @@ pub mod python;
 pub mod raw_http;
 pub mod redis_server;
 pub mod sentinel;
-pub mod sse;
 pub mod wait;
 
 pub use cluster::RedisCluster;
@@ -20,7 +19,6 @@ pub use mock_api::MockApi;
 pub use process::{bin_path, kill_processes_with_arg, ChildProcess};
 pub use redis_server::RedisServer;
 pub use sentinel::SentinelSetup;
-pub use sse::{parse_sse, SseEvent};
 pub use wait::{wait_until, wait_until_async};
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -136,7 +136,7 @@ impl WorkerHarness {
     }
 }
 
-pub use mcp_testkit::{parse_sse, SseEvent};
+pub use mcp_adapter::sse::{parse_json_events as parse_sse, JsonEvent as SseEvent};
 
 /// A tool bound to the mock's echo endpoint.
 pub fn echo_tool(name: &str, method: &str, template: &str, mapping: Value, schema: Value) -> Value {
