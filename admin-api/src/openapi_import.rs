@@ -417,6 +417,7 @@ fn operation_tool(
         input_schema,
         response_mapping: None,
         active: true,
+        retry: None,
         extra: Map::new(),
     };
     Ok((tool, warnings))

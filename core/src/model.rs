@@ -36,6 +36,13 @@ pub struct ServerConfig {
     /// Number of worker processes for this server (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
+    /// Retries of failed REST calls (absent: no retries). A tool's own `retry`
+    /// overrides it field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// The circuit breaker in front of this REST API (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     #[schema(ignore)]
@@ -133,9 +140,92 @@ pub struct ToolBinding {
     pub response_mapping: Option<ResponseMapping>,
     #[serde(default = "default_true")]
     pub active: bool,
+    /// This tool's overrides of the server's `retry`, field by field (`idempotent: true`
+    /// lets a POST or PATCH be retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     #[serde(flatten)]
     #[schema(ignore)]
     pub extra: Map<String, Value>,
+}
+
+/// When a failed REST call is tried again: on a connect error, a timeout of one attempt
+/// or HTTP 502/503/504, for GET, HEAD, PUT and DELETE (POST and PATCH only when
+/// `idempotent` is true), with exponential back-off and jitter, `Retry-After` honoured,
+/// within the call's `timeoutMs`. Every field is optional: the defaults (or the server's
+/// values, for a tool) fill in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default 3; 1 turns retries off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Back-off before the first retry, doubled before each next one (default 100 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_delay_ms: Option<u64>,
+    /// Longest back-off (default 2000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u64>,
+    /// Retries allowed, as a percentage of first attempts (default 20: at most 20%
+    /// extra calls, plus a reserve of 10 retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<u32>,
+    /// Time allowed for one attempt (default: the whole `timeoutMs`, so a timeout is
+    /// not retried); shorter lets a timed-out attempt be tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_timeout_ms: Option<u64>,
+    /// True: the call may be repeated safely even for POST/PATCH. False: never retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+}
+
+impl RetryConfig {
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+    pub const MAX_ATTEMPTS: u32 = 10;
+    pub const DEFAULT_BASE_DELAY_MS: u64 = 100;
+    pub const DEFAULT_MAX_DELAY_MS: u64 = 2_000;
+    pub const DEFAULT_BUDGET_PERCENT: u32 = 20;
+
+    /// `self`'s fields where set, else `base`'s.
+    pub fn or(self, base: RetryConfig) -> RetryConfig {
+        RetryConfig {
+            max_attempts: self.max_attempts.or(base.max_attempts),
+            base_delay_ms: self.base_delay_ms.or(base.base_delay_ms),
+            max_delay_ms: self.max_delay_ms.or(base.max_delay_ms),
+            budget_percent: self.budget_percent.or(base.budget_percent),
+            attempt_timeout_ms: self.attempt_timeout_ms.or(base.attempt_timeout_ms),
+            idempotent: self.idempotent.or(base.idempotent),
+        }
+    }
+}
+
+/// The circuit breaker: after `failureThreshold` consecutive failed attempts
+/// (connect errors, timeouts, HTTP 5xx) it opens and calls fail at once with
+/// `circuit_open`; after `coolDownMs` one probe call goes through (half-open): success
+/// closes it, failure opens it again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the breaker (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Time open before a probe (default 30000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cool_down_ms: Option<u64>,
+}
+
+impl CircuitBreakerConfig {
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+    pub const DEFAULT_COOL_DOWN_MS: u64 = 30_000;
+
+    pub fn failure_threshold(&self) -> u32 {
+        self.failure_threshold
+            .unwrap_or(Self::DEFAULT_FAILURE_THRESHOLD)
+    }
+
+    pub fn cool_down_ms(&self) -> u64 {
+        self.cool_down_ms.unwrap_or(Self::DEFAULT_COOL_DOWN_MS)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -11,8 +11,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::model::{
-    path_placeholders, Auth, AuthKind, HttpMethod, ParamMapping, ResponseMapping, ServerConfig,
-    ToolBinding,
+    path_placeholders, Auth, AuthKind, CircuitBreakerConfig, HttpMethod, ParamMapping,
+    ResponseMapping, RetryConfig, ServerConfig, ToolBinding,
 };
 
 /// One thing wrong with a registration.
@@ -137,7 +137,66 @@ pub fn validate_server(server_id: &str, server: &ServerConfig) -> Vec<Problem> {
             ));
         }
     }
+    if let Some(retry) = &server.retry {
+        validate_retry(retry, &mut problems);
+    }
+    if let Some(breaker) = &server.circuit_breaker {
+        if breaker.failure_threshold == Some(0) {
+            problems.push(Problem::new(
+                "circuitBreaker.failureThreshold",
+                "must be at least 1",
+            ));
+        }
+        if breaker
+            .cool_down_ms
+            .is_some_and(|ms| !(1..=MAX_TIMEOUT_MS * 10).contains(&ms))
+        {
+            problems.push(Problem::new(
+                "circuitBreaker.coolDownMs",
+                format!("must be between 1 and {}", MAX_TIMEOUT_MS * 10),
+            ));
+        }
+    }
     problems
+}
+
+/// Range checks of a server's or a tool's `retry`.
+fn validate_retry(retry: &RetryConfig, problems: &mut Vec<Problem>) {
+    if retry
+        .max_attempts
+        .is_some_and(|n| !(1..=RetryConfig::MAX_ATTEMPTS).contains(&n))
+    {
+        problems.push(Problem::new(
+            "retry.maxAttempts",
+            format!("must be between 1 and {}", RetryConfig::MAX_ATTEMPTS),
+        ));
+    }
+    for (name, value) in [
+        ("retry.baseDelayMs", retry.base_delay_ms),
+        ("retry.maxDelayMs", retry.max_delay_ms),
+    ] {
+        if value.is_some_and(|ms| ms > MAX_TIMEOUT_MS) {
+            problems.push(Problem::new(
+                name,
+                format!("must be at most {MAX_TIMEOUT_MS}"),
+            ));
+        }
+    }
+    if retry
+        .attempt_timeout_ms
+        .is_some_and(|ms| !(1..=MAX_TIMEOUT_MS).contains(&ms))
+    {
+        problems.push(Problem::new(
+            "retry.attemptTimeoutMs",
+            format!("must be between 1 and {MAX_TIMEOUT_MS}"),
+        ));
+    }
+    if retry.budget_percent.is_some_and(|p| p > 100) {
+        problems.push(Problem::new(
+            "retry.budgetPercent",
+            "must be between 0 and 100",
+        ));
+    }
 }
 
 pub fn validate_tool(tool: &ToolBinding) -> Vec<Problem> {
@@ -218,6 +277,9 @@ pub fn validate_tool(tool: &ToolBinding) -> Vec<Problem> {
             ));
         }
     }
+    if let Some(retry) = &tool.retry {
+        validate_retry(retry, &mut problems);
+    }
     problems
 }
 
@@ -247,6 +309,8 @@ const SERVER_FIELDS: &[FieldSpec] = &[
     field::<bool>("active"),
     field::<Option<u64>>("timeoutMs"),
     field::<Option<u32>>("replicas"),
+    field::<Option<RetryConfig>>("retry"),
+    field::<Option<CircuitBreakerConfig>>("circuitBreaker"),
 ];
 
 /// The fields of [`ToolBinding`] as its JSON spells them.
@@ -265,6 +329,7 @@ const TOOL_FIELDS: &[FieldSpec] = &[
     field::<Value>("inputSchema"),
     field::<Option<ResponseMapping>>("responseMapping"),
     field::<bool>("active"),
+    field::<Option<RetryConfig>>("retry"),
 ];
 
 const fn field<T: DeserializeOwned>(name: &'static str) -> FieldSpec {
@@ -596,12 +661,14 @@ mod tests {
     fn the_field_lists_name_every_field_of_the_model() {
         let server: ServerConfig = serde_json::from_value(json!({
             "name": "n", "baseUrl": "http://x", "auth": {"type": "bearer", "value": "v"},
-            "defaultHeaders": {"A": "b"}, "active": true, "timeoutMs": 1, "replicas": 1
+            "defaultHeaders": {"A": "b"}, "active": true, "timeoutMs": 1, "replicas": 1,
+            "retry": {"maxAttempts": 2}, "circuitBreaker": {"failureThreshold": 3}
         }))
         .expect("server");
         let tool: ToolBinding = serde_json::from_value(json!({
             "name": "t", "description": "d", "method": "GET", "pathTemplate": "/x",
-            "paramMapping": {"query": {"q": "q"}}, "responseMapping": {"pick": "$.a"}
+            "paramMapping": {"query": {"q": "q"}}, "responseMapping": {"pick": "$.a"},
+            "retry": {"idempotent": true}
         }))
         .expect("tool");
         let keys = |value: serde_json::Value| -> Vec<String> {
@@ -618,6 +685,47 @@ mod tests {
             keys(serde_json::to_value(&tool).expect("json")),
             names(TOOL_FIELDS)
         );
+    }
+
+    #[test]
+    fn retry_and_breaker_settings_are_range_checked() {
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://x",
+                "retry": {"maxAttempts": 0, "budgetPercent": 101, "attemptTimeoutMs": 0, "maxDelayMs": 700000},
+                "circuitBreaker": {"failureThreshold": 0, "coolDownMs": 0}}),
+        )
+        .expect_err("out of range");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "retry.maxAttempts",
+                "retry.maxDelayMs",
+                "retry.attemptTimeoutMs",
+                "retry.budgetPercent",
+                "circuitBreaker.failureThreshold",
+                "circuitBreaker.coolDownMs"
+            ]
+        );
+        let problems = parse_server("s", json!({"baseUrl": "http://x", "retry": {"tries": 2}}))
+            .expect_err("unknown retry field");
+        assert_eq!(problems[0].field, "retry.tries", "{problems:?}");
+        let tool = parse_tool(
+            json!({"name": "t", "method": "POST", "retry": {"idempotent": true, "maxAttempts": 4}}),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(
+            tool.retry.map(|r| (r.idempotent, r.max_attempts)),
+            Some((Some(true), Some(4)))
+        );
+        let problems = parse_tool(
+            json!({"name": "t", "method": "GET", "retry": {"maxAttempts": 11}}),
+            None,
+        )
+        .expect_err("too many attempts");
+        assert_eq!(problems[0].field, "retry.maxAttempts");
     }
 
     #[test]
