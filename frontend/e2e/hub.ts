@@ -1,13 +1,15 @@
-// Starts a whole hub for the browser suite, the way the Rust end-to-end tests do: a
-// real redis-server on a free port, the mock REST API, mcp-admin (serving this
-// folder's build), mcp-supervisor (which spawns real mcp-worker processes) and
-// mcp-gateway in front, all on free ports under a unique key prefix, each logging to
-// its own file. `stop()` ends them all (each runs in its own process group).
+// Starts a whole hub for the browser suite with the one hub launcher of the Rust tests
+// (`mcp-test-hub`, testkit/src/bin/test_hub.rs over `mcp_testkit::hub`): a real
+// redis-server on a free port, the mock REST API, mcp-admin (serving this folder's
+// build), mcp-supervisor (which spawns real mcp-worker processes) and mcp-gateway in
+// front, all on free ports under a unique key prefix, each logging to its own file.
+// `stop()` ends them all; so does this process ending (the launcher watches its stdin).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 
 export interface Hub {
   gateway: string;
@@ -54,105 +56,81 @@ async function answers(url: string): Promise<boolean> {
   return response.ok;
 }
 
+async function stopChild(child: ChildProcess, signalGroup: boolean): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const kill = (signal: NodeJS.Signals) => {
+    try {
+      if (child.pid) process.kill(signalGroup ? -child.pid : child.pid, signal);
+    } catch {
+      // gone
+    }
+  };
+  kill('SIGTERM');
+  // The launcher stops the supervisor (and so its workers) first: give it time.
+  const timer = setTimeout(() => kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
 export async function startHub(options: { binDir: string; distDir: string; logDir: string; env?: Record<string, string> }): Promise<Hub> {
   mkdirSync(options.logDir, { recursive: true });
-  const children: ChildProcess[] = [];
-  const env = {
-    ...process.env,
-    MCP_ENV_FILE: '/nonexistent/.env',
-    MCP_LOG_FORMAT: 'json',
-    ...(options.env ?? {}),
-  };
-  const run = (name: string, command: string, args: string[], extraEnv: Record<string, string> = {}) => {
-    const log = openSync(join(options.logDir, `${name}.log`), 'a');
-    const child = spawn(command, args, {
-      env: { ...env, ...extraEnv },
-      stdio: ['ignore', log, log],
-      detached: true,
-    });
-    children.push(child);
-    return child;
-  };
+  const env = { ...process.env, MCP_ENV_FILE: '/nonexistent/.env', MCP_LOG_FORMAT: 'json', ...(options.env ?? {}) };
   const bin = (name: string) => join(options.binDir, name);
-  const stopChild = async (child: ChildProcess) => {
-    if (child.exitCode !== null || child.pid === undefined) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    try {
-      process.kill(-child.pid, 'SIGTERM');
-    } catch {
-      return;
-    }
-    const timer = setTimeout(() => {
+  const launcherLog = openSync(join(options.logDir, 'mcp-test-hub.log'), 'a');
+  const launcher = spawn(
+    bin('mcp-test-hub'),
+    [
+      '--log-dir', options.logDir,
+      `--admin-flag=--dashboard-dir=${options.distDir}`,
+      '--supervisor-flag=--supervisor-id=sup-e2e',
+      '--supervisor-flag=--orphan-timeout=5s',
+      ...Object.entries(options.env ?? {}).map(([k, v]) => `--env=${k}=${v}`),
+    ],
+    { env, stdio: ['pipe', 'pipe', launcherLog] },
+  );
+  const urls = await new Promise<Record<string, string>>((resolve, reject) => {
+    const lines = createInterface({ input: launcher.stdout! });
+    const timer = setTimeout(() => reject(new Error('mcp-test-hub did not report within 60 s (see mcp-test-hub.log)')), 60_000);
+    lines.once('line', (line) => {
+      clearTimeout(timer);
       try {
-        if (child.pid) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // gone
+        resolve(JSON.parse(line));
+      } catch (err) {
+        reject(new Error(`mcp-test-hub printed ${line}: ${String(err)}`));
       }
-    }, 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-
-  const redisPort = await freePort();
-  run('redis', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  const redisUrl = `redis://127.0.0.1:${redisPort}`;
-  const prefix = `e2e${process.pid}${Date.now().toString(36)}`;
-  const common = ['--redis-url', redisUrl, '--key-prefix', prefix];
-
-  const mockPort = await freePort();
-  run('mock-api', bin('mcp-mock-api'), ['--listen', `127.0.0.1:${mockPort}`]);
-  const mock = `http://127.0.0.1:${mockPort}`;
-  await waitFor('the mock REST API', 20_000, () => answers(`${mock}/healthz`));
-
-  const adminPort = await freePort();
-  const metricsPort = await freePort();
-  const metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-  const adminArgs = (port: number) => [...common, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', options.distDir, '--gateway-metrics-url', metricsUrl];
-  run('admin', bin('mcp-admin'), adminArgs(adminPort));
-  const admin = `http://127.0.0.1:${adminPort}`;
-  await waitFor('the admin API', 20_000, () => answers(`${admin}/healthz`));
-
-  const basePort = 21_000 + (process.pid % 40) * 100;
-  run('supervisor', bin('mcp-supervisor'), [
-    ...common,
-    '--supervisor-id', 'sup-e2e',
-    '--base-port', String(basePort),
-    '--port-count', '100',
-    '--worker-bin', bin('mcp-worker'),
-    '--stop-workers-on-exit', 'true',
-    '--orphan-timeout', '5s',
-    '--stop-timeout', '2s',
-  ]);
-
-  const gatewayPort = await freePort();
-  run('gateway', bin('mcp-gateway'), [
-    ...common,
-    '--listen', `127.0.0.1:${gatewayPort}`,
-    '--metrics-listen', `127.0.0.1:${metricsPort}`,
-    '--admin-upstream', `127.0.0.1:${adminPort}`,
-    '--grace-period-secs', '1',
-  ]);
-  const gateway = `http://127.0.0.1:${gatewayPort}`;
-  await waitFor('the gateway', 30_000, () => answers(`${gateway}/healthz`));
+    });
+    launcher.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`mcp-test-hub exited with ${code} before the hub was up (see ${options.logDir}/mcp-test-hub.log)`));
+    });
+  });
+  const extra: ChildProcess[] = [];
 
   return {
-    gateway,
-    admin,
-    mock,
-    redisUrl,
-    prefix,
-    metricsUrl,
+    gateway: urls.gateway,
+    admin: urls.admin,
+    mock: urls.mock,
+    redisUrl: urls.redisUrl,
+    prefix: urls.prefix,
+    metricsUrl: urls.metricsUrl,
     logDir: options.logDir,
     async startTokenAdmin(token: string) {
       const port = await freePort();
-      const child = run('admin-token', bin('mcp-admin'), adminArgs(port), { MCP_ADMIN_TOKEN: token });
+      const log = openSync(join(options.logDir, 'admin-token.log'), 'a');
+      const child = spawn(
+        bin('mcp-admin'),
+        ['--redis-url', urls.redisUrl, '--key-prefix', urls.prefix, '--listen', `127.0.0.1:${port}`, '--dashboard-dir', options.distDir, '--gateway-metrics-url', urls.metricsUrl],
+        { env: { ...env, MCP_ADMIN_TOKEN: token }, stdio: ['ignore', log, log], detached: true },
+      );
+      extra.push(child);
       const url = `http://127.0.0.1:${port}`;
       await waitFor('the admin API with a token', 20_000, () => answers(`${url}/healthz`));
-      return { url, stop: () => stopChild(child) };
+      return { url, stop: () => stopChild(child, true) };
     },
     async stop() {
-      // The gateway and the supervisor first (it stops its workers), Redis last.
-      for (const child of [...children].reverse()) await stopChild(child);
+      for (const child of extra) await stopChild(child, true);
+      await stopChild(launcher, false);
     },
   };
 }

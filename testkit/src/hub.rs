@@ -1,7 +1,8 @@
 //! Owns starting a whole hub: a real `redis-server` on a free port, the mock REST API
 //! (`mcp-mock-api`), `mcp-admin`, `mcp-supervisor` (and its workers) and `mcp-gateway`,
 //! on free ports under a unique key prefix. The one launcher of the end-to-end tests
-//! (gateway), the benchmark hubs and `mcp-loadtest hub` (loadtest). (The supervisor
+//! (gateway), the benchmark hubs and `mcp-loadtest hub` (loadtest), and, through
+//! `mcp-test-hub`, the dashboard's browser suite. (The supervisor
 //! tests start no hub: only a Redis and the supervisors under test.) Dropping a [`Hub`]
 //! stops all of it, workers included (they carry the prefix on their command line).
 
@@ -37,6 +38,9 @@ pub struct HubOptions {
     pub supervisor_flags: BTreeMap<String, String>,
     /// Flags of the gateway, over those every hub sets (listeners, admin upstream).
     pub gateway_flags: BTreeMap<String, String>,
+    /// Flags of the admin API, over those every hub sets (listener, seed, the gateway's
+    /// metrics URL), such as `--dashboard-dir`.
+    pub admin_flags: BTreeMap<String, String>,
     /// Worker ports reserved for the supervisor (see [`crate::port_range`]).
     pub worker_ports: u16,
 }
@@ -77,6 +81,7 @@ impl HubOptions {
                 ("--grace-period-secs", "1"),
                 ("--worker-wait", "10s"),
             ]),
+            admin_flags: BTreeMap::new(),
             worker_ports: crate::PORT_BLOCK,
         }
     }
@@ -102,6 +107,7 @@ impl HubOptions {
                 ("--stop-workers-on-exit", "true"),
             ]),
             gateway_flags: flags(&[("--threads", "0"), ("--grace-period-secs", "1")]),
+            admin_flags: BTreeMap::new(),
             worker_ports: u16::try_from(worker_max * 3 + 100).unwrap_or(u16::MAX),
         }
     }
@@ -164,8 +170,16 @@ impl Hub {
         wait_healthy(&mock_addr, "the mock REST API").await?;
 
         let admin_addr = format!("127.0.0.1:{}", crate::free_port());
+        // The gateway's metrics listener, chosen now so the admin API knows where to
+        // read the gateway's figures (`GET /api/metrics`, the dashboard).
+        let metrics_addr = format!("127.0.0.1:{}", crate::free_port());
         let mut admin = common("mcp-admin");
         admin.args(["--listen", &admin_addr]);
+        admin.args([
+            "--gateway-metrics-url",
+            &format!("http://{metrics_addr}/metrics"),
+        ]);
+        admin.args(options.admin_flags.iter().flat_map(|(k, v)| [k, v]));
         if let Some(seed) = &options.seed {
             admin
                 .arg("--seed")
@@ -191,7 +205,15 @@ impl Hub {
             None
         };
 
-        let started = start_gateway(&options, &redis, &prefix, &admin_addr, &BTreeMap::new()).await;
+        let started = start_gateway(
+            &options,
+            &redis,
+            &prefix,
+            &admin_addr,
+            Some(metrics_addr),
+            &BTreeMap::new(),
+        )
+        .await;
         let (gateway, gateway_url, metrics_url) = match started {
             Ok(started) => started,
             Err(err) => {
@@ -229,6 +251,7 @@ impl Hub {
             &self.redis,
             &self.prefix,
             &self.admin_addr,
+            None,
             extra,
         )
         .await
@@ -269,10 +292,11 @@ async fn start_gateway(
     redis: &RedisServer,
     prefix: &str,
     admin_addr: &str,
+    metrics: Option<String>,
     extra: &BTreeMap<String, String>,
 ) -> anyhow::Result<(ChildProcess, String, String)> {
     let listen = format!("127.0.0.1:{}", crate::free_port());
-    let metrics = format!("127.0.0.1:{}", crate::free_port());
+    let metrics = metrics.unwrap_or_else(|| format!("127.0.0.1:{}", crate::free_port()));
     let mut flags = options.gateway_flags.clone();
     if !options.workers {
         flags

@@ -164,7 +164,7 @@ fn binaries(dir: &str) -> Vec<(String, String)> {
 
 /// The binaries that, as the map says, use neither the shared config parse nor the log
 /// set-up.
-const TOOLS: &[&str] = &["mcp-loadtest", "mcp-mock-api"];
+const TOOLS: &[&str] = &["mcp-loadtest", "mcp-mock-api", "mcp-test-hub"];
 
 #[test]
 fn every_hub_binary_starts_through_the_shared_config_parse_and_log_init() {
