@@ -76,13 +76,80 @@ pub struct Config {
     /// On SIGTERM, stop the workers too (default: leave them for a rolling restart).
     #[arg(long, env = "MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT", default_value_t = false, action = ArgAction::Set)]
     pub stop_workers_on_exit: bool,
+    /// How workers run: `process` (local processes, the default) or `kubernetes` (one
+    /// Deployment per server in `MCP_K8S_NAMESPACE`; see docs/SCALING.md).
+    #[arg(long, env = "MCP_WORKER_BACKEND", value_enum, default_value_t = Backend::Process)]
+    pub backend: Backend,
+    /// Kubernetes: the namespace of the worker Deployments (default: the supervisor's own
+    /// namespace in a pod, else `default`).
+    #[arg(long, env = "MCP_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// Kubernetes: the workers' image (the repo's Dockerfile builds one with every binary).
+    #[arg(long, env = "MCP_K8S_WORKER_IMAGE", default_value = "mcp-hub:latest")]
+    pub k8s_worker_image: String,
+    /// Kubernetes: the workers' `imagePullPolicy`.
+    #[arg(
+        long,
+        env = "MCP_K8S_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub k8s_image_pull_policy: String,
+    /// Kubernetes: the workers' service account (default: the namespace's default).
+    #[arg(long, env = "MCP_K8S_SERVICE_ACCOUNT")]
+    pub k8s_service_account: Option<String>,
+    /// Kubernetes: the port workers listen on in their pods.
+    #[arg(long, env = "MCP_K8S_WORKER_PORT", default_value_t = 9100)]
+    pub k8s_worker_port: u16,
+    /// Kubernetes: the workers' CPU request (e.g. `100m`); unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_CPU_REQUEST")]
+    pub k8s_cpu_request: Option<String>,
+    /// Kubernetes: the workers' memory request (e.g. `32Mi`); unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_MEMORY_REQUEST")]
+    pub k8s_memory_request: Option<String>,
+    /// Kubernetes: the workers' CPU limit; unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_CPU_LIMIT")]
+    pub k8s_cpu_limit: Option<String>,
+    /// Kubernetes: the workers' memory limit; unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_MEMORY_LIMIT")]
+    pub k8s_memory_limit: Option<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
 
+/// `MCP_WORKER_BACKEND`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Process,
+    Kubernetes,
+}
+
 impl Config {
+    /// The Kubernetes backend's settings.
+    pub fn kube_settings(&self) -> crate::kubernetes::KubeSettings {
+        let namespace = self.k8s_namespace.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                .map(|n| n.trim().to_owned())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_owned())
+        });
+        crate::kubernetes::KubeSettings {
+            namespace,
+            image: self.k8s_worker_image.clone(),
+            image_pull_policy: self.k8s_image_pull_policy.clone(),
+            service_account: self.k8s_service_account.clone(),
+            worker_port: self.k8s_worker_port,
+            cpu_request: self.k8s_cpu_request.clone(),
+            memory_request: self.k8s_memory_request.clone(),
+            cpu_limit: self.k8s_cpu_limit.clone(),
+            memory_limit: self.k8s_memory_limit.clone(),
+            redis_url: self.redis.redis_url.clone(),
+            key_prefix: self.redis.key_prefix.clone(),
+        }
+    }
+
     /// The id, defaulting to the host name.
     pub fn supervisor_id(&self) -> String {
         self.supervisor_id.clone().unwrap_or_else(|| {
@@ -111,7 +178,7 @@ impl Config {
             }
         }
         let bin = self.worker_bin();
-        if self.enabled && !bin.is_file() {
+        if self.enabled && self.backend == Backend::Process && !bin.is_file() {
             return Err(format!(
                 "worker binary {} not found (set MCP_SUPERVISOR_WORKER_BIN)",
                 bin.display()
@@ -121,6 +188,15 @@ impl Config {
             return Err(
                 "MCP_WORKER_BASE_PORT + MCP_WORKER_PORT_COUNT must stay within 1..65535".into(),
             );
+        }
+        if !matches!(
+            self.k8s_image_pull_policy.as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        ) {
+            return Err("MCP_K8S_IMAGE_PULL_POLICY must be Always, IfNotPresent or Never".into());
+        }
+        if self.k8s_worker_port == 0 {
+            return Err("MCP_K8S_WORKER_PORT must not be 0".into());
         }
         if self.base_port == 0 {
             return Err("MCP_WORKER_BASE_PORT must not be 0".into());

@@ -7,12 +7,14 @@
 //! backend, runs the plan, renews leases), [`slot`] (one worker's life as an actor),
 //! [`status`] (the state machine every record write passes), [`backend`] (start, signal,
 //! observe a worker: the seam a second way to run workers plugs into), [`process`] (the
-//! local-process backend's spawn, signals, `/proc`), [`health`] (`/healthz` probes).
+//! local-process backend's spawn, signals, `/proc`), [`health`] (`/healthz` probes),
+//! [`kubernetes`] (`MCP_WORKER_BACKEND=kubernetes`: Deployments and pods instead of processes).
 #![forbid(unsafe_code)]
 
 pub mod backend;
 pub mod config;
 pub mod health;
+pub mod kubernetes;
 pub mod plan;
 pub mod process;
 pub mod slot;
@@ -70,6 +72,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         return Ok(());
     }
     let registry = config.redis.registry()?;
+    if config.backend == config::Backend::Kubernetes {
+        let settings = config.kube_settings();
+        let cluster = kubernetes::KubeCluster::connect(&settings.namespace)
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+        tracing::info!(event = "supervisor.started", backend = "kubernetes", supervisor_id = %config.supervisor_id(),
+            namespace = %settings.namespace, image = %settings.image, pid = std::process::id());
+        kubernetes::run(
+            registry,
+            Arc::new(cluster),
+            settings,
+            config.supervisor_id(),
+            config.reconcile_interval,
+            shutdown,
+        )
+        .await;
+        tracing::info!(event = "supervisor.stopped");
+        return Ok(());
+    }
     let ctx = Arc::new(Ctx {
         registry: registry.clone(),
         supervisor_id: config.supervisor_id(),
