@@ -15,7 +15,8 @@
 //!
 //! Layout: [`tool`] (compiling bindings), [`invoke`] (checks and one call), [`http`]
 //! (the HTTP adapter: request building, the keep-alive connection [`http::pool`],
-//! response reading), [`events`] (the call's SSE frames), [`sse`] (the one Server-Sent
+//! response reading, retries and the circuit breaker), [`resilience`] (the retry and
+//! breaker decisions, pure state machines), [`events`] (the call's SSE frames), [`sse`] (the one Server-Sent
 //! Events parser of the workspace).
 //!
 //! What it must not do: no Redis, no process logic, no HTTP server. It is the only code
@@ -25,5 +26,6 @@
 pub mod events;
 pub mod http;
 pub mod invoke;
+pub mod resilience;
 pub mod sse;
 pub mod tool;

@@ -29,7 +29,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use mcp_core::model::{ServerConfig, ToolBinding};
+use mcp_core::model::{CircuitBreakerConfig, ServerConfig, ToolBinding};
+use std::sync::atomic::Ordering;
+
+use crate::resilience::{
+    Admission, Breaker, BreakerState, Failure, Guard, Guards, NoRetry, RetryPolicy, Transition,
+};
 
 /// The cause of a transport failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,6 +64,9 @@ pub enum Error {
     /// The consumer of the deltas went away (the caller disconnected).
     #[error("the caller went away")]
     Cancelled,
+    /// The server's circuit breaker is open: the call failed fast, without a request.
+    #[error("the circuit breaker of this REST API is open after {failures} consecutive failures; calls fail fast for {retry_in_ms} ms more")]
+    CircuitOpen { retry_in_ms: u64, failures: u32 },
 }
 
 impl Error {
@@ -73,6 +81,7 @@ impl Error {
             Error::TooLarge(_) => "upstream_too_large",
             Error::InvalidJson(_) => "upstream_invalid_json",
             Error::Cancelled => "cancelled",
+            Error::CircuitOpen { .. } => "circuit_open",
         }
     }
 
@@ -172,6 +181,8 @@ pub struct HttpAdapter {
     /// An `Arc` inside: clones share the idle connections.
     pool: pool::Pool,
     settings: Settings,
+    /// Each server's retry budget and circuit breaker, shared by clones.
+    guards: Arc<Guards>,
 }
 
 impl HttpAdapter {
@@ -180,7 +191,16 @@ impl HttpAdapter {
             connector(settings.connect_timeout)?,
             settings.pool_max_idle_per_host,
         );
-        Ok(HttpAdapter { pool, settings })
+        Ok(HttpAdapter {
+            pool,
+            settings,
+            guards: Arc::default(),
+        })
+    }
+
+    /// The retry budget, breaker and counters of `server_id` (created on first use).
+    pub fn guard(&self, server_id: &str) -> Arc<Guard> {
+        self.guards.get(server_id)
     }
 
     /// Calls the tool's endpoint and pushes each output delta into `deltas` as it is
@@ -214,7 +234,21 @@ impl HttpAdapter {
             );
         }
         let started = Instant::now();
-        let result = self.send_and_read(built, pick, timeout_ms, deltas).await;
+        let policy = RetryPolicy::of(server, tool);
+        let result = match (policy, server.circuit_breaker.as_ref()) {
+            // Neither configured: the call as it always was.
+            (None, None) => self.send_and_read(built, pick, timeout_ms, deltas).await,
+            (policy, breaker) => {
+                let ids = CallIds {
+                    request_id,
+                    server_id,
+                    tool: tool.name.as_str(),
+                    method: method.as_str(),
+                };
+                self.guarded(built, pick, timeout_ms, deltas, policy, breaker, ids)
+                    .await
+            }
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match &result {
             Ok(outcome) if log_success => {
@@ -249,6 +283,168 @@ impl HttpAdapter {
             }
         }
         result
+    }
+
+    /// One call with retries (`policy`) and the breaker (`breaker`), either optional:
+    /// every attempt asks the breaker first and reports to it after; a failed attempt
+    /// is tried again while [`RetryPolicy::decide`] and the budget allow, all within
+    /// the call's `timeout_ms`. Logs `tool.http.retry`, `tool.http.retry.skipped` and the
+    /// breaker's `tool.circuit.open|half_open|closed`.
+    #[allow(clippy::too_many_arguments)]
+    async fn guarded(
+        &self,
+        built: request::Built,
+        pick: Option<&serde_json_path::JsonPath>,
+        timeout_ms: u64,
+        deltas: &mpsc::Sender<Delta>,
+        policy: Option<RetryPolicy>,
+        breaker: Option<&CircuitBreakerConfig>,
+        ids: CallIds<'_>,
+    ) -> Result<Outcome, Error> {
+        let guard = self.guards.get(ids.server_id);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        if let Some(policy) = &policy {
+            guard.budget.deposit(policy.budget_percent);
+        }
+        let mut built = Some(built);
+        let mut last_error: Option<Error> = None;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let mut probe = None;
+            if let Some(config) = breaker {
+                match guard.breaker.admit(config, Instant::now()) {
+                    Admission::Pass => {}
+                    Admission::Probe(transition) => {
+                        log_transition(transition, &ids);
+                        probe = Some(ProbeToken {
+                            breaker: &guard.breaker,
+                            config,
+                        });
+                    }
+                    Admission::Reject { retry_in, failures } => {
+                        guard.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(last_error.unwrap_or(Error::CircuitOpen {
+                            retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                            failures,
+                        }));
+                    }
+                }
+            }
+            let more = policy.is_some_and(|p| p.repeatable && attempts < p.max_attempts);
+            let request = if more { built.clone() } else { built.take() };
+            let Some(request) = request else {
+                return Err(last_error.unwrap_or(Error::Cancelled));
+            };
+            let (attempt_deadline, attempt_ms) = match policy.and_then(|p| p.attempt_timeout) {
+                Some(limit) => {
+                    let ends = (tokio::time::Instant::now() + limit).min(deadline);
+                    (
+                        ends,
+                        u64::try_from(limit.as_millis())
+                            .unwrap_or(timeout_ms)
+                            .min(timeout_ms),
+                    )
+                }
+                None => (deadline, timeout_ms),
+            };
+            let answer = self.send(request, attempt_deadline, attempt_ms).await;
+            let (result, retry_after, before_output) = match answer {
+                Err(err) => (Err(err), None, true),
+                Ok(answer) => {
+                    let retry_after = answer.retry_after();
+                    let status = answer.status();
+                    let read =
+                        response::read(answer, pick, self.settings.max_response_bytes, deltas)
+                            .await;
+                    // An error status is read before any delta goes out.
+                    (read, retry_after, status >= 400)
+                }
+            };
+            let failure = result.as_ref().err().and_then(failure_of);
+            if let Some(config) = breaker {
+                match (&result, probe.take()) {
+                    // No verdict on the REST API: a probe lets the next call probe.
+                    (Err(Error::Cancelled | Error::Request(_)), Some(token)) => drop(token),
+                    (_, token) => {
+                        let was_probe = token.is_some();
+                        if let Some(token) = token {
+                            std::mem::forget(token);
+                        }
+                        let transition =
+                            guard
+                                .breaker
+                                .record(config, failure, was_probe, Instant::now());
+                        if let Some(transition) = transition {
+                            if transition.to == BreakerState::Open {
+                                guard.opened.fetch_add(1, Ordering::Relaxed);
+                            }
+                            log_transition(transition, &ids);
+                        }
+                    }
+                }
+            }
+            let err = match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(err) => err,
+            };
+            let (Some(policy), Some(failure), true) = (policy, failure, before_output) else {
+                return Err(err);
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let jitter = std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                (ids.request_id, attempts),
+            );
+            let decision = policy
+                .decide(attempts, failure, retry_after, remaining, jitter)
+                .and_then(|wait| {
+                    if guard.budget.try_spend() {
+                        Ok(wait)
+                    } else {
+                        Err(NoRetry::Budget)
+                    }
+                });
+            match decision {
+                Ok(wait) => {
+                    guard.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        event = "tool.http.retry",
+                        request_id = ids.request_id,
+                        server = ids.server_id,
+                        tool = ids.tool,
+                        method = ids.method,
+                        attempt = attempts + 1,
+                        max_attempts = policy.max_attempts,
+                        failure = failure.as_str(),
+                        status = err.upstream_status(),
+                        code = err.code(),
+                        delay = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        retry_after = retry_after.map(|d| d.as_secs())
+                    );
+                    tokio::time::sleep(wait).await;
+                    last_error = Some(err);
+                }
+                Err(NoRetry::NotRetryable) => return Err(err),
+                Err(reason) => {
+                    if reason == NoRetry::Budget {
+                        guard.budget_refusals.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::warn!(
+                        event = "tool.http.retry.skipped",
+                        request_id = ids.request_id,
+                        server = ids.server_id,
+                        tool = ids.tool,
+                        method = ids.method,
+                        attempts,
+                        reason = reason.as_str(),
+                        failure = failure.as_str(),
+                        code = err.code()
+                    );
+                    return Err(err);
+                }
+            }
+        }
     }
 
     async fn send_and_read(
@@ -362,6 +558,58 @@ impl HttpAdapter {
             }
             url = next;
             followed += 1;
+        }
+    }
+}
+
+/// Who a guarded call is, for its log events.
+struct CallIds<'a> {
+    request_id: &'a str,
+    server_id: &'a str,
+    tool: &'a str,
+    method: &'a str,
+}
+
+/// The half-open probe in flight: dropped without a verdict (the call's future dropped
+/// when the caller went away), it lets the next call probe instead of leaving the
+/// breaker half-open for good.
+struct ProbeToken<'a> {
+    breaker: &'a Breaker,
+    config: &'a CircuitBreakerConfig,
+}
+
+impl Drop for ProbeToken<'_> {
+    fn drop(&mut self) {
+        self.breaker.abandon_probe(self.config, Instant::now());
+    }
+}
+
+fn log_transition(transition: Transition, ids: &CallIds<'_>) {
+    let event = match transition.to {
+        BreakerState::Open => "tool.circuit.open",
+        BreakerState::HalfOpen => "tool.circuit.half_open",
+        BreakerState::Closed => "tool.circuit.closed",
+    };
+    tracing::warn!(
+        event,
+        request_id = ids.request_id,
+        server = ids.server_id,
+        tool = ids.tool,
+        from = transition.from.as_str(),
+        to = transition.to.as_str(),
+        failures = transition.failures
+    );
+}
+
+/// How the retry and breaker decisions see an error; `None`: not the REST API's doing.
+fn failure_of(err: &Error) -> Option<Failure> {
+    match err {
+        Error::Connect(_) => Some(Failure::Connect),
+        Error::Timeout(_) => Some(Failure::Timeout),
+        Error::Status { status, .. } => Some(Failure::Status(*status)),
+        Error::Transport(_) | Error::Body(_) | Error::InvalidJson(_) => Some(Failure::Other),
+        Error::Request(_) | Error::TooLarge(_) | Error::Cancelled | Error::CircuitOpen { .. } => {
+            None
         }
     }
 }

@@ -56,6 +56,18 @@ impl Answer {
         &self.headers
     }
 
+    /// The REST API's status.
+    pub(super) fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `Retry-After` it asked for, in delta-seconds.
+    pub(super) fn retry_after(&self) -> Option<std::time::Duration> {
+        self.headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| crate::resilience::parse_retry_after(value.as_bytes()))
+    }
+
     /// The declared `Content-Length`.
     fn content_length(&self) -> Option<u64> {
         self.headers
