@@ -42,5 +42,6 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/nu
 seed_args=()
 case " $* " in *" --seed "*) ;; *) seed_args=(--seed "${SCHEMATHESIS_SEED:-$RANDOM}") ;; esac
 # From the scratch folder: schemathesis keeps its cache (.schemathesis/) where it runs.
-(cd "$work" && "$venv/bin/schemathesis" run "http://127.0.0.1:$admin_port/api/openapi.json" \
+config="$PWD/scripts/schemathesis.toml"
+(cd "$work" && "$venv/bin/schemathesis" --config-file "$config" run "http://127.0.0.1:$admin_port/api/openapi.json" \
   -H "Authorization: Bearer $token" --checks all "${seed_args[@]}" "$@")

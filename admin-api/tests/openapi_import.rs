@@ -265,5 +265,5 @@ async fn cycles_and_bad_requests_are_refused_with_what_is_wrong() {
         json!({"document": "key: [unclosed", "baseUrl": "http://x"}),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 }

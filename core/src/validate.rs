@@ -304,13 +304,13 @@ const SERVER_FIELDS: &[FieldSpec] = &[
         stand_in: Some(|| Value::String(String::new())),
         ..field::<String>("baseUrl")
     },
-    field::<Auth>("auth"),
+    object_field::<Auth>("auth"),
     field::<BTreeMap<String, String>>("defaultHeaders"),
     field::<bool>("active"),
     field::<Option<u64>>("timeoutMs"),
     field::<Option<u32>>("replicas"),
-    field::<Option<RetryConfig>>("retry"),
-    field::<Option<CircuitBreakerConfig>>("circuitBreaker"),
+    object_field::<Option<RetryConfig>>("retry"),
+    object_field::<Option<CircuitBreakerConfig>>("circuitBreaker"),
 ];
 
 /// The fields of [`ToolBinding`] as its JSON spells them.
@@ -325,12 +325,32 @@ const TOOL_FIELDS: &[FieldSpec] = &[
         ..field::<HttpMethod>("method")
     },
     field::<String>("pathTemplate"),
-    field::<ParamMapping>("paramMapping"),
+    object_field::<ParamMapping>("paramMapping"),
     field::<Value>("inputSchema"),
-    field::<Option<ResponseMapping>>("responseMapping"),
+    object_field::<Option<ResponseMapping>>("responseMapping"),
     field::<bool>("active"),
-    field::<Option<RetryConfig>>("retry"),
+    object_field::<Option<RetryConfig>>("retry"),
 ];
+
+/// A field whose type is a struct: serde would also take a JSON array (the fields in
+/// order), which a registration must not be.
+const fn object_field<T: DeserializeOwned>(name: &'static str) -> FieldSpec {
+    FieldSpec {
+        name,
+        check: check_object_field::<T>,
+        stand_in: None,
+    }
+}
+
+fn check_object_field<T: DeserializeOwned>(
+    name: &str,
+    value: &Value,
+) -> (Option<Value>, Vec<Problem>) {
+    if value.is_array() {
+        return (None, vec![Problem::new(name, "must be a JSON object")]);
+    }
+    check_field::<T>(name, value)
+}
 
 const fn field<T: DeserializeOwned>(name: &'static str) -> FieldSpec {
     FieldSpec {
@@ -512,6 +532,19 @@ mod tests {
 
     fn fields(problems: &[Problem]) -> Vec<&str> {
         problems.iter().map(|p| p.field.as_str()).collect()
+    }
+
+    #[test]
+    fn a_struct_field_given_as_an_array_is_a_problem() {
+        let problems = parse_server("a", json!({"baseUrl": "http://x", "retry": [], "auth": []}))
+            .expect_err("refused");
+        assert_eq!(fields(&problems), ["auth", "retry"]);
+        let problems = parse_tool(
+            json!({"method": "GET", "paramMapping": [], "retry": [3]}),
+            Some("t"),
+        )
+        .expect_err("refused");
+        assert_eq!(fields(&problems), ["paramMapping", "retry"]);
     }
 
     #[test]

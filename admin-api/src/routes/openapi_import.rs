@@ -6,6 +6,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use mcp_core::registry::ImportMode;
+use mcp_core::validate::Problem;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -59,12 +60,17 @@ pub async fn import(
     Path(server_id): Path<String>,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Json<Report>> {
+    // serde would take an array as the fields in order.
+    if !body.is_object() {
+        return Err(ApiError::BadRequest(
+            "the import request must be a JSON object".into(),
+        ));
+    }
     let request: ImportRequest = serde_json::from_value(body)
         .map_err(|err| ApiError::BadRequest(format!("the import request is not valid: {err}")))?;
     let doc = match (request.document, &request.url) {
-        (Some(Value::String(text)), None) => {
-            openapi_import::parse_document(text.as_bytes()).map_err(ApiError::BadRequest)?
-        }
+        (Some(Value::String(text)), None) => openapi_import::parse_document(text.as_bytes())
+            .map_err(|err| invalid("document", err))?,
         (Some(doc), None) => doc,
         (None, Some(url)) => fetch(url).await?,
         _ => {
@@ -89,16 +95,19 @@ pub async fn import(
     ))
 }
 
+/// A 422 naming `field`: the request has the documented shape, but its document cannot
+/// be read or fetched.
+fn invalid(field: &str, message: String) -> ApiError {
+    ApiError::Invalid(vec![Problem::new(field, message)])
+}
+
 /// The document at `url` (http or https, 30 s, at most [`MAX_DOCUMENT_BYTES`]).
 async fn fetch(url: &str) -> Result<Value, ApiError> {
-    let parsed =
-        url::Url::parse(url).map_err(|err| ApiError::BadRequest(format!("url {url:?}: {err}")))?;
+    let parsed = url::Url::parse(url).map_err(|err| invalid("url", format!("{url:?}: {err}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ApiError::BadRequest(format!(
-            "url {url:?}: only http and https"
-        )));
+        return Err(invalid("url", format!("{url:?}: only http and https")));
     }
-    let failed = |err: String| ApiError::BadRequest(format!("fetching {url}: {err}"));
+    let failed = |err: String| invalid("url", format!("fetching {url}: {err}"));
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()

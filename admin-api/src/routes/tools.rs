@@ -78,15 +78,20 @@ pub struct Valid {
 
 /// Checks a tool as `upsert` would (every shape and value problem, the input schema
 /// compiled as the gateway compiles it) without writing anything: the dashboard's
-/// editor shows the problems before saving.
+/// editor shows the problems before saving. A server id that could never be registered
+/// is a 404, as for `upsert`.
 #[utoipa::path(post, path = "/api/tools/{id}/{tool}/validate", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
     request_body = ToolBinding,
-    responses((status = 200, body = Valid), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Valid), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn validate(
-    Path((_id, tool)): Path<(String, String)>,
+    Path((id, tool)): Path<(String, String)>,
     JsonValue(body): JsonValue,
 ) -> ApiResult<Json<Valid>> {
+    if !mcp_core::validate::is_valid_server_id(&id) {
+        return Err(ApiError::server_not_found(&id));
+    }
     let binding = body::tool(&tool, body)?;
     Ok(Json(Valid {
         valid: true,
