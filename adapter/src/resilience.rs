@@ -94,6 +94,8 @@ pub enum NoRetry {
     NoTimeLeft,
     /// The retry budget is spent.
     Budget,
+    /// The breaker opened (this attempt's failure may have opened it).
+    CircuitOpen,
 }
 
 impl NoRetry {
@@ -104,6 +106,7 @@ impl NoRetry {
             NoRetry::Exhausted => "attempts_exhausted",
             NoRetry::NoTimeLeft => "no_time_left",
             NoRetry::Budget => "budget_spent",
+            NoRetry::CircuitOpen => "circuit_open",
         }
     }
 }

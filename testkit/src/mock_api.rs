@@ -57,7 +57,10 @@ impl Collection {
 }
 
 /// What a fault key does to the requests under `/fault/{key}/`: wait `delayMs` first,
-/// then answer `status` (an error body) instead of the route when it is set.
+/// then answer `status` (an error body, with `Retry-After: {retryAfter}` when set)
+/// instead of the route when it is set; with `failFirst: n`, only the first n requests
+/// counted since the fault was set fail, the next ones reach the route. Each request is
+/// counted: `GET /control/faults/{key}/hits` -> `{"hits": n}`.
 #[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Fault {
@@ -65,6 +68,10 @@ pub struct Fault {
     pub delay_ms: u64,
     #[serde(default)]
     pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// Faults by key, plus the routes they front. A std `Mutex`: held for a map operation,
@@ -72,6 +79,8 @@ pub struct Fault {
 #[derive(Clone)]
 struct Faults {
     by_key: Arc<Mutex<BTreeMap<String, Fault>>>,
+    /// Requests per key since its fault was last set (or since start).
+    hits: Arc<Mutex<BTreeMap<String, u64>>>,
     routes: Router,
 }
 
@@ -80,6 +89,7 @@ pub fn app() -> Router {
     let routes = routes();
     let faults = Faults {
         by_key: Arc::default(),
+        hits: Arc::default(),
         routes: routes.clone(),
     };
     routes
@@ -90,6 +100,10 @@ pub fn app() -> Router {
         .route(
             "/control/faults",
             get(list_faults).with_state(faults.clone()),
+        )
+        .route(
+            "/control/faults/{key}/hits",
+            get(fault_hits).with_state(faults.clone()),
         )
         .route(
             "/control/faults/{key}",
@@ -225,16 +239,32 @@ async fn faulty(
         .map(|m| m.get(&key).copied())
         .unwrap_or_default()
         .unwrap_or_default();
+    let seen = faults
+        .hits
+        .lock()
+        .map(|mut hits| {
+            let n = hits.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n - 1
+        })
+        .unwrap_or_default();
     if fault.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(fault.delay_ms.min(600_000))).await;
     }
-    if let Some(code) = fault.status {
+    let failing = fault.fail_first.is_none_or(|first| seen < first);
+    if let (Some(code), true) = (fault.status, failing) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (
+        let mut response = (
             status,
             Json(json!({"error": "injected fault", "key": key, "status": status.as_u16()})),
         )
             .into_response();
+        if let Some(seconds) = fault.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        return response;
     }
     let path_and_query = match request.uri().query() {
         Some(query) => format!("/{rest}?{query}"),
@@ -261,10 +291,22 @@ async fn set_fault(State(faults): State<Faults>, Path(key): Path<String>, body: 
         Ok(fault) => fault,
         Err(err) => return bad_request(&format!("fault: {err}")),
     };
+    if let Ok(mut hits) = faults.hits.lock() {
+        hits.remove(&key);
+    }
     if let Ok(mut map) = faults.by_key.lock() {
         map.insert(key, fault);
     }
     Json(fault).into_response()
+}
+
+async fn fault_hits(State(faults): State<Faults>, Path(key): Path<String>) -> Response {
+    let hits = faults
+        .hits
+        .lock()
+        .map(|m| m.get(&key).copied().unwrap_or(0))
+        .unwrap_or(0);
+    Json(json!({"hits": hits})).into_response()
 }
 
 async fn clear_fault(State(faults): State<Faults>, Path(key): Path<String>) -> Response {

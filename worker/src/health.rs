@@ -1,5 +1,6 @@
 //! Owns `/healthz`: which server this worker serves, how many tools, at which registry
-//! version. The supervisor checks `server_id` to be sure it probes the right worker.
+//! version, and its circuit breaker's state with the retry counters (`resilience`). The
+//! supervisor checks `server_id` to be sure it probes the right worker.
 
 use std::sync::Arc;
 
@@ -19,5 +20,8 @@ pub async fn healthz(State(state): State<Arc<WorkerState>>) -> Json<Value> {
         "version": served.version,
         "pid": std::process::id(),
         "idle_ms": state.idle_ms(),
+        // The breaker's state and the retry counters, once a call of a server with
+        // `retry` or `circuitBreaker` made them (`null` before).
+        "resilience": state.adapter.find_guard(&state.server_id).map(|guard| guard.report()),
     }))
 }

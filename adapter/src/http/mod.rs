@@ -203,6 +203,11 @@ impl HttpAdapter {
         self.guards.get(server_id)
     }
 
+    /// The guard of `server_id`, once a call with `retry` or `circuitBreaker` made it.
+    pub fn find_guard(&self, server_id: &str) -> Option<Arc<Guard>> {
+        self.guards.find(server_id)
+    }
+
     /// Calls the tool's endpoint and pushes each output delta into `deltas` as it is
     /// produced. Logs `tool.http.request` and `tool.http.response`.
     pub async fn call(
@@ -396,10 +401,13 @@ impl HttpAdapter {
                 &std::collections::hash_map::RandomState::new(),
                 (ids.request_id, attempts),
             );
+            let breaker_open = breaker.is_some() && guard.breaker.state() != BreakerState::Closed;
             let decision = policy
                 .decide(attempts, failure, retry_after, remaining, jitter)
                 .and_then(|wait| {
-                    if guard.budget.try_spend() {
+                    if breaker_open {
+                        Err(NoRetry::CircuitOpen)
+                    } else if guard.budget.try_spend() {
                         Ok(wait)
                     } else {
                         Err(NoRetry::Budget)

@@ -4,6 +4,7 @@
 mod adapter;
 mod protocol;
 mod python_sdk;
+mod resilience;
 mod transports;
 
 use std::process::Command;
