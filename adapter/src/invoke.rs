@@ -57,6 +57,9 @@ pub struct Prepared {
     pub server: Arc<ServerConfig>,
     pub tool: Arc<ServedTool>,
     pub args: Map<String, Value>,
+    /// Where [`execute`] records the call's audit entry (`None`: not audited); the
+    /// transport sets it with who called.
+    pub audit: Option<crate::audit::Ticket>,
 }
 
 /// Checks a call to `tool` of `server`: both active, arguments (`null` counts as `{}`)
@@ -86,7 +89,12 @@ pub fn prepare(
     let Value::Object(args) = args else {
         return Err(Rejection::ArgsNotObject);
     };
-    Ok(Prepared { server, tool, args })
+    Ok(Prepared {
+        server,
+        tool,
+        args,
+        audit: None,
+    })
 }
 
 /// Runs a prepared call with `adapter` (the worker's, or the gateway's in rollback
@@ -100,19 +108,45 @@ pub async fn execute(
     deltas: &mpsc::Sender<adapter::Delta>,
 ) -> Result<(adapter::Outcome, f64), adapter::Error> {
     let started = Instant::now();
-    let result = adapter
-        .call(
-            adapter::Endpoint {
+    let endpoint = adapter::Endpoint {
+        server_id,
+        server: &prepared.server,
+        tool: &prepared.tool.binding,
+        pick: prepared.tool.pick.as_ref(),
+    };
+    let result = match &prepared.audit {
+        None => {
+            adapter
+                .call(endpoint, &prepared.args, request_id, deltas)
+                .await
+        }
+        Some(ticket) => {
+            // Recorded when the call ends, or (status `cancelled`) when this future is
+            // dropped first: every call through here leaves exactly one entry.
+            let mut recording = crate::audit::Recording::start(
+                ticket,
                 server_id,
-                server: &prepared.server,
-                tool: &prepared.tool.binding,
-                pick: prepared.tool.pick.as_ref(),
-            },
-            &prepared.args,
-            request_id,
-            deltas,
-        )
-        .await;
+                &prepared.server,
+                &prepared.tool.binding,
+                &prepared.args,
+                request_id,
+            );
+            let result = audited_call(
+                adapter,
+                endpoint,
+                prepared,
+                request_id,
+                deltas,
+                &mut recording,
+            )
+            .await;
+            match &result {
+                Ok(outcome) => recording.finish(Some(outcome.status), None),
+                Err(err) => recording.finish(err.upstream_status(), Some(err.code())),
+            }
+            result
+        }
+    };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(outcome) => Ok((outcome, latency_ms)),
@@ -126,4 +160,37 @@ pub async fn execute(
             Err(err)
         }
     }
+}
+
+/// The call with each delta measured on its way to `deltas` (one more bounded hop,
+/// polled in the same task: backpressure and cancellation pass through unchanged).
+async fn audited_call(
+    adapter: &adapter::HttpAdapter,
+    endpoint: adapter::Endpoint<'_>,
+    prepared: &Prepared,
+    request_id: &str,
+    deltas: &mpsc::Sender<adapter::Delta>,
+    recording: &mut crate::audit::Recording,
+) -> Result<adapter::Outcome, adapter::Error> {
+    let (tx, mut rx) = mpsc::channel::<adapter::Delta>(1);
+    let result_bytes = &mut recording.result_bytes;
+    let call = async move {
+        let result = adapter
+            .call(endpoint, &prepared.args, request_id, &tx)
+            .await;
+        drop(tx);
+        result
+    };
+    // Owns `rx`: when the consumer is gone, dropping it makes the adapter's send fail.
+    let forward = async move {
+        while let Some(delta) = rx.recv().await {
+            *result_bytes += crate::audit::delta_len(&delta);
+            if deltas.send(delta).await.is_err() {
+                // The consumer went away: the adapter's next send fails as `Cancelled`.
+                break;
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(call, forward);
+    result
 }

@@ -13,7 +13,7 @@
 //!   (`tool_call.started`, `output.delta`, `tool_call.completed` | `tool_call.error`),
 //!   every one with the request id.
 //!
-//! Layout: [`tool`] (compiling bindings), [`invoke`] (checks and one call), [`http`]
+//! Layout: [`audit`] (a call's audit entry, recorded by `execute`), [`tool`] (compiling bindings), [`invoke`] (checks and one call), [`http`]
 //! (the HTTP adapter: request building, the keep-alive connection [`http::pool`],
 //! response reading, retries and the circuit breaker), [`resilience`] (the retry and
 //! breaker decisions, pure state machines), [`events`] (the call's SSE frames), [`sse`] (the one Server-Sent
@@ -23,6 +23,7 @@
 //! that calls a registered REST API.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod events;
 pub mod http;
 pub mod invoke;

@@ -455,6 +455,32 @@ impl Connection {
         Err(last.unwrap_or_else(|| unavailable("no node to subscribe on".into())))
     }
 
+    /// A connection of its own to the node calls go to, for a blocking command (`XREAD
+    /// BLOCK`) that would stall every call sharing the multiplexed one; `None` on a
+    /// cluster (the caller polls instead). The caller bounds each command's time.
+    pub(crate) async fn dedicated(&self) -> RedisResult<Option<MultiplexedConnection>> {
+        if matches!(self.inner.target, Target::Cluster(_)) {
+            return Ok(None);
+        }
+        let node = self.inner.node().await?;
+        let Some(info) = node.info.clone() else {
+            return Ok(None);
+        };
+        // No response timeout of its own: a blocked read answers late on purpose.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.timeouts.connect))
+            .set_response_timeout(None);
+        let attempt = async {
+            redis::Client::open(info)?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        };
+        match tokio::time::timeout(self.inner.timeouts.connect, attempt).await {
+            Ok(result) => result.map(Some),
+            Err(_) => Err(unavailable("dedicated connect timed out".into())),
+        }
+    }
+
     /// Runs a write script on the master and acknowledges it only once `min_replicas`
     /// replicas have it (`WAIT` on the same connection, so it covers this write).
     pub(crate) async fn write_script<T: FromRedisValue>(

@@ -94,6 +94,12 @@ impl Keys {
         format!("{}supervisors", self.prefix)
     }
 
+    /// Stream: one entry per tool call (the audit log, `crate::audit`), capped with
+    /// `XADD MAXLEN ~`; it shares the prefix's hash tag, so it lives in the hub's slot.
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
     /// Lock guarding port claims.
     pub fn ports_lock(&self) -> String {
         format!("{}runtime_ports:lock", self.prefix)
@@ -112,6 +118,8 @@ mod tests {
         assert_eq!(keys.events(), "mcp:events");
         assert_eq!(keys.runtime("fruits_api"), "mcp:server_runtime:fruits_api");
         assert_eq!(keys.runtime_ports(), "mcp:runtime_ports");
+        assert_eq!(keys.audit(), "mcp:audit");
+        assert_eq!(keys.clone().with_hash_tag().audit(), "{mcp}:audit");
     }
 
     #[test]

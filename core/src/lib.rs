@@ -3,6 +3,7 @@
 //! helpers and the JSON log set-up. No process logic lives here.
 //!
 //! Layout:
+//! - [`audit`]: the audit log of tool calls (a Redis Stream): batched writer, readers.
 //! - [`model`]: `ServerConfig`, `ToolBinding` and their parts (wire format: camelCase JSON).
 //! - [`validate`]: what makes a registration acceptable, as a list of problems.
 //! - [`keys`]: the only place that builds Redis key strings.
@@ -20,6 +21,7 @@
 //! - [`log`]: tracing set-up and the canonical log field names.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod connection;
 pub mod coordination;

@@ -61,6 +61,17 @@ impl ServerConfig {
         self.replicas.unwrap_or(1)
     }
 
+    /// Whether the audit log keeps this server's call arguments (registration
+    /// `"audit": {"includeArguments": true}`; default false: only their size). Kept in
+    /// `extra` (no typed field yet), so older hubs store and return it unchanged.
+    pub fn audit_includes_arguments(&self) -> bool {
+        self.extra
+            .get("audit")
+            .and_then(|audit| audit.get("includeArguments"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// A copy fit for an API response or a log line: the secret replaced by [`MASKED_SECRET`].
     pub fn masked(&self) -> ServerConfig {
         let mut copy = self.clone();

@@ -81,6 +81,9 @@ pub struct Config {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    /// The audit log of calls run in rollback mode (workers write their own).
+    #[command(flatten)]
+    pub audit: mcp_core::audit::AuditArgs,
 }
 
 impl Config {

@@ -47,7 +47,12 @@ fn grace_period(flag: Option<u64>, yaml: Option<u64>) -> u64 {
 /// Builds the Pingora server with its three services: the proxy, the registry
 /// watcher and the metrics listener. Must be called outside any Tokio runtime
 /// (Pingora runs its own).
-pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Result<Server> {
+/// `audit` takes the audit entries of calls run in rollback mode.
+pub fn build(
+    config: &Config,
+    registry: mcp_core::RedisRegistry,
+    audit: mcp_core::audit::Sink,
+) -> anyhow::Result<Server> {
     let mut conf = match &config.pingora_conf {
         Some(path) => ServerConf::load_from_yaml(path.display().to_string())
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -90,6 +95,7 @@ pub fn build(config: &Config, registry: mcp_core::RedisRegistry) -> anyhow::Resu
         allowed_hosts: guard::HostList::parse(&config.allowed_hosts)
             .map_err(|e| anyhow::anyhow!("MCP_GATEWAY_ALLOWED_HOSTS: {e}"))?,
         rollback,
+        audit,
     };
     let gateway = proxy::Gateway::new(
         routes.clone(),

@@ -45,7 +45,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let server = match mcp_gateway::build(&config, registry) {
+    // Rollback mode runs calls here, so it writes their audit entries (on the registry
+    // runtime); with workers, each worker writes its own.
+    let audit = if config.supervisor_enabled {
+        mcp_core::audit::Sink::disabled()
+    } else {
+        let stop = tokio_util::sync::CancellationToken::new();
+        runtime.block_on(async { mcp_core::audit::start(registry.clone(), &config.audit, stop) })
+    };
+    let server = match mcp_gateway::build(&config, registry, audit) {
         Ok(server) => server,
         Err(err) => {
             eprintln!("mcp-gateway: {err:#}");

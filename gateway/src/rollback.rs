@@ -2,7 +2,8 @@
 //! backend chosen after admission and the body check, so both modes share those phases,
 //! the request id, `100 Continue`, metrics and logs. Tool calls run here on the workers'
 //! own call engine (`mcp_adapter`: the same adapter and the same event stream, not a
-//! copy), so clients see the same SSE events with no workers at all. The MCP transports
+//! copy), so clients see the same SSE events with no workers at all, and
+//! the same audit entries (transport `rollback`). The MCP transports
 //! need a worker's sessions: they get 503 `rollback_mode`.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::table::ServerRoute;
 /// Serves an admitted, checked request in the gateway (`Ok(true)`: answered).
 pub async fn serve(
     adapter: &HttpAdapter,
+    audit: &mcp_core::audit::Sink,
     session: &mut Session,
     ctx: &mut Ctx,
     server: &ServerRoute,
@@ -56,10 +58,19 @@ pub async fn serve(
         Some(Value::Object(args)) => args,
         _ => Map::new(),
     };
+    let caller = mcp_adapter::audit::Caller {
+        transport: "rollback",
+        addr: ctx.client_addr.clone(),
+        session: None,
+    };
     let prepared = Prepared {
         server: config,
         tool: Arc::clone(&tool),
         args,
+        audit: audit.is_enabled().then(|| mcp_adapter::audit::Ticket {
+            sink: audit.clone(),
+            caller,
+        }),
     };
     ctx.log_accepted();
 

@@ -75,11 +75,36 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
     }
 }
 
+/// Who sent a hub call, for its audit entry: the client address the gateway forwards
+/// (`X-Forwarded-For`); the hub call protocol has no session.
+pub struct HubCaller(pub mcp_adapter::audit::Caller);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for HubCaller {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<HubCaller, Infallible> {
+        Ok(HubCaller(mcp_adapter::audit::Caller {
+            transport: "hub",
+            addr: mcp_adapter::audit::Caller::forwarded_for(
+                parts
+                    .headers
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            session: None,
+        }))
+    }
+}
+
 /// `POST /call/{tool}`.
 pub async fn call(
     State(state): State<Arc<WorkerState>>,
     Path(tool_name): Path<String>,
     RequestId(request_id): RequestId,
+    HubCaller(caller): HubCaller,
     body: Bytes,
 ) -> Response {
     let args = if body.is_empty() {
@@ -90,7 +115,7 @@ pub async fn call(
             Err(response) => return *response,
         }
     };
-    let prepared = match state.prepare(&tool_name, args) {
+    let prepared = match state.prepare_from(caller, &tool_name, args) {
         Ok(prepared) => prepared,
         Err(rejection) => return rejection_response(&rejection, &request_id),
     };
@@ -226,6 +251,7 @@ pub fn sse_response(body: axum::body::Body, request_id: &str) -> Response {
 pub async fn call_named(
     State(state): State<Arc<WorkerState>>,
     RequestId(request_id): RequestId,
+    HubCaller(caller): HubCaller,
     body: Bytes,
 ) -> Response {
     let mut envelope = match envelope(&body, &request_id) {
@@ -260,7 +286,7 @@ pub async fn call_named(
         .remove("args")
         .or_else(|| envelope.remove("arguments"))
         .unwrap_or(Value::Null);
-    match state.prepare(&tool_name, args) {
+    match state.prepare_from(caller, &tool_name, args) {
         Ok(prepared) => stream(state, prepared, request_id).await,
         Err(rejection) => rejection_response(&rejection, &request_id),
     }

@@ -75,6 +75,8 @@ pub struct Config {
     pub redis: RedisArgs,
     #[command(flatten)]
     pub log: LogArgs,
+    #[command(flatten)]
+    pub audit: mcp_core::audit::AuditArgs,
 }
 
 fn parse_server_id(id: &str) -> Result<String, String> {

@@ -20,6 +20,11 @@ pub async fn healthz(State(state): State<Arc<WorkerState>>) -> Json<Value> {
         "version": served.version,
         "pid": std::process::id(),
         "idle_ms": state.idle_ms(),
+        "audit": {
+            "enabled": state.audit.is_enabled(),
+            "written": state.audit.stats().written.load(std::sync::atomic::Ordering::Relaxed),
+            "dropped": state.audit.stats().dropped.load(std::sync::atomic::Ordering::Relaxed),
+        },
         // The breaker's state and the retry counters, once a call of a server with
         // `retry` or `circuitBreaker` made them (`null` before).
         "resilience": state.adapter.find_guard(&state.server_id).map(|guard| guard.report()),

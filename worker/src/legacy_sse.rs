@@ -77,6 +77,7 @@ pub fn router(
         handler: McpHandler {
             state,
             shutdown: shutdown.clone(),
+            legacy_caller: None,
         },
         sessions: Sessions::default(),
         shutdown,
@@ -131,7 +132,14 @@ async fn open(State(legacy): State<LegacyState>, headers: HeaderMap) -> Response
         },
     );
     let stop = legacy.shutdown.child_token();
-    let handler = legacy.handler.clone();
+    let mut handler = legacy.handler.clone();
+    handler.legacy_caller = Some(mcp_adapter::audit::Caller {
+        transport: "sse",
+        addr: mcp_adapter::audit::Caller::forwarded_for(
+            headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        ),
+        session: Some(session_id.clone()),
+    });
     let loop_stop = stop.clone();
     let loop_id = session_id.clone();
     let loop_sessions = legacy.sessions.clone();

@@ -62,6 +62,11 @@ pub async fn run(
         .context("building the HTTP client")?;
     let mut state = WorkerState::new(config.server.clone(), registry, adapter);
     state.started_hold = Duration::from_millis(config.started_hold_ms);
+    state.audit = mcp_core::audit::start(
+        state.registry.clone(),
+        &config.audit,
+        shutdown.child_token(),
+    );
     let state = Arc::new(state);
     if let Err(err) = reload::load(&state).await {
         // Serve anyway: the follower keeps trying, and /healthz says what is loaded.

@@ -36,6 +36,9 @@ pub struct McpHandler {
     pub state: Arc<WorkerState>,
     /// Cancelled on shutdown: stops the per-session notification tasks and listen streams.
     pub shutdown: CancellationToken,
+    /// Set for a session of the old HTTP+SSE transport: its audit caller (session id and
+    /// the address that opened it). `None`: Streamable HTTP, read from each request.
+    pub legacy_caller: Option<mcp_adapter::audit::Caller>,
 }
 
 impl McpHandler {
@@ -98,7 +101,23 @@ impl ServerHandler for McpHandler {
             .map(|id| mcp_core::request_id::keep_or_generate(Some(id)))
             .unwrap_or_else(mcp_core::request_id::generate);
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        let prepared = match self.state.prepare(&request.name, args) {
+        let caller = self.legacy_caller.clone().unwrap_or_else(|| {
+            let headers = context
+                .extensions
+                .get::<http::request::Parts>()
+                .map(|parts| &parts.headers);
+            let header = |name: &str| {
+                headers
+                    .and_then(|h| h.get(name))
+                    .and_then(|v| v.to_str().ok())
+            };
+            mcp_adapter::audit::Caller {
+                transport: "mcp",
+                addr: mcp_adapter::audit::Caller::forwarded_for(header("x-forwarded-for")),
+                session: header(SESSION_HEADER).map(str::to_owned),
+            }
+        });
+        let prepared = match self.state.prepare_from(caller, &request.name, args) {
             Ok(prepared) => prepared,
             Err(Rejection::UnknownTool(name)) => {
                 return Err(McpError::invalid_params(
@@ -271,6 +290,7 @@ pub fn router(state: Arc<WorkerState>, config: &Config, shutdown: CancellationTo
     let handler = McpHandler {
         state,
         shutdown: shutdown.clone(),
+        legacy_caller: None,
     };
     let mut http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(config.allowed_hosts.clone())

@@ -37,6 +37,9 @@ pub struct WorkerState {
     /// Unix ms of the last call accepted (or of start-up); the supervisor's idle TTL
     /// reads it through `/healthz`. Atomic: written on every call, never locked.
     last_call_ms: AtomicU64,
+    /// Where every call's audit entry goes (`MCP_AUDIT_*`); disabled until `run` starts
+    /// the writer.
+    pub audit: mcp_core::audit::Sink,
     /// How long a hub call holds `tool_call.started` back to send it with the first
     /// result in one write (`MCP_WORKER_STARTED_HOLD_MS`); zero sends it at once.
     pub started_hold: std::time::Duration,
@@ -51,6 +54,7 @@ impl WorkerState {
             served: RwLock::new(Arc::new(Served::default())),
             tools_changed: watch::channel(0).0,
             last_call_ms: AtomicU64::new(mcp_core::runtime::unix_millis()),
+            audit: mcp_core::audit::Sink::disabled(),
             started_hold: std::time::Duration::ZERO,
         }
     }
@@ -107,6 +111,23 @@ impl WorkerState {
 
     pub fn watch_tools(&self) -> watch::Receiver<u64> {
         self.tools_changed.subscribe()
+    }
+
+    /// [`WorkerState::prepare`], the call to be audited as coming from `caller`.
+    pub fn prepare_from(
+        &self,
+        caller: mcp_adapter::audit::Caller,
+        tool_name: &str,
+        args: Value,
+    ) -> Result<Prepared, Rejection> {
+        let mut prepared = self.prepare(tool_name, args)?;
+        if self.audit.is_enabled() {
+            prepared.audit = Some(mcp_adapter::audit::Ticket {
+                sink: self.audit.clone(),
+                caller,
+            });
+        }
+        Ok(prepared)
     }
 
     /// Checks a call to `tool_name` against the current view ([`invoke::prepare`]) and

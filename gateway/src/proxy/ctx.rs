@@ -51,6 +51,9 @@ pub struct Ctx {
     /// The request's metrics and `tool.call.proxy.done` line are written (by `forward`,
     /// before the answer's last bytes; otherwise by `logging`).
     pub(super) recorded: bool,
+    /// The client's IP address, sent to the worker as `X-Forwarded-For` (its audit
+    /// entries name the caller); set once the request is admitted to a server.
+    pub(crate) client_addr: Option<String>,
 }
 
 /// `tool.call.accepted` of a request: not (yet) earned, due, written.
@@ -72,6 +75,8 @@ pub(super) struct UpstreamFields<'a> {
     pub(super) forwarded_prefix: Option<String>,
     /// The worker's own MCP session id (the gateway's `r{n}.` prefix removed).
     pub(super) session: Option<&'a str>,
+    /// The client's address (any `X-Forwarded-For` the client sent is replaced).
+    pub(super) forwarded_for: Option<&'a str>,
 }
 
 pub(super) fn status_label(status: u16) -> &'static str {
@@ -119,6 +124,7 @@ impl Ctx {
             status: 0,
             sampled: None,
             recorded: false,
+            client_addr: None,
         }
     }
 
@@ -167,6 +173,7 @@ impl Ctx {
             host: None,
             forwarded_prefix: None,
             session: None,
+            forwarded_for: None,
         };
         if self.route == Route::Admin {
             return fields;
@@ -181,6 +188,7 @@ impl Ctx {
             }
         }
         fields.session = self.upstream_session.as_deref();
+        fields.forwarded_for = self.client_addr.as_deref();
         fields
     }
 

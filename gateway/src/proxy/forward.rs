@@ -22,7 +22,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use tokio::io::AsyncWriteExt;
 
-use super::{Ctx, Gateway, FORWARDED_PREFIX_HEADER, SESSION_HEADER};
+use super::{Ctx, Gateway, FORWARDED_FOR_HEADER, FORWARDED_PREFIX_HEADER, SESSION_HEADER};
 use mcp_core::request_id;
 
 /// Fields of the client's request that describe its own connection or framing, not the
@@ -146,6 +146,7 @@ fn request_head(client: &RequestHeader, ctx: &Ctx, body: &[u8]) -> Result<BytesM
         fields.host,
         fields.session,
         fields.forwarded_prefix.as_deref(),
+        fields.forwarded_for,
     ]
     .into_iter()
     .flatten()
@@ -169,6 +170,7 @@ fn request_head(client: &RequestHeader, ctx: &Ctx, body: &[u8]) -> Result<BytesM
             "host" | "content-length" | "origin" => true,
             SESSION_HEADER => fields.session.is_some(),
             FORWARDED_PREFIX_HEADER => fields.forwarded_prefix.is_some(),
+            FORWARDED_FOR_HEADER => true,
             _ => name == request_id::HEADER || REQUEST_FIELDS_NOT_FORWARDED.contains(&name),
         };
         if !replaced {
@@ -184,6 +186,9 @@ fn request_head(client: &RequestHeader, ctx: &Ctx, body: &[u8]) -> Result<BytesM
     }
     if let Some(prefix) = &fields.forwarded_prefix {
         put_field(&mut head, FORWARDED_PREFIX_HEADER, prefix.as_bytes());
+    }
+    if let Some(addr) = fields.forwarded_for {
+        put_field(&mut head, FORWARDED_FOR_HEADER, addr.as_bytes());
     }
     put_field(
         &mut head,

@@ -50,6 +50,8 @@ pub struct Settings {
     pub allowed_hosts: crate::guard::HostList,
     /// `Some` in rollback mode (`MCP_SUPERVISOR_ENABLED=false`): calls run here.
     pub rollback: Option<mcp_adapter::http::HttpAdapter>,
+    /// Audit entries of the calls rollback mode runs (disabled with workers).
+    pub audit: mcp_core::audit::Sink,
 }
 
 pub struct Gateway {
@@ -90,6 +92,8 @@ impl Gateway {
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const FORWARDED_PREFIX_HEADER: &str = "x-forwarded-prefix";
+/// The client's address, for the worker's audit entries (always the gateway's view).
+const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
 /// Sets `name` to `value` in a response header unless it already holds exactly that.
 fn set_header(header: &mut ResponseHeader, name: &'static str, value: &str) -> Result<()> {
@@ -136,6 +140,10 @@ impl ProxyHttp for Gateway {
             Ok(server) => server,
             Err(err) => return reject(session, ctx, err).await,
         };
+        ctx.client_addr = session
+            .client_addr()
+            .and_then(|addr| addr.as_inet())
+            .map(|addr| addr.ip().to_string());
         if let Some(done) = local::answer_server_route(session, ctx, server, &request).await? {
             return Ok(done);
         }
@@ -150,7 +158,8 @@ impl ProxyHttp for Gateway {
             Err(err) => return reject(session, ctx, err).await,
         };
         if let Some(adapter) = &self.settings.rollback {
-            return crate::rollback::serve(adapter, session, ctx, server, checked).await;
+            let audit = &self.settings.audit;
+            return crate::rollback::serve(adapter, audit, session, ctx, server, checked).await;
         }
         if let Err(err) = self.await_worker(ctx, server).await {
             return reject(session, ctx, err).await;
@@ -193,6 +202,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(inner) = fields.session {
             upstream.insert_header(SESSION_HEADER, inner)?;
+        }
+        match fields.forwarded_for {
+            Some(addr) => upstream.insert_header(FORWARDED_FOR_HEADER, addr)?,
+            None => {
+                upstream.remove_header(FORWARDED_FOR_HEADER);
+            }
         }
         // Origin was checked here; the worker sees the gateway as a same-host client.
         upstream.remove_header(&http::header::ORIGIN);
