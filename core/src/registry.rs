@@ -11,7 +11,7 @@
 //! finds the master again) on the next call.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::{AsyncCommands, Script};
@@ -52,6 +52,12 @@ pub enum Error {
     /// The servers kept coming and going while a whole-registry read was retried.
     #[error("the registry changed during {0} reads in a row; try again")]
     Contended(u32),
+    /// Redis holds less of the registry than this client read before, at a lower
+    /// version: it lost its data (restarted empty, flushed). A client made with
+    /// [`RedisRegistry::guard_data_loss`] refuses such a read, so its owner keeps
+    /// serving what it loaded until the registry is re-imported.
+    #[error("redis lost the registry's data; serving the last one loaded until it is re-imported")]
+    DataLost,
 }
 
 impl From<redis::RedisError> for Error {
@@ -126,6 +132,9 @@ pub struct RedisRegistry {
     conn: Connection,
     keys: Keys,
     timeouts: Timeouts,
+    /// With [`RedisRegistry::guard_data_loss`]: version and entries of the last read
+    /// accepted. A std Mutex: held for one comparison, never across an await.
+    last_read: Option<Arc<Mutex<(u64, usize)>>>,
 }
 
 /// How often a whole-registry read is tried when servers come and go meanwhile.
@@ -343,7 +352,51 @@ impl RedisRegistry {
             conn: Connection::new(target, timeouts),
             keys,
             timeouts,
+            last_read: None,
         })
+    }
+
+    /// For consumers that serve from what they loaded (gateway, supervisor, worker):
+    /// a whole read that finds fewer entries (servers and tools) at a lower version than
+    /// the last one this client accepted means Redis lost its data (restarted empty,
+    /// flushed, restored from an older copy): the counter only grows, and a deletion
+    /// raises it. [`RedisRegistry::snapshot`] then fails with [`Error::DataLost`]
+    /// (logged as `registry.data_lost`, at error level) instead of answering "these
+    /// servers are gone", so its owner keeps serving its last load; the worker checks
+    /// its own server with [`RedisRegistry::refuse_if_lost`]. Reads are accepted again
+    /// once the registry holds as much as before (the export re-imported: a partial
+    /// import midway is refused too) or its version passes the old one; restarting the
+    /// process accepts whatever Redis holds. The admin API does not use it: it must
+    /// show what Redis holds, and take the re-import.
+    pub fn guard_data_loss(mut self) -> RedisRegistry {
+        self.last_read = Some(Arc::new(Mutex::new((0, 0))));
+        self
+    }
+
+    /// `Err(DataLost)` when `entries` (servers and tools read) were read at a `version`
+    /// below the last accepted read and are fewer than it had (see
+    /// [`RedisRegistry::guard_data_loss`]; always `Ok` without it). Remembers the read
+    /// otherwise.
+    pub fn refuse_if_lost(&self, version: u64, entries: usize) -> Result<()> {
+        let Some(last) = &self.last_read else {
+            return Ok(());
+        };
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        let (last_version, last_entries) = *last;
+        if version < last_version && entries < last_entries {
+            tracing::error!(
+                event = "registry.data_lost",
+                prefix = %self.keys.prefix(),
+                version,
+                entries,
+                last_version,
+                last_entries,
+                "redis holds less of the registry than before at a lower version: its data was lost; serving the last one loaded; re-import an export (POST /api/import)"
+            );
+            return Err(Error::DataLost);
+        }
+        *last = (version, entries);
+        Ok(())
     }
 
     pub fn keys(&self) -> &Keys {
@@ -589,6 +642,8 @@ impl RedisRegistry {
                 .servers
                 .insert(server_id.clone(), ServerEntry { config, tools });
         }
+        let entries = snapshot.servers.values().map(|s| 1 + s.tools.len()).sum();
+        self.refuse_if_lost(snapshot.version, entries)?;
         Ok(snapshot)
     }
 

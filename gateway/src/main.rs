@@ -39,7 +39,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let registry = match runtime.block_on(async { config.redis.registry() }) {
-        Ok(registry) => registry,
+        // Redis restarted empty: keep routing with the last table.
+        Ok(registry) => registry.guard_data_loss(),
         Err(err) => {
             eprintln!("mcp-gateway: invalid configuration: {err:#}");
             return std::process::ExitCode::from(2);

@@ -71,7 +71,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
         return Ok(());
     }
-    let registry = config.redis.registry()?;
+    // Redis restarted empty: keep the workers running rather than stop every one.
+    let registry = config.redis.registry()?.guard_data_loss();
     if config.backend == config::Backend::Kubernetes {
         let settings = config.kube_settings();
         let cluster = kubernetes::KubeCluster::connect(&settings.namespace)

@@ -57,7 +57,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let registry = config.redis.registry()?;
+    // Redis restarted empty: keep serving the tools loaded.
+    let registry = config.redis.registry()?.guard_data_loss();
     let adapter = mcp_adapter::http::HttpAdapter::new(config.adapter_settings())
         .context("building the HTTP client")?;
     let mut state = WorkerState::new(config.server.clone(), registry, adapter);

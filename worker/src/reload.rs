@@ -19,6 +19,9 @@ pub async fn load(state: &WorkerState) -> Result<(), mcp_core::registry::Error> 
     let version = state.registry.version().await?;
     let config = state.registry.get_server(&state.server_id).await?;
     let tools = state.registry.list_tools(&state.server_id).await?;
+    state
+        .registry
+        .refuse_if_lost(version, usize::from(config.is_some()) + tools.len())?;
     let before = state.current();
     let tools = compile_tools(&state.server_id, tools.into_values(), Some(&before.tools));
     let n_tools = before.tools.len();

@@ -4,6 +4,7 @@
 mod adoption;
 mod lifecycle;
 mod limits;
+mod redis_outage;
 mod several;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,11 @@ pub struct Hub {
 
 impl Hub {
     pub async fn start() -> Hub {
-        let redis = RedisServer::start();
+        Hub::start_on(RedisServer::start()).await
+    }
+
+    /// [`Hub::start`] on a Redis the test started itself (with persistence, say).
+    pub async fn start_on(redis: RedisServer) -> Hub {
         let prefix = mcp_testkit::unique_prefix();
         let registry = RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default())
             .expect("registry");
