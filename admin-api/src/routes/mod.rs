@@ -1,5 +1,6 @@
 //! Owns the route table of the admin API; one file per resource.
 
+pub mod audit;
 pub mod dashboard;
 pub mod events;
 pub mod health;
@@ -45,6 +46,8 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/export", get(registry_io::export))
         .route("/api/import", post(registry_io::import))
         .route("/api/events", get(events::stream))
+        .route("/api/audit", get(audit::list))
+        .route("/api/audit/stream", get(audit::stream))
         .route("/api/openapi.json", get(crate::openapi::document))
 }
 

@@ -1,6 +1,7 @@
 //! Full-stack tests: a real `redis-server`, the real `mcp-admin`, `mcp-supervisor`,
 //! `mcp-worker` and `mcp-gateway` binaries, and the mock REST API, all on 127.0.0.1.
 
+mod audit;
 mod calls;
 mod conformance;
 mod errors;

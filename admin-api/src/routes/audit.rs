@@ -1,0 +1,199 @@
+//! Owns `/api/audit`: the audit log of tool calls (the `{prefix}audit` Redis Stream,
+//! written by the workers and rollback mode through `mcp_core::audit`), read only.
+//! `GET /api/audit` pages through it newest first with filters and a cursor;
+//! `GET /api/audit/stream` (or `?follow=true`) sends new entries live as SSE, read with
+//! `XREAD BLOCK` on a connection of its own, ending when the client goes away.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use mcp_core::audit::{self, Filter, Page};
+use serde::Deserialize;
+
+use crate::body::Query;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::AppState;
+
+/// Entries per page by default, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1_000;
+/// Entries read at most to fill one page (a rare filter returns a short page and a cursor).
+const MAX_SCAN: usize = 10_000;
+/// How long one `XREAD BLOCK` of the live stream waits.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(5);
+
+/// The query of `GET /api/audit`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only calls to this server.
+    pub server: Option<String>,
+    /// Only calls of this tool.
+    pub tool: Option<String>,
+    /// `ok`, `error` or `cancelled`.
+    pub status: Option<String>,
+    /// Only the call with this request id.
+    pub request_id: Option<String>,
+    /// Calls that ended at or after this time (Unix ms).
+    pub since: Option<u64>,
+    /// Calls that ended at or before this time (Unix ms).
+    pub until: Option<u64>,
+    /// The `next` cursor of the previous page: entries older than it.
+    pub before: Option<String>,
+    /// Entries per page (default 100, at most 1000).
+    pub limit: Option<usize>,
+    /// `true`: the live stream (as `/api/audit/stream`).
+    pub follow: Option<bool>,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> Result<Filter, ApiError> {
+        if let Some(status) = &self.status {
+            if !["ok", "error", "cancelled"].contains(&status.as_str()) {
+                return Err(ApiError::BadRequest(
+                    "status must be ok, error or cancelled".into(),
+                ));
+            }
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since > until {
+                return Err(ApiError::BadRequest("since is after until".into()));
+            }
+        }
+        Ok(Filter {
+            server: self.server.clone(),
+            tool: self.tool.clone(),
+            status: self.status.clone(),
+            request_id: self.request_id.clone(),
+            since_ms: self.since,
+            until_ms: self.until,
+        })
+    }
+}
+
+/// A stream entry id (`ms-seq`), the only cursor form.
+fn valid_cursor(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(ms, seq)| {
+        !ms.is_empty()
+            && !seq.is_empty()
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// One page of audit entries, newest first (`follow=true`: the live stream instead).
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let filter = query.filter()?;
+    if query.follow == Some(true) {
+        return Ok(follow(state, filter).await?.into_response());
+    }
+    if let Some(before) = &query.before {
+        if !valid_cursor(before) {
+            return Err(ApiError::BadRequest(
+                "before must be a cursor from a previous page (ms-seq)".into(),
+            ));
+        }
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let page = audit::page(
+        &state.registry,
+        &filter,
+        query.before.as_deref(),
+        limit,
+        MAX_SCAN,
+    )
+    .await?;
+    Ok(Json(page).into_response())
+}
+
+/// New audit entries as they are written (`text/event-stream`, one `audit` event per
+/// entry, its id the stream id), filtered like `GET /api/audit`.
+#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "one `audit` event per new entry", content_type = "text/event-stream"),
+        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn stream(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    let filter = query.filter()?;
+    Ok(follow(state, filter).await?.into_response())
+}
+
+async fn follow(
+    state: AppState,
+    filter: Filter,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let start = audit::last_id(&state.registry).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut last = start;
+        loop {
+            let read = tokio::select! {
+                read = audit::read_after(&state.registry, &last, 100, FOLLOW_BLOCK) => read,
+                () = tx.closed() => return,
+            };
+            let entries = match read {
+                Ok(entries) => entries,
+                Err(err) => {
+                    tracing::warn!(event = "admin.audit.follow_failed", error = %err);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = tx.closed() => return,
+                    }
+                }
+            };
+            for entry in entries {
+                last.clone_from(&entry.id);
+                if !filter.matches(&entry) {
+                    continue;
+                }
+                let data = serde_json::to_string(&entry).unwrap_or_default();
+                let event = SseEvent::default().event("audit").id(entry.id).data(data);
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stream_ids_are_cursors() {
+        for (id, ok) in [
+            ("1700000000000-0", true),
+            ("1-2", true),
+            ("-", false),
+            ("+", false),
+            ("1", false),
+            ("a-1", false),
+            ("1-", false),
+            ("(1-0", false),
+        ] {
+            assert_eq!(valid_cursor(id), ok, "{id}");
+        }
+    }
+}
