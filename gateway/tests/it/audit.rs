@@ -189,6 +189,36 @@ async fn every_call_leaves_one_entry_without_secrets_and_a_paused_redis_slows_no
         "{session} / {worker_session}"
     );
 
+    // The old HTTP+SSE transport: its session is recorded.
+    let mut legacy = crate::legacy_sse::Session::open(&stack, "audited", "2024-11-05").await;
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "echo", "arguments": {"blob": "via sse"}}});
+    assert_eq!(legacy.post(&stack, &call.to_string()).await.0, 202);
+    let reply = legacy.reply(7).await;
+    assert!(reply["result"].is_object(), "{reply}");
+    let legacy_session = legacy
+        .messages_url
+        .split("session_id=")
+        .nth(1)
+        .expect("session id")
+        .to_owned();
+    let entry = mcp_testkit::wait_until_async(
+        "the old transport's entry",
+        Duration::from_secs(10),
+        || async {
+            let page = audit_page(&stack, "server=audited").await;
+            page["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["transport"] == "sse")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(entry["session"], legacy_session.as_str(), "{entry}");
+    assert_eq!(entry["status"], "ok");
+    assert_eq!(entry["caller"], "127.0.0.1");
+    drop(legacy);
+
     // No secret anywhere in the stream, in any field.
     let key = mcp_core::keys::Keys::new(&stack.prefix).audit();
     let raw = mcp_testkit::sentinel::redis_cli(stack.redis.port(), &["XRANGE", &key, "-", "+"])
@@ -317,4 +347,28 @@ async fn every_call_leaves_one_entry_without_secrets_and_a_paused_redis_slows_no
         })
         .await;
     assert!(health["audit"]["enabled"] == true, "{health}");
+}
+
+#[tokio::test]
+async fn rollback_mode_audits_the_calls_it_runs() {
+    let stack = Stack::start(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let status = hub_call(
+        &stack,
+        "/mcp/fruits_api/get_fruit_by_id",
+        "aud-rb-1",
+        json!({"id": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let entries = entries_of(&stack, "aud-rb-1").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["transport"], "rollback");
+    assert_eq!(entries[0]["status"], "ok");
+    assert_eq!(entries[0]["restStatus"], 200);
+    assert_eq!(entries[0]["caller"], "127.0.0.1");
+    assert!(entries[0].get("args").is_none());
 }

@@ -9,14 +9,14 @@ use serde_json::{json, Value};
 use crate::{Options, Stack};
 
 /// One old-transport session through the gateway: its stream and its message URL.
-struct Session {
+pub(crate) struct Session {
     stream: reqwest::Response,
     text: String,
-    messages_url: String,
+    pub(crate) messages_url: String,
 }
 
 impl Session {
-    async fn open(stack: &Stack, server_id: &str, version: &str) -> Session {
+    pub(crate) async fn open(stack: &Stack, server_id: &str, version: &str) -> Session {
         let stream = stack
             .client
             .get(format!("{}/mcp-servers/{server_id}/sse", stack.base))
@@ -50,7 +50,7 @@ impl Session {
         session
     }
 
-    async fn post(&self, stack: &Stack, body: &str) -> (u16, String) {
+    pub(crate) async fn post(&self, stack: &Stack, body: &str) -> (u16, String) {
         let response = stack
             .client
             .post(&self.messages_url)
@@ -76,7 +76,7 @@ impl Session {
     }
 
     /// The `message` event on the stream that answers request `id`.
-    async fn reply(&mut self, id: i64) -> Value {
+    pub(crate) async fn reply(&mut self, id: i64) -> Value {
         let find = |text: &str| {
             text.lines()
                 .filter_map(|l| l.strip_prefix("data: "))
