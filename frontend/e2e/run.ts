@@ -281,6 +281,32 @@ async function main() {
       await page.locator('[data-event="tool_call.completed"]').waitFor();
     });
 
+    await check('the audit page lists the calls, filters them and follows new ones live', async () => {
+      await page.goto(`${dashboard}audit`);
+      await page.getByTestId('audit-filter-server').fill(SERVER);
+      await page.getByTestId('audit-apply').click();
+      await page.locator('[data-testid=audit-row]').first().waitFor({ timeout: 15_000 });
+      const servers = await page.locator('[data-testid=audit-row] td:nth-child(2)').allTextContents();
+      assert(servers.length >= 2 && servers.every((s) => s === SERVER), `rows: ${servers.join(', ')}`);
+      await page.getByTestId('audit-follow').check();
+      // A call from outside the page: the live stream brings its entry.
+      await waitUntil('a call through the gateway', 10_000, async () => {
+        const r = await fetch(`${hub.gateway}/mcp/${SERVER}/${TOOL}`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'x-request-id': 'e2e-audit-live' },
+          body: JSON.stringify({ args: { id: 2 } }),
+        });
+        await r.text();
+        return r.ok;
+      });
+      await page.locator('[data-testid=audit-row][data-request-id=e2e-audit-live]').waitFor({ timeout: 15_000 });
+      await shot(page, 'audit');
+      await page.getByTestId('audit-follow').uncheck();
+      await page.getByTestId('audit-filter-status').selectOption('error');
+      await page.getByTestId('audit-apply').click();
+      await page.getByText('No entries.').waitFor();
+    });
+
     for (let k = 1; k <= kills; k++) {
       const where = k % 2 === 1 ? 'servers list' : 'server detail';
       await check(`kill -9 of the worker shows on the ${where} and recovers without reload (${k}/${kills})`, async () => {

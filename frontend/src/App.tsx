@@ -16,6 +16,7 @@ import { ImportExport } from './pages/ImportExport';
 // The pages with the code editor and the schema form load on first use: the list,
 // detail and overview pages stay small.
 const ToolForm = lazy(() => import('./pages/ToolForm').then((m) => ({ default: m.ToolForm })));
+const Audit = lazy(() => import('./pages/Audit').then((m) => ({ default: m.Audit })));
 const TestConsole = lazy(() => import('./pages/TestConsole').then((m) => ({ default: m.TestConsole })));
 
 /** `/dashboard` (or `/hub/dashboard` behind a prefix): the path of `<base href>`. */
@@ -51,6 +52,7 @@ function Nav({ live }: { live: string }) {
         {item('/overview', 'Overview', (l) => l === '/overview')}
         {item('/console', 'Test console', (l) => l.startsWith('/console'))}
         {item('/registry', 'Import / export', (l) => l === '/registry')}
+        {item('/audit', 'Audit', (l) => l === '/audit')}
       </nav>
       <span className={`live live-${live}`} role="status" title="Event stream from the admin API" data-testid="live">
         <span className="dot" aria-hidden="true" />
@@ -105,6 +107,7 @@ export function App() {
             <Route path="/servers/:id">{(p) => <ServerDetail id={p.id} />}</Route>
             <Route path="/console" component={TestConsole} />
             <Route path="/registry" component={ImportExport} />
+            <Route path="/audit" component={Audit} />
             <Route>
               <section className="page">
                 <h1>Not found</h1>
