@@ -56,9 +56,11 @@ that cannot be imported or fetched)."
         routes::registry_io::import,
         routes::openapi_import::import,
         routes::events::stream,
+        routes::audit::list,
+        routes::audit::stream,
         document,
     ),
-    components(schemas(mcp_core::validate::Problem, mcp_core::runtime::WorkerRecord))
+    components(schemas(mcp_core::validate::Problem, mcp_core::runtime::WorkerRecord, mcp_core::audit::Entry, mcp_core::audit::Page))
 )]
 pub struct ApiDoc;
 
