@@ -281,6 +281,53 @@ async function main() {
       await page.locator('[data-event="tool_call.completed"]').waitFor();
     });
 
+    await check('the OpenAPI import previews created, changed and removed tools, then applies', async () => {
+      const doc = (summary: string, withDelete: boolean) => ({
+        openapi: '3.0.3',
+        info: { title: 'e2e', version: '1' },
+        paths: {
+          '/fruits': { get: { operationId: 'listFruits', summary } },
+          '/fruits/{id}': {
+            get: { operationId: 'getFruit', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'integer' } }] },
+            ...(withDelete ? { delete: { operationId: 'deleteFruit', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'integer' } }] } } : {}),
+          },
+        },
+      });
+      await page.goto(`${dashboard}openapi`);
+      await page.getByTestId('openapi-server').fill('e2e_openapi');
+      await page.getByTestId('openapi-document').fill(JSON.stringify(doc('All fruits', true), null, 2));
+      await page.getByTestId('openapi-base-url').fill(`${hub.mock}/fruits`);
+      await page.getByTestId('openapi-preview').click();
+      const report = page.locator('[data-testid=openapi-report][data-dry-run=true]');
+      await report.waitFor();
+      const created = await page.locator('[data-testid=openapi-created] li').count();
+      assert(created === 3, `preview: ${created} created`);
+      const before = await api<unknown[]>(hub, '/api/tools/e2e_openapi').catch(() => []);
+      assert(Array.isArray(before) ? before.length === 0 : true, 'the preview wrote nothing');
+      await page.getByTestId('openapi-apply').click();
+      await page.locator('[data-testid=openapi-report][data-dry-run=false]').waitFor();
+      const tools = await api<Record<string, unknown>[] | Record<string, unknown>>(hub, '/api/tools/e2e_openapi');
+      const count = Array.isArray(tools) ? tools.length : Object.keys(tools).length;
+      assert(count === 3, `imported ${count} tools`);
+      // A new version: one summary changed, one operation gone; replace shows it removed.
+      await page.getByTestId('openapi-document').fill(JSON.stringify(doc('Every fruit', false)));
+      await page.getByTestId('openapi-mode').selectOption('replace');
+      await page.getByTestId('openapi-preview').click();
+      await page.locator('[data-testid=openapi-report][data-dry-run=true] [data-testid=openapi-removed] li').first().waitFor();
+      const changed = await page.locator('[data-testid=openapi-changed] li').allTextContents();
+      const removed = await page.locator('[data-testid=openapi-removed] li').allTextContents();
+      assert(changed.length === 1 && removed.length === 1, `changed ${changed.join(',')}, removed ${removed.join(',')}`);
+      await shot(page, 'openapi-import');
+      await page.getByTestId('openapi-apply').click();
+      await page.locator('[data-testid=openapi-report][data-dry-run=false]').waitFor();
+      const after = await api<Record<string, unknown>[] | Record<string, unknown>>(hub, '/api/tools/e2e_openapi');
+      const left = Array.isArray(after) ? after.length : Object.keys(after).length;
+      assert(left === 2, `after replace: ${left} tools`);
+      // The later checks count the registry's servers.
+      const gone = await fetch(`${hub.admin}/api/servers/e2e_openapi`, { method: 'DELETE' });
+      assert(gone.ok, `delete e2e_openapi: ${gone.status}`);
+    });
+
     await check('the audit page lists the calls, filters them and follows new ones live', async () => {
       await page.goto(`${dashboard}audit`);
       await page.getByTestId('audit-filter-server').fill(SERVER);
@@ -455,7 +502,8 @@ async function main() {
       await page.goto(dashboard);
       await page.locator(`tr[data-server=${SERVER}]`).waitFor();
       const reached: string[] = [];
-      for (let i = 0; i < 8; i++) {
+      // Skip link, brand, six navigation links, then the page's first action.
+      for (let i = 0; i < 10; i++) {
         await page.keyboard.press('Tab');
         reached.push(await page.evaluate(() => document.activeElement?.textContent?.trim() ?? ''));
       }

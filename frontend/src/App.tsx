@@ -16,6 +16,7 @@ import { ImportExport } from './pages/ImportExport';
 // The pages with the code editor and the schema form load on first use: the list,
 // detail and overview pages stay small.
 const ToolForm = lazy(() => import('./pages/ToolForm').then((m) => ({ default: m.ToolForm })));
+const OpenApiImport = lazy(() => import('./pages/OpenApiImport').then((m) => ({ default: m.OpenApiImport })));
 const Audit = lazy(() => import('./pages/Audit').then((m) => ({ default: m.Audit })));
 const TestConsole = lazy(() => import('./pages/TestConsole').then((m) => ({ default: m.TestConsole })));
 
@@ -52,6 +53,7 @@ function Nav({ live }: { live: string }) {
         {item('/overview', 'Overview', (l) => l === '/overview')}
         {item('/console', 'Test console', (l) => l.startsWith('/console'))}
         {item('/registry', 'Import / export', (l) => l === '/registry')}
+        {item('/openapi', 'OpenAPI import', (l) => l === '/openapi')}
         {item('/audit', 'Audit', (l) => l === '/audit')}
       </nav>
       <span className={`live live-${live}`} role="status" title="Event stream from the admin API" data-testid="live">
@@ -107,6 +109,7 @@ export function App() {
             <Route path="/servers/:id">{(p) => <ServerDetail id={p.id} />}</Route>
             <Route path="/console" component={TestConsole} />
             <Route path="/registry" component={ImportExport} />
+            <Route path="/openapi" component={OpenApiImport} />
             <Route path="/audit" component={Audit} />
             <Route>
               <section className="page">
