@@ -347,6 +347,21 @@ async fn every_call_leaves_one_entry_without_secrets_and_a_paused_redis_slows_no
         })
         .await;
     assert!(health["audit"]["enabled"] == true, "{health}");
+    // And the worker says so in its log (workers write to the supervisor's output).
+    let supervisor = stack.supervisor.as_ref().expect("a supervisor");
+    let line =
+        mcp_testkit::wait_until("the audit.dropped warning", Duration::from_secs(10), || {
+            supervisor
+                .stdout_lines()
+                .into_iter()
+                .find(|l| l.contains("audit.dropped"))
+        });
+    let event: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(event["event"], "audit.dropped", "{line}");
+    assert!(
+        event["dropped_total"].as_u64().expect("dropped_total") > 0,
+        "{line}"
+    );
 }
 
 #[tokio::test]
