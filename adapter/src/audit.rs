@@ -60,7 +60,7 @@ impl Recording {
         args: &Map<String, Value>,
         request_id: &str,
     ) -> Recording {
-        let args_bytes = json_len(&Value::Object(args.clone()));
+        let args_bytes = json_len(args);
         let entry = Entry {
             request_id: request_id.to_owned(),
             server: server_id.to_owned(),
@@ -120,7 +120,7 @@ pub(crate) fn delta_len(delta: &Delta) -> u64 {
 }
 
 /// Length of `value` as compact JSON, counted without building the text.
-fn json_len(value: &Value) -> u64 {
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
     struct Count(u64);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
