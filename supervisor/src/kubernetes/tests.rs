@@ -25,7 +25,7 @@ fn desired_deployment_names_the_server_and_probes_healthz() {
     let d = desired_deployment(&s, "Weather_API", 3);
     assert_eq!(d["kind"], "Deployment");
     assert_eq!(d["metadata"]["namespace"], "hub");
-    let name = d["metadata"]["name"].as_str().unwrap();
+    let name = d["metadata"]["name"].as_str().expect("test value");
     assert!(name.starts_with("mcp-worker-weather-api-"), "{name}");
     assert!(
         name.len() <= 63
@@ -42,7 +42,10 @@ fn desired_deployment_names_the_server_and_probes_healthz() {
     assert_eq!(d["metadata"]["labels"][REGISTRY_LABEL], registry_label(&s));
     assert_eq!(d["spec"]["replicas"], 3);
     // The selector's labels are on the pod template.
-    for (key, value) in d["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+    for (key, value) in d["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("test value")
+    {
         assert_eq!(&d["spec"]["template"]["metadata"]["labels"][key], value);
     }
     let pod = &d["spec"]["template"]["spec"];
@@ -59,9 +62,14 @@ fn desired_deployment_names_the_server_and_probes_healthz() {
     assert!(c["resources"]["limits"].get("cpu").is_none());
     let env: BTreeMap<&str, &str> = c["env"]
         .as_array()
-        .unwrap()
+        .expect("test value")
         .iter()
-        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["name"].as_str().expect("test value"),
+                e["value"].as_str().expect("test value"),
+            )
+        })
         .collect();
     assert_eq!(env["MCP_WORKER_SERVER"], "Weather_API");
     assert_eq!(env["MCP_WORKER_LISTEN"], "0.0.0.0:9100");
@@ -71,8 +79,8 @@ fn desired_deployment_names_the_server_and_probes_healthz() {
     assert_eq!(env["MCP_WORKER_ORPHAN_TIMEOUT_SECS"], "0");
     assert!(!env.contains_key("MCP_WORKER_SUPERVISOR_ID"));
     // It parses as the typed Deployment the client sends.
-    let typed: Deployment = serde_json::from_value(d).unwrap();
-    assert_eq!(typed.spec.unwrap().replicas, Some(3));
+    let typed: Deployment = serde_json::from_value(d).expect("test value");
+    assert_eq!(typed.spec.expect("test value").replicas, Some(3));
 }
 
 #[test]
@@ -106,14 +114,14 @@ fn pod(name: &str, server: &str, ip: Option<&str>, ready: bool) -> Pod {
             "containerStatuses": [{ "name": "worker", "ready": ready, "restartCount": 2, "image": "i", "imageID": "" }],
         },
     }))
-    .unwrap()
+    .expect("test value")
 }
 
 #[test]
 fn ready_pods_become_running_records_and_the_rest_do_not() {
     let mut deleting = pod("a-3", "a", Some("10.0.0.3"), true);
     deleting.metadata.deletion_timestamp =
-        Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+        Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).expect("test value"));
     let pods = vec![
         pod("a-2", "a", Some("10.0.0.2"), true),
         pod("a-1", "a", Some("10.0.0.1"), true),
@@ -166,8 +174,10 @@ fn respond(
         http::Response::builder()
             .status(status)
             .header("content-type", "application/json")
-            .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap(),
+            .body(kube::client::Body::from(
+                serde_json::to_vec(&body).expect("test value"),
+            ))
+            .expect("test value"),
     );
 }
 
@@ -193,14 +203,18 @@ async fn apply_is_a_forced_server_side_apply_patch() {
                 request.headers()["content-type"],
                 "application/apply-patch+yaml"
             );
-            let body = request.into_body().collect_bytes().await.unwrap();
-            let sent: Value = serde_json::from_slice(&body).unwrap();
+            let body = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .expect("test value");
+            let sent: Value = serde_json::from_slice(&body).expect("test value");
             assert_eq!(sent, desired);
             respond(send, 200, desired);
         }
     });
-    cluster.apply(&name, &desired).await.unwrap();
-    server.await.unwrap();
+    cluster.apply(&name, &desired).await.expect("test value");
+    server.await.expect("test value");
 }
 
 #[tokio::test]
@@ -247,7 +261,7 @@ async fn list_and_delete_use_the_hub_labels_and_a_gone_deployment_is_fine() {
             json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [] }),
         );
     });
-    let listed = cluster.deployments(&selector).await.unwrap();
+    let listed = cluster.deployments(&selector).await.expect("test value");
     assert_eq!(
         listed,
         vec![("mcp-worker-x".to_owned(), Some("x".to_owned()))]
@@ -256,6 +270,10 @@ async fn list_and_delete_use_the_hub_labels_and_a_gone_deployment_is_fine() {
         .delete("mcp-worker-x")
         .await
         .expect("404 on delete is success");
-    assert!(cluster.pods(&selector).await.unwrap().is_empty());
-    server.await.unwrap();
+    assert!(cluster
+        .pods(&selector)
+        .await
+        .expect("test value")
+        .is_empty());
+    server.await.expect("test value");
 }

@@ -1,0 +1,331 @@
+//! The Kubernetes deployment files, parsed and checked (no helm or schema linter can be
+//! installed here): the plain manifests (deploy/manifests/mcp-hub.yaml) as typed
+//! Kubernetes objects (kinds, labels, probes, RBAC verbs), the chart's templates against
+//! its values.yaml and against the plain manifests, and every env var they set against
+//! the env vars the binaries read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde::Deserialize;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn manifests() -> Vec<Value> {
+    let text = read("deploy/manifests/mcp-hub.yaml");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("a YAML document"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// Every env var name the binaries declare (`env = "..."` in their configs).
+fn binary_env_names() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for path in [
+        "core/src/config.rs",
+        "gateway/src/config.rs",
+        "admin-api/src/config.rs",
+        "supervisor/src/config.rs",
+        "worker/src/config.rs",
+    ] {
+        let text = read(path);
+        for (i, _) in text.match_indices("env = ") {
+            let rest = text[i + 6..].trim_start();
+            if let Some(rest) = rest.strip_prefix('"') {
+                names.insert(rest.split('"').next().unwrap_or("").to_owned());
+            }
+        }
+    }
+    // Read before the flags, by every binary (core's .env loading).
+    if read("core/src/config.rs").contains("\"MCP_ENV_FILE\"") {
+        names.insert("MCP_ENV_FILE".to_owned());
+    }
+    names
+}
+
+fn env_names(container: &Value) -> Vec<String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["name"].as_str().expect("env name").to_owned())
+        .collect()
+}
+
+fn by_kind(docs: &[Value]) -> BTreeMap<(String, String), Value> {
+    docs.iter()
+        .map(|d| {
+            (
+                (
+                    d["kind"].as_str().expect("test value").to_owned(),
+                    d["metadata"]["name"]
+                        .as_str()
+                        .expect("test value")
+                        .to_owned(),
+                ),
+                d.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plain_manifests_are_typed_kubernetes_objects_with_probes_and_rbac() {
+    let docs = manifests();
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().expect("test value"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "Deployment",
+            "Service",
+            "Deployment",
+            "Service",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
+    // Each parses as its typed object (field names and value types as the API has them).
+    for doc in &docs {
+        let name = doc["metadata"]["name"].as_str().expect("test value");
+        let ok = match doc["kind"].as_str().expect("test value") {
+            "Namespace" => serde_json::from_value::<Namespace>(doc.clone()).is_ok(),
+            "Deployment" => serde_json::from_value::<Deployment>(doc.clone()).is_ok(),
+            "Service" => serde_json::from_value::<Service>(doc.clone()).is_ok(),
+            "ServiceAccount" => serde_json::from_value::<ServiceAccount>(doc.clone()).is_ok(),
+            "Role" => serde_json::from_value::<Role>(doc.clone()).is_ok(),
+            "RoleBinding" => serde_json::from_value::<RoleBinding>(doc.clone()).is_ok(),
+            other => panic!("unexpected kind {other}"),
+        };
+        assert!(ok, "{name} does not parse as its kind");
+        assert_eq!(
+            doc["metadata"]["labels"]["app.kubernetes.io/part-of"], "mcp-hub",
+            "{name}"
+        );
+        if doc["kind"] != "Namespace" {
+            assert_eq!(doc["metadata"]["namespace"], "mcp-hub", "{name}");
+        }
+    }
+    let all = by_kind(&docs);
+    let deployments: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    for d in &deployments {
+        let name = d["metadata"]["name"].as_str().expect("test value");
+        // The selector picks the template's pods, and a Service with the same labels.
+        let template_labels = &d["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in d["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("test value")
+        {
+            assert_eq!(&template_labels[key], value, "{name}: selector {key}");
+        }
+        let container = &d["spec"]["template"]["spec"]["containers"][0];
+        if name != "mcp-hub-supervisor" && name != "mcp-hub-redis" {
+            for probe in ["readinessProbe", "livenessProbe"] {
+                assert_eq!(
+                    container[probe]["httpGet"]["path"], "/healthz",
+                    "{name} {probe}"
+                );
+            }
+            let service = &all[&("Service".to_owned(), name.to_owned())];
+            assert_eq!(
+                service["spec"]["selector"], d["spec"]["selector"]["matchLabels"],
+                "{name}: its Service selects its pods"
+            );
+        }
+        if name != "mcp-hub-redis" {
+            assert_eq!(container["image"], "mcp-hub:latest", "{name}");
+            let command = container["command"][0].as_str().expect("test value");
+            assert!(repo()
+                .join(format!(
+                    "{}/src/main.rs",
+                    match command {
+                        "mcp-admin" => "admin-api",
+                        "mcp-gateway" => "gateway",
+                        "mcp-supervisor" => "supervisor",
+                        other => panic!("unexpected command {other}"),
+                    }
+                ))
+                .is_file());
+        }
+    }
+
+    // RBAC: what KubeCluster calls (server-side apply = PATCH, which creates; list;
+    // delete; list of pods), bound to the supervisor's service account.
+    let role = &all[&("Role".to_owned(), "mcp-hub-supervisor".to_owned())];
+    let verbs = |resource: &str| -> BTreeSet<String> {
+        role["rules"]
+            .as_array()
+            .expect("test value")
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .expect("test value")
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_array()
+                    .expect("test value")
+                    .iter()
+                    .map(|v| v.as_str().expect("test value").to_owned())
+            })
+            .collect()
+    };
+    for verb in ["create", "patch", "list", "delete"] {
+        assert!(verbs("deployments").contains(verb), "deployments: {verb}");
+    }
+    assert!(verbs("pods").contains("list"));
+    assert!(
+        !verbs("pods").contains("delete"),
+        "the supervisor never deletes pods"
+    );
+    let binding = &all[&("RoleBinding".to_owned(), "mcp-hub-supervisor".to_owned())];
+    assert_eq!(binding["roleRef"]["name"], "mcp-hub-supervisor");
+    assert_eq!(binding["subjects"][0]["name"], "mcp-hub-supervisor");
+    let supervisor = &all[&("Deployment".to_owned(), "mcp-hub-supervisor".to_owned())];
+    assert_eq!(supervisor["spec"]["replicas"], 1);
+    assert_eq!(
+        supervisor["spec"]["template"]["spec"]["serviceAccountName"],
+        "mcp-hub-supervisor"
+    );
+    let env: BTreeMap<String, Value> = supervisor["spec"]["template"]["spec"]["containers"][0]
+        ["env"]
+        .as_array()
+        .expect("test value")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("test value").to_owned(),
+                e["value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(env["MCP_WORKER_BACKEND"], "kubernetes");
+    assert_eq!(env["MCP_K8S_NAMESPACE"], "mcp-hub");
+}
+
+#[test]
+fn every_env_var_set_is_one_a_binary_reads() {
+    let known = binary_env_names();
+    assert!(
+        known.contains("MCP_WORKER_BACKEND") && known.contains("REDIS_URL"),
+        "{known:?}"
+    );
+    let mut set = BTreeSet::new();
+    for d in manifests().iter().filter(|d| d["kind"] == "Deployment") {
+        for container in d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("test value")
+        {
+            set.extend(env_names(container));
+        }
+    }
+    // And the env of the worker Deployments the supervisor applies.
+    let settings = mcp_supervisor::kubernetes::KubeSettings {
+        namespace: "n".into(),
+        image: "i".into(),
+        image_pull_policy: "Never".into(),
+        service_account: None,
+        worker_port: 9100,
+        cpu_request: None,
+        memory_request: None,
+        cpu_limit: None,
+        memory_limit: None,
+        redis_url: "redis://r".into(),
+        key_prefix: "mcp:".into(),
+    };
+    let worker = mcp_supervisor::kubernetes::desired_deployment(&settings, "s", 1);
+    set.extend(env_names(
+        &worker["spec"]["template"]["spec"]["containers"][0],
+    ));
+    let unknown: Vec<&String> = set.iter().filter(|n| !known.contains(*n)).collect();
+    assert!(unknown.is_empty(), "env vars no binary reads: {unknown:?}");
+}
+
+/// `name: X` of the env entries in the chart's templates.
+fn chart_env_names() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let dir = repo().join("deploy/helm/mcp-hub/templates");
+    for entry in std::fs::read_dir(dir).expect("templates") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("template");
+        for line in text.lines() {
+            if let Some(name) = line.trim().strip_prefix("- name: ") {
+                if name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_chart_matches_its_values_and_the_plain_manifests() {
+    let values: Value =
+        serde_norway::from_str(&read("deploy/helm/mcp-hub/values.yaml")).expect("values.yaml");
+    let chart: Value =
+        serde_norway::from_str(&read("deploy/helm/mcp-hub/Chart.yaml")).expect("Chart.yaml");
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(chart["name"], "mcp-hub");
+    // Every `.Values.a.b` a template reads is in values.yaml.
+    let dir = repo().join("deploy/helm/mcp-hub/templates");
+    let mut read_values = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("templates") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("template");
+        for (i, _) in text.match_indices(".Values.") {
+            let path: String = text[i + 8..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+                .collect();
+            read_values.insert(path.trim_end_matches('.').to_owned());
+        }
+    }
+    assert!(read_values.len() > 10, "{read_values:?}");
+    for path in &read_values {
+        let mut at = &values;
+        for key in path.split('.') {
+            at = at
+                .get(key)
+                .unwrap_or_else(|| panic!("values.yaml has no {path}"));
+        }
+    }
+    // The plain manifests set what the chart sets with its defaults (the optional ones
+    // are left out there: seed, workers' service account and CPU limit).
+    let mut plain = BTreeSet::new();
+    for d in manifests().iter().filter(|d| d["kind"] == "Deployment") {
+        plain.extend(env_names(&d["spec"]["template"]["spec"]["containers"][0]));
+    }
+    let optional: BTreeSet<String> = [
+        "MCP_ADMIN_SEED",
+        "MCP_K8S_SERVICE_ACCOUNT",
+        "MCP_K8S_WORKER_CPU_LIMIT",
+    ]
+    .map(str::to_owned)
+    .into();
+    let chart_env = chart_env_names();
+    let expected: BTreeSet<String> = chart_env.difference(&optional).cloned().collect();
+    assert_eq!(plain, expected, "plain manifests vs chart env");
+}

@@ -1,0 +1,498 @@
+//! The Kubernetes backend end to end, without an API server: a fake [`Cluster`] whose
+//! "pods" are real `mcp-worker` processes, each on its own loopback address (127.0.0.N,
+//! the same port for all, as pods have), started with the env of the applied
+//! Deployment, Ready once `/healthz` answers, restarted when they die (the kubelet).
+//! The real gateway then reaches them through the records the backend wrote. A test
+//! against a real cluster runs when `MCP_TEST_KUBECONFIG` is set.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use mcp_core::keys::Keys;
+use mcp_core::runtime::WorkerStatus;
+use mcp_core::RedisRegistry;
+use mcp_supervisor::kubernetes::{self, Cluster, KubeSettings, SERVER_ANNOTATION};
+use mcp_testkit::hub::{Hub, HubOptions};
+use mcp_testkit::ChildProcess;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+struct FakePod {
+    name: String,
+    ip: String,
+    child: ChildProcess,
+    restarts: u32,
+}
+
+struct FakeDeployment {
+    labels: BTreeMap<String, String>,
+    server: Option<String>,
+    env: Vec<(String, String)>,
+    pods: Vec<FakePod>,
+    serial: u32,
+}
+
+/// A namespace that runs what is applied to it, on loopback.
+struct FakeCluster {
+    port: u16,
+    next_ip: AtomicU8,
+    deployments: Mutex<BTreeMap<String, FakeDeployment>>,
+    http: reqwest::Client,
+}
+
+impl FakeCluster {
+    fn new(port: u16) -> FakeCluster {
+        FakeCluster {
+            port,
+            next_ip: AtomicU8::new(2),
+            deployments: Mutex::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(1))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Starts a pod's worker from the Deployment's env, on 127.0.0.N:port.
+    fn start_pod(&self, deployment: &str, d: &mut FakeDeployment) -> FakePod {
+        let ip = format!("127.0.0.{}", self.next_ip.fetch_add(1, Ordering::SeqCst));
+        d.serial += 1;
+        FakePod {
+            name: format!("{deployment}-{}", d.serial),
+            child: self.spawn_worker(&d.env, &ip),
+            ip,
+            restarts: 0,
+        }
+    }
+
+    fn spawn_worker(&self, env: &[(String, String)], ip: &str) -> ChildProcess {
+        let mut command = Command::new(mcp_testkit::bin_path("mcp-worker"));
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        // The pod's 0.0.0.0 is its own address; here, its loopback address.
+        command.env("MCP_WORKER_LISTEN", format!("{ip}:{}", self.port));
+        ChildProcess::spawn("mcp-worker", command)
+    }
+
+    fn matches(labels: &BTreeMap<String, String>, selector: &str) -> bool {
+        selector.split(',').all(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(k, v)| labels.get(k).map(String::as_str) == Some(v))
+        })
+    }
+
+    fn pod_count(&self, name: &str) -> usize {
+        self.deployments
+            .lock()
+            .expect("test value")
+            .get(name)
+            .map_or(0, |d| d.pods.len())
+    }
+}
+
+#[async_trait]
+impl Cluster for FakeCluster {
+    async fn apply(&self, name: &str, deployment: &Value) -> anyhow::Result<()> {
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(deployment["metadata"]["labels"].clone())?;
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or("").to_owned(),
+                    e["value"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        anyhow::ensure!(
+            container["readinessProbe"]["httpGet"]["path"] == "/healthz",
+            "no readiness probe"
+        );
+        let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        let server = deployment["metadata"]["annotations"][SERVER_ANNOTATION]
+            .as_str()
+            .map(str::to_owned);
+        let mut all = self.deployments.lock().expect("test value");
+        let d = all
+            .entry(name.to_owned())
+            .or_insert_with(|| FakeDeployment {
+                labels: labels.clone(),
+                server: server.clone(),
+                env: env.clone(),
+                pods: Vec::new(),
+                serial: 0,
+            });
+        (d.labels, d.server, d.env) = (labels, server, env);
+        while d.pods.len() > replicas {
+            d.pods.pop();
+        }
+        while d.pods.len() < replicas {
+            let pod = self.start_pod(name, d);
+            d.pods.push(pod);
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        // Dropping the pods kills their processes.
+        self.deployments.lock().expect("test value").remove(name);
+        Ok(())
+    }
+
+    async fn deployments(&self, selector: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        Ok(self
+            .deployments
+            .lock()
+            .expect("test value")
+            .iter()
+            .filter(|(_, d)| FakeCluster::matches(&d.labels, selector))
+            .map(|(name, d)| (name.clone(), d.server.clone()))
+            .collect())
+    }
+
+    async fn pods(&self, selector: &str) -> anyhow::Result<Vec<Pod>> {
+        // The kubelet: a dead container is started again.
+        let mut probes = Vec::new();
+        {
+            let mut all = self.deployments.lock().expect("test value");
+            for d in all
+                .values_mut()
+                .filter(|d| FakeCluster::matches(&d.labels, selector))
+            {
+                for i in 0..d.pods.len() {
+                    if d.pods[i].child.has_exited() {
+                        let ip = d.pods[i].ip.clone();
+                        d.pods[i].child = self.spawn_worker(&d.env, &ip);
+                        d.pods[i].restarts += 1;
+                    }
+                    let pod = &d.pods[i];
+                    probes.push((
+                        pod.name.clone(),
+                        pod.ip.clone(),
+                        d.server.clone().unwrap_or_default(),
+                        pod.restarts,
+                    ));
+                }
+            }
+        }
+        let mut pods = Vec::new();
+        for (name, ip, server, restarts) in probes {
+            let ready = self
+                .http
+                .get(format!("http://{ip}:{}/healthz", self.port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            pods.push(serde_json::from_value(json!({
+                "metadata": { "name": name, "annotations": { SERVER_ANNOTATION: server } },
+                "status": {
+                    "podIP": ip,
+                    "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }],
+                    "containerStatuses": [{ "name": "worker", "ready": ready, "restartCount": restarts, "image": "", "imageID": "" }],
+                },
+            }))?);
+        }
+        Ok(pods)
+    }
+}
+
+fn settings(hub: &Hub, port: u16) -> KubeSettings {
+    KubeSettings {
+        namespace: "test".into(),
+        image: "mcp-hub:test".into(),
+        image_pull_policy: "Never".into(),
+        service_account: None,
+        worker_port: port,
+        cpu_request: None,
+        memory_request: None,
+        cpu_limit: None,
+        memory_limit: None,
+        redis_url: hub.redis.url(),
+        key_prefix: hub.prefix.clone(),
+    }
+}
+
+/// (host, restarts) of the running records of `server_id`, once `check` holds.
+async fn wait_records(
+    registry: &RedisRegistry,
+    server_id: &str,
+    what: &str,
+    check: impl Fn(&[(String, u32)]) -> bool,
+) -> Vec<(String, u32)> {
+    mcp_testkit::wait_until_async(what, Duration::from_secs(30), || async {
+        let runtime = registry.get_runtime(server_id).await.ok()?;
+        let running: Vec<(String, u32)> = runtime
+            .workers
+            .iter()
+            .filter(|w| w.status == WorkerStatus::Running)
+            .map(|w| (w.host.clone().unwrap_or_default(), w.restarts))
+            .collect();
+        (runtime.workers.len() == running.len() && check(&running)).then_some(running)
+    })
+    .await
+}
+
+/// A tool call through the gateway: (status, body).
+async fn call(client: &reqwest::Client, hub: &Hub, server_id: &str) -> (u16, String) {
+    let response = client
+        .post(format!("{}/mcp/{server_id}/text", hub.gateway_url))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records() {
+    let mut options = HubOptions::for_tests();
+    // The gateway routes to workers, but no process supervisor runs: the Kubernetes
+    // backend below is the only writer of worker records.
+    options
+        .supervisor_flags
+        .insert("--enabled".into(), "false".into());
+    let hub = Hub::start(options).await.expect("the hub");
+    let registry = RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
+        .expect("registry");
+    let server = serde_json::from_value(json!({ "baseUrl": hub.mock_url })).expect("server");
+    registry
+        .upsert_server("k8s_api", server)
+        .await
+        .expect("server");
+    registry
+        .upsert_tool(
+            "k8s_api",
+            serde_json::from_value(
+                json!({"name": "text", "method": "GET", "pathTemplate": "/test/text"}),
+            )
+            .expect("tool"),
+        )
+        .await
+        .expect("tool");
+
+    let port = mcp_testkit::free_port();
+    let settings = settings(&hub, port);
+    let fake = Arc::new(FakeCluster::new(port));
+    // A ghost of ours (its server is gone) and another hub's Deployment in the namespace.
+    let ghost = kubernetes::desired_deployment(&settings, "gone", 1);
+    let ghost_name = kubernetes::deployment_name(&settings, "gone");
+    fake.apply(&ghost_name, &ghost).await.expect("ghost");
+    let mut other_settings = settings.clone();
+    other_settings.key_prefix = format!("{}other:", hub.prefix);
+    let other_name = kubernetes::deployment_name(&other_settings, "k8s_api");
+    fake.apply(
+        &other_name,
+        &kubernetes::desired_deployment(&other_settings, "k8s_api", 1),
+    )
+    .await
+    .expect("other hub");
+
+    let cancel = CancellationToken::new();
+    let backend = tokio::spawn(kubernetes::run(
+        registry.clone(),
+        fake.clone(),
+        settings.clone(),
+        "sup-k8s".into(),
+        Duration::from_millis(300),
+        cancel.clone(),
+    ));
+    let name = kubernetes::deployment_name(&settings, "k8s_api");
+
+    // One Ready pod -> one running record with the pod's address.
+    let records = wait_records(&registry, "k8s_api", "one running pod record", |r| {
+        r.len() == 1
+    })
+    .await;
+    assert!(
+        records[0].0.starts_with("127.0.0.") && records[0].0 != "127.0.0.1",
+        "{records:?}"
+    );
+    let runtime = registry.get_runtime("k8s_api").await.expect("runtime");
+    assert_eq!(runtime.workers[0].port, Some(port));
+    assert_eq!(runtime.workers[0].supervisor_id.as_deref(), Some("sup-k8s"));
+    // The ghost went on the first reconcile, the other hub's Deployment stays.
+    assert_eq!(fake.pod_count(&ghost_name), 0);
+    assert!(!fake
+        .deployments
+        .lock()
+        .expect("test value")
+        .contains_key(&ghost_name));
+    assert_eq!(fake.pod_count(&other_name), 1);
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let health: Value = client
+        .get(format!("{}/healthz", hub.gateway_url))
+        .send()
+        .await
+        .expect("gateway health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        health["mode"], "workers",
+        "the gateway routes to workers: {health}"
+    );
+    // The pod's worker has served no call yet: its idle time grows until the call.
+    let pod_health = format!("http://{}:{port}/healthz", records[0].0);
+    let idle_ms = || async {
+        let health: Value = client
+            .get(&pod_health)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        health["idle_ms"].as_u64()
+    };
+    let idle_before = mcp_testkit::wait_until_async(
+        "the pod idle for 500 ms",
+        Duration::from_secs(10),
+        || async { idle_ms().await.filter(|ms| *ms >= 500) },
+    )
+    .await;
+    let (status, body) = mcp_testkit::wait_until_async(
+        "a call through the gateway to the pod",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = call(&client, &hub, "k8s_api").await;
+            (status == 200 && body.contains("tool_call.completed")).then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let idle_after = idle_ms().await.expect("pod health");
+    assert!(
+        idle_after < idle_before,
+        "the pod served the call: idle {idle_before} ms -> {idle_after} ms"
+    );
+    println!(
+        "call through the gateway to {}: {status}, pod idle {idle_before} ms -> {idle_after} ms",
+        records[0].0
+    );
+
+    // Two replicas -> two pods on two addresses, both routable.
+    let mut config = registry
+        .get_server("k8s_api")
+        .await
+        .expect("get")
+        .expect("exists");
+    config.replicas = Some(2);
+    registry
+        .upsert_server("k8s_api", config.clone())
+        .await
+        .expect("replicas");
+    let two = wait_records(&registry, "k8s_api", "two running pod records", |r| {
+        r.len() == 2
+    })
+    .await;
+    assert_ne!(two[0].0, two[1].0);
+    assert_eq!(fake.pod_count(&name), 2);
+
+    // A crashed pod: its record goes while it is not Ready, and the "kubelet"'s restart
+    // comes back as a record with restarts = 1.
+    let victim = {
+        let all = fake.deployments.lock().expect("test value");
+        all[&name].pods[0].child.pid()
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let after = wait_records(&registry, "k8s_api", "the restarted pod back", |r| {
+        r.len() == 2 && r.iter().any(|(_, restarts)| *restarts == 1)
+    })
+    .await;
+    println!("after a pod crash: {after:?}");
+    let (status, body) = call(&client, &hub, "k8s_api").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Deactivated -> the Deployment is deleted and the records go.
+    config.active = false;
+    registry
+        .upsert_server("k8s_api", config)
+        .await
+        .expect("deactivate");
+    mcp_testkit::wait_until_async("records removed", Duration::from_secs(20), || async {
+        registry
+            .get_runtime("k8s_api")
+            .await
+            .ok()
+            .filter(|r| r.workers.is_empty())
+    })
+    .await;
+    assert_eq!(fake.pod_count(&name), 0);
+    assert!(!fake
+        .deployments
+        .lock()
+        .expect("test value")
+        .contains_key(&name));
+    assert_eq!(
+        fake.pod_count(&other_name),
+        1,
+        "another hub's Deployment is never ours"
+    );
+
+    cancel.cancel();
+    backend.await.expect("backend loop");
+}
+
+/// Against a real cluster, when `MCP_TEST_KUBECONFIG` names a kubeconfig: applies the
+/// Deployment of a throwaway server id, reads it back by the hub's labels, deletes it.
+/// Pods are not awaited (the image may not be pullable there).
+#[tokio::test]
+async fn real_cluster_apply_list_delete_when_configured() {
+    let Ok(path) = std::env::var("MCP_TEST_KUBECONFIG") else {
+        println!("skipped: set MCP_TEST_KUBECONFIG to a kubeconfig to run against a real cluster");
+        return;
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    let namespace = std::env::var("MCP_TEST_K8S_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let client = kube::Client::try_from(config).expect("client");
+    let cluster = kubernetes::KubeCluster::new(client, &namespace);
+    let settings = KubeSettings {
+        namespace: namespace.clone(),
+        image: "mcp-hub:latest".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        service_account: None,
+        worker_port: 9100,
+        cpu_request: None,
+        memory_request: None,
+        cpu_limit: None,
+        memory_limit: None,
+        redis_url: "redis://127.0.0.1:6379".into(),
+        key_prefix: mcp_testkit::unique_prefix(),
+    };
+    let name = kubernetes::deployment_name(&settings, "real_cluster_test");
+    cluster
+        .apply(
+            &name,
+            &kubernetes::desired_deployment(&settings, "real_cluster_test", 0),
+        )
+        .await
+        .expect("apply");
+    let listed = cluster
+        .deployments(&kubernetes::selector(&settings))
+        .await
+        .expect("list");
+    assert_eq!(
+        listed,
+        vec![(name.clone(), Some("real_cluster_test".to_owned()))]
+    );
+    cluster.delete(&name).await.expect("delete");
+}
