@@ -33,6 +33,30 @@ pub struct Config {
         global = true
     )]
     pub allow_remote_without_token: bool,
+    /// `Host` values the API answers to on every route but `/healthz` (comma-separated
+    /// `host` or `host:port`; `*` = any): against DNS rebinding, a name that is not this
+    /// machine's is refused with 403. Add the names clients (and the gateway, which
+    /// passes its client's `Host` on) reach it by.
+    #[arg(
+        long,
+        env = "MCP_ADMIN_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = mcp_core::web_guard::DEFAULT_ALLOWED_HOSTS,
+        global = true
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed on every route but `/healthz` (comma-separated; an entry
+    /// without a port allows every port; `*` = any). The API's own origin (the one its
+    /// `Host` names, so the dashboard it serves) always passes, and so do requests
+    /// without an `Origin` header (curl, the CLI).
+    #[arg(
+        long,
+        env = "MCP_ADMIN_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = mcp_core::web_guard::DEFAULT_ALLOWED_ORIGINS,
+        global = true
+    )]
+    pub allowed_origins: Vec<String>,
     /// Import this document at start-up when the registry holds no server (demo data).
     #[arg(long, env = "MCP_ADMIN_SEED", global = true)]
     pub seed: Option<PathBuf>,
@@ -166,6 +190,9 @@ impl Config {
                 "MCP_ADMIN_LISTEN={} is not a loopback address: set MCP_ADMIN_TOKEN (or MCP_ADMIN_ALLOW_REMOTE_WITHOUT_TOKEN=true)",
                 self.listen
             ));
+        }
+        if let Err(err) = crate::guard::WebGuard::new(&self.allowed_hosts, &self.allowed_origins) {
+            return Err(format!("MCP_ADMIN_ALLOWED_HOSTS: {err}"));
         }
         if let Some(seed) = &self.seed {
             if !seed.is_file() {

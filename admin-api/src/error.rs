@@ -19,6 +19,12 @@ pub enum ApiError {
     /// 403: the request is understood but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: the `Host` is not in MCP_ADMIN_ALLOWED_HOSTS (or there is none).
+    #[error("{0}")]
+    HostForbidden(String),
+    /// 403: the browser's `Origin` is not in MCP_ADMIN_ALLOWED_ORIGINS nor this API's own.
+    #[error("{0}")]
+    OriginForbidden(String),
     /// 404: no such server, tool or route.
     #[error("{0}")]
     NotFound(String),
@@ -62,7 +68,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::HostForbidden(_) | ApiError::OriginForbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -77,6 +85,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::HostForbidden(_) => "host_forbidden",
+            ApiError::OriginForbidden(_) => "origin_forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge => "payload_too_large",

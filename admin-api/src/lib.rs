@@ -3,7 +3,8 @@
 //! only through `mcp_core::RedisRegistry` and never talks to workers directly.
 //!
 //! Layout: [`config`] (flags), [`routes`] (one file per resource), [`error`] (the JSON
-//! error contract), [`body`] (JSON parsing rules), [`auth`] (bearer token),
+//! error contract), [`body`] (JSON parsing rules), [`auth`] (bearer token), [`guard`]
+//! (Host and Origin allow-lists),
 //! [`request_id`] (span and id per request), [`openapi`] (the generated document),
 //! [`cli`] (import/export subcommands), [`prometheus_text`] (reading the gateway's
 //! metrics for `/api/metrics`); `routes::dashboard` serves the console's build.
@@ -14,6 +15,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod openapi;
 pub mod openapi_import;
 pub mod prometheus_text;
@@ -46,19 +48,35 @@ pub struct AppState {
     pub metrics: routes::metrics::MetricsSource,
 }
 
-/// The whole HTTP surface, ready to serve or to drive with `oneshot` in tests.
+/// The whole HTTP surface without the Host/Origin check, to drive with `oneshot` in
+/// tests (whose requests name no `Host`); [`run`] serves [`app_with_guard`].
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    app_with_guard(state, max_body_bytes, None)
+}
+
+/// The whole HTTP surface; `guard`, when given, checks every request first (inside the
+/// request span, so its refusals carry a request id).
+pub fn app_with_guard(
+    state: AppState,
+    max_body_bytes: usize,
+    guard: Option<Arc<guard::WebGuard>>,
+) -> Router {
     let api = routes::api_routes().route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
     ));
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .merge(routes::dashboard_routes())
         .route("/healthz", axum::routing::get(routes::health::healthz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    let router = match guard {
+        Some(guard) => router.layer(axum::middleware::from_fn_with_state(guard, guard::check)),
+        None => router,
+    };
+    router
         .layer(axum::middleware::from_fn(request_id::request_span))
         .with_state(state)
 }
@@ -92,7 +110,9 @@ pub async fn run(
         .local_addr()
         .context("reading the listen address")?;
     tracing::info!(event = "admin.listening", addr = %addr, auth = state.admin_token.is_some());
-    let router = app(state, config.max_body_bytes);
+    let guard = guard::WebGuard::new(&config.allowed_hosts, &config.allowed_origins)
+        .map_err(|e| anyhow::anyhow!("MCP_ADMIN_ALLOWED_HOSTS: {e}"))?;
+    let router = app_with_guard(state, config.max_body_bytes, Some(Arc::new(guard)));
     let graceful = shutdown.clone();
     // No Nagle delay on the event stream's small writes.
     let listener = listener.tap_io(|tcp| {

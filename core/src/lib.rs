@@ -3,7 +3,6 @@
 //! helpers and the JSON log set-up. No process logic lives here.
 //!
 //! Layout:
-//! - [`audit`]: the audit log of tool calls (a Redis Stream): batched writer, readers.
 //! - [`model`]: `ServerConfig`, `ToolBinding` and their parts (wire format: camelCase JSON).
 //! - [`validate`]: what makes a registration acceptable, as a list of problems.
 //! - [`keys`]: the only place that builds Redis key strings.
@@ -19,9 +18,9 @@
 //! - [`shutdown`]: the root cancellation token, cancelled by SIGTERM/SIGINT.
 //! - [`config`]: `.env` loading and the arguments every binary shares.
 //! - [`log`]: tracing set-up and the canonical log field names.
+//! - [`web_guard`]: the Host/Origin/JSON-type rules every HTTP listener shares.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod config;
 pub mod connection;
 pub mod coordination;
@@ -36,5 +35,6 @@ pub mod runtime;
 pub mod shutdown;
 pub mod subscription;
 pub mod validate;
+pub mod web_guard;
 
 pub use registry::RedisRegistry;

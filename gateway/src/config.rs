@@ -53,7 +53,7 @@ pub struct Config {
         long,
         env = "MCP_GATEWAY_ALLOWED_ORIGINS",
         value_delimiter = ',',
-        default_value = "http://localhost,http://127.0.0.1"
+        default_value = mcp_core::web_guard::DEFAULT_ALLOWED_ORIGINS
     )]
     pub allowed_origins: Vec<String>,
     /// `Host` values the gateway answers to on every route but `/healthz`
@@ -64,7 +64,7 @@ pub struct Config {
         long,
         env = "MCP_GATEWAY_ALLOWED_HOSTS",
         value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,::1"
+        default_value = mcp_core::web_guard::DEFAULT_ALLOWED_HOSTS
     )]
     pub allowed_hosts: Vec<String>,
     /// Full reload of the routing table from Redis on this interval, besides events.

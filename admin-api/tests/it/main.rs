@@ -4,6 +4,7 @@
 mod config;
 mod dashboard;
 mod errors;
+mod guard;
 mod logs;
 mod registry_io;
 mod routes;
@@ -36,6 +37,8 @@ pub struct Options {
     pub dashboard_dir: Option<std::path::PathBuf>,
     /// MCP_ADMIN_GATEWAY_METRICS_URL.
     pub metrics_url: Option<String>,
+    /// More environment variables for the process.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             max_body_bytes: None,
             dashboard_dir: None,
             metrics_url: None,
+            env: Vec::new(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl Admin {
                 .as_deref()
                 .unwrap_or("http://127.0.0.1:9/metrics"),
         ]);
+        command.envs(options.env.iter().copied());
         if let Some(max) = options.max_body_bytes {
             command.args(["--max-body-bytes", &max.to_string()]);
         }
