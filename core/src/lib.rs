@@ -3,6 +3,7 @@
 //! helpers and the JSON log set-up. No process logic lives here.
 //!
 //! Layout:
+//! - [`audit`]: the audit log of tool calls (a Redis Stream): batched writer, readers.
 //! - [`model`]: `ServerConfig`, `ToolBinding` and their parts (wire format: camelCase JSON).
 //! - [`validate`]: what makes a registration acceptable, as a list of problems.
 //! - [`keys`]: the only place that builds Redis key strings.
@@ -21,6 +22,7 @@
 //! - [`web_guard`]: the Host/Origin/JSON-type rules every HTTP listener shares.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod connection;
 pub mod coordination;
