@@ -60,7 +60,12 @@ that cannot be imported or fetched)."
         routes::audit::stream,
         document,
     ),
-    components(schemas(mcp_core::validate::Problem, mcp_core::runtime::WorkerRecord, mcp_core::audit::Entry, mcp_core::audit::Page))
+    components(schemas(
+        mcp_core::validate::Problem,
+        mcp_core::runtime::WorkerRecord,
+        mcp_core::audit::Entry,
+        mcp_core::audit::Page
+    ))
 )]
 pub struct ApiDoc;
 
