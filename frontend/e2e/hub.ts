@@ -85,7 +85,6 @@ export async function startHub(options: { binDir: string; distDir: string; logDi
       `--admin-flag=--dashboard-dir=${options.distDir}`,
       '--supervisor-flag=--supervisor-id=sup-e2e',
       '--supervisor-flag=--orphan-timeout=5s',
-      ...Object.entries(options.env ?? {}).map(([k, v]) => `--env=${k}=${v}`),
     ],
     { env, stdio: ['pipe', 'pipe', launcherLog] },
   );

@@ -2,7 +2,8 @@
 //! are not written in Rust (the dashboard's browser suite, `frontend/e2e/hub.ts`).
 //! Starts a whole hub on free ports, prints one JSON line naming its URLs on stdout, and
 //! keeps it up until SIGTERM, Ctrl-C or the end of stdin (its parent went away); then
-//! stops all of it, workers included.
+//! stops all of it, workers included. The hub's processes inherit this one's
+//! environment.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,9 +32,6 @@ struct Args {
     /// A flag of the supervisor, `--name=value` (repeatable).
     #[arg(long = "supervisor-flag", value_parser = flag)]
     supervisor_flags: Vec<(String, String)>,
-    /// Environment of every hub process, `NAME=VALUE` (repeatable).
-    #[arg(long = "env", value_parser = pair)]
-    env: Vec<(String, String)>,
 }
 
 fn pair(text: &str) -> Result<(String, String), String> {
@@ -67,7 +65,6 @@ async fn main() -> ExitCode {
         options.bin_dir = dir;
     }
     options.log_dir = Some(args.log_dir);
-    options.env = args.env;
     options.admin_flags.extend(into_map(args.admin_flags));
     options.gateway_flags.extend(into_map(args.gateway_flags));
     options
