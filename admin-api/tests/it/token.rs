@@ -37,6 +37,8 @@ async fn with_a_token_every_api_route_requires_it() {
         (Method::GET, "/api/openapi.json"),
         (Method::GET, "/api/events"),
         (Method::GET, "/api/runtime"),
+        (Method::GET, "/api/audit"),
+        (Method::GET, "/api/audit/stream"),
     ];
     for (method, path) in &routes {
         let response = anonymous(method.clone(), path).await.expect("sent");
