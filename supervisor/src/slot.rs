@@ -170,10 +170,9 @@ impl Slot {
     async fn run(mut self, first_reason: &'static str) -> Option<AfterStop> {
         let mut reason: String = first_reason.to_owned();
         if self.proc.is_some() {
-            self.record.supervisor_id = Some(self.ctx.supervisor_id.clone());
-            self.record.reason = None;
-            self.write(true).await;
-            tracing::info!(event = "worker.adopted", server = %self.key.server_id, replica = self.key.replica_idx, pid = self.record.pid, port = self.record.port);
+            self.take_adopted().await;
+        } else {
+            self.continue_from_stored().await;
         }
         loop {
             if self.proc.is_none() {
@@ -618,6 +617,58 @@ impl Slot {
         };
         let (http, server_id) = (self.ctx.http.clone(), self.key.server_id.clone());
         async move { health::probe(&http, &host, port, &server_id, timeout).await }
+    }
+
+    /// The status Redis holds for this replica now (`None`: no record).
+    async fn stored_status(&self) -> mcp_core::registry::Result<Option<WorkerStatus>> {
+        let runtime = self.ctx.registry.get_runtime(&self.key.server_id).await?;
+        Ok(runtime
+            .workers
+            .iter()
+            .find(|r| r.replica_idx == self.key.replica_idx)
+            .map(|r| r.status))
+    }
+
+    /// Writes an adopted worker's record under this supervisor's name, if the state
+    /// machine allows it over what Redis holds now (the record was read before the
+    /// health probe; another writer may have moved it since).
+    async fn take_adopted(&mut self) {
+        self.record.supervisor_id = Some(self.ctx.supervisor_id.clone());
+        self.record.reason = None;
+        match self.stored_status().await {
+            Ok(stored) => match status::check_replace(stored, self.record.status) {
+                Ok(()) => self.write(true).await,
+                Err(err) => {
+                    tracing::error!(event = "supervisor.illegal_transition", server = %self.key.server_id, replica = self.key.replica_idx, error = %err);
+                }
+            },
+            // Not written blind; the next heartbeat writes it.
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %self.key.server_id, error = %err)
+            }
+        }
+        tracing::info!(event = "worker.adopted", server = %self.key.server_id, replica = self.key.replica_idx, pid = self.record.pid, port = self.record.port);
+    }
+
+    /// A new slot goes on from the replica's stored record: the slot's state machine
+    /// starts at the stored status and first writes the moves
+    /// [`status::path_to_starting`] names, so its `Starting` is a legal move from what
+    /// Redis holds (a `pending` record left by `hold`, an `idle` one, or a stale
+    /// `running` one). Without a readable record it starts from `stopped`.
+    async fn continue_from_stored(&mut self) {
+        let stored = match self.stored_status().await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(event = "supervisor.record.failed", server = %self.key.server_id, error = %err);
+                return;
+            }
+        };
+        self.record.status = stored;
+        for &step in status::path_to_starting(Some(stored)) {
+            self.transition(step, Some("taken over by a new slot".into()))
+                .await;
+        }
     }
 
     /// Moves to `to` (refusing an illegal move) and writes the record with its event.

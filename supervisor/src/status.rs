@@ -47,6 +47,19 @@ pub fn check_replace(
     stored.map_or(Ok(()), |from| check(from, to))
 }
 
+/// The statuses a slot that takes a replica over writes, in order, before its own
+/// `Starting`, so that every write follows the state machine from what Redis holds
+/// (`None`: no record, nothing to pass through). A record still saying `Running` or
+/// `Unhealthy` (its process gone, or another owner's view) goes through `Restarting`;
+/// one saying `Stopping` through `Stopped`.
+pub fn path_to_starting(stored: Option<WorkerStatus>) -> &'static [WorkerStatus] {
+    match stored {
+        Some(Running | Unhealthy) => &[Restarting],
+        Some(Stopping) => &[Stopped],
+        None | Some(Pending | Starting | Restarting | Failed | Stopped | Idle) => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +113,26 @@ mod tests {
         ] {
             assert_eq!(check_replace(stored, Pending).is_ok(), ok, "{stored:?}");
         }
+    }
+
+    #[test]
+    fn a_new_slot_reaches_starting_from_any_stored_record() {
+        for stored in ALL.map(Some).into_iter().chain([None]) {
+            let path = path_to_starting(stored);
+            let mut from = stored;
+            for &step in path.iter().chain([&Starting]) {
+                assert!(
+                    check_replace(from, step).is_ok(),
+                    "{stored:?}: {from:?} -> {step:?} in {path:?}"
+                );
+                from = Some(step);
+            }
+        }
+        // Only the records that cannot go to `Starting` directly get extra writes.
+        assert_eq!(path_to_starting(Some(Running)), &[Restarting]);
+        assert_eq!(path_to_starting(Some(Stopping)), &[Stopped]);
+        assert!(path_to_starting(Some(Pending)).is_empty());
+        assert!(path_to_starting(None).is_empty());
     }
 
     #[test]
