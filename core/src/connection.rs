@@ -487,29 +487,25 @@ impl Connection {
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
-        let mut retried = false;
-        loop {
-            let node = self.inner.node().await?;
-            let mut conn = node.conn.clone();
-            let result = invocation.invoke_async(&mut conn).await;
-            match self.inner.verdict(&node, result, &mut retried) {
-                Verdict::Retry => continue,
-                Verdict::Done(result) => {
-                    let value = result?;
-                    self.inner.confirm(&mut conn).await?;
-                    return Ok(value);
-                }
-            }
-        }
+        self.write(Write::Script(invocation)).await
     }
 
     /// [`Connection::write_script`] for a plain command.
     pub(crate) async fn write_cmd<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        self.write(Write::Cmd(cmd)).await
+    }
+
+    /// Sends `write` to the current node, following a master change once, and
+    /// acknowledges it as [`Connection::write_script`] says.
+    async fn write<T: FromRedisValue>(&self, write: Write<'_, '_>) -> RedisResult<T> {
         let mut retried = false;
         loop {
             let node = self.inner.node().await?;
             let mut conn = node.conn.clone();
-            let result = cmd.query_async(&mut conn).await;
+            let result = match write {
+                Write::Script(invocation) => invocation.invoke_async(&mut conn).await,
+                Write::Cmd(cmd) => cmd.query_async(&mut conn).await,
+            };
             match self.inner.verdict(&node, result, &mut retried) {
                 Verdict::Retry => continue,
                 Verdict::Done(result) => {
@@ -520,6 +516,13 @@ impl Connection {
             }
         }
     }
+}
+
+/// What [`Connection::write`] sends.
+#[derive(Clone, Copy)]
+enum Write<'a, 's> {
+    Script(&'a ScriptInvocation<'s>),
+    Cmd(&'a Cmd),
 }
 
 impl Inner {
