@@ -42,7 +42,8 @@ pub struct Config {
         long,
         env = "MCP_WORKER_ALLOWED_HOSTS",
         value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,::1"
+        default_value = "localhost,127.0.0.1,::1",
+        value_parser = parse_host_entry
     )]
     pub allowed_hosts: Vec<String>,
     /// Browser origins accepted by the MCP endpoints (comma-separated; empty = any).
@@ -79,6 +80,16 @@ pub struct Config {
     pub audit: mcp_core::audit::AuditArgs,
 }
 
+/// One `MCP_WORKER_ALLOWED_HOSTS` entry, refused at start-up unless it is a host or
+/// `host:port` (`mcp_core::web_guard::HostList`'s rule, which the guard applies).
+fn parse_host_entry(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    if !entry.is_empty() {
+        mcp_core::web_guard::HostList::parse(&[entry.to_owned()])?;
+    }
+    Ok(entry.to_owned())
+}
+
 fn parse_server_id(id: &str) -> Result<String, String> {
     if mcp_core::validate::is_valid_server_id(id) {
         Ok(id.to_owned())
@@ -98,5 +109,24 @@ impl Config {
             max_response_bytes: self.max_response_bytes.max(1024),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_allowed_host_entry_is_refused_at_start_up() {
+        let parse = |hosts: &str| {
+            Config::try_parse_from(["mcp-worker", "--server", "s", "--allowed-hosts", hosts])
+        };
+        let config = parse("localhost,hub.example:8443,::1").expect("good entries");
+        assert_eq!(
+            config.allowed_hosts,
+            ["localhost", "hub.example:8443", "::1"]
+        );
+        assert!(parse("localhost,hub.example:99999").is_err());
+        assert!(parse("a b").is_err());
     }
 }

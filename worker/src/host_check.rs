@@ -1,7 +1,10 @@
 //! Owns the Host and Origin checks of the old HTTP+SSE transport, which rmcp does not
 //! guard (its Streamable HTTP service checks both itself): the same rules, from the same
 //! settings (`MCP_WORKER_ALLOWED_HOSTS`, `MCP_WORKER_ALLOWED_ORIGINS`), so a browser
-//! page cannot reach a worker through DNS rebinding on either transport.
+//! page cannot reach a worker through DNS rebinding on either transport. Host values
+//! are matched by `mcp_core::web_guard::HostList`, the gateway's and the admin API's
+//! rule, which is also rmcp's (an entry without a port allows every port); Origins
+//! exactly, as rmcp's `with_allowed_origins` list does here.
 
 use std::sync::Arc;
 
@@ -9,22 +12,35 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use mcp_core::web_guard::HostList;
 use serde_json::json;
 
-/// Allowed `Host` values (`host` or `host:port`; empty = any) and `Origin` values
-/// (empty = any).
+/// Allowed `Host` values (`None` = any) and `Origin` values (empty = any).
 #[derive(Clone, Debug, Default)]
 pub struct Allowed {
-    pub hosts: Vec<String>,
-    pub origins: Vec<String>,
+    hosts: Option<HostList>,
+    origins: Vec<String>,
+}
+
+impl Allowed {
+    /// From the settings: `hosts` as `MCP_WORKER_ALLOWED_HOSTS` lists them (each entry
+    /// checked at start-up by [`crate::config`]; empty = any), `origins` likewise.
+    pub fn new(hosts: &[String], origins: &[String]) -> Allowed {
+        Allowed {
+            hosts: HostList::parse(hosts).ok(),
+            origins: origins.to_vec(),
+        }
+    }
 }
 
 /// Axum middleware: 403 with a JSON error for a Host or Origin that is not allowed.
 pub async fn guard(State(allowed): State<Arc<Allowed>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if !allowed.hosts.is_empty() && !host.is_some_and(|h| host_allowed(h, &allowed.hosts)) {
-        return forbidden("Host is not allowed");
+    if let Some(hosts) = &allowed.hosts {
+        let host = headers.get(header::HOST).map(|v| v.as_bytes());
+        if !host.is_some_and(|h| hosts.allows(h)) {
+            return forbidden("Host is not allowed");
+        }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let ok = origin
@@ -40,39 +56,6 @@ pub async fn guard(State(allowed): State<Arc<Allowed>>, request: Request, next: 
 fn forbidden(message: &str) -> Response {
     let body = json!({"error": {"code": "forbidden", "message": message}});
     (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-}
-
-/// `host[:port]` split, lowercase, IPv6 brackets removed.
-fn split_authority(value: &str) -> Option<(String, Option<u16>)> {
-    let value = value.trim();
-    // A bare IPv6 address (`::1`, as the settings list it) is a host without a port.
-    if let Ok(ip) = value.parse::<std::net::Ipv6Addr>() {
-        return Some((ip.to_string(), None));
-    }
-    let authority: http::uri::Authority = value.parse().ok()?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    Some((host, authority.port_u16()))
-}
-
-/// An entry without a port allows every port of that host.
-pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
-    let Some((host, port)) = split_authority(host) else {
-        return false;
-    };
-    allowed
-        .iter()
-        .filter_map(|a| split_authority(a))
-        .any(|(h, p)| {
-            h == host
-                && match p {
-                    Some(p) => port == Some(p),
-                    None => true,
-                }
-        })
 }
 
 /// Exact match of scheme, host and port, case-insensitive; an empty list allows any.
@@ -95,7 +78,11 @@ mod tests {
 
     #[test]
     fn hosts() {
-        let allowed = list(&["localhost", "127.0.0.1", "::1", "hub.example:8443"]);
+        let allowed = Allowed::new(
+            &list(&["localhost", "127.0.0.1", "::1", "hub.example:8443"]),
+            &[],
+        );
+        let hosts = allowed.hosts.expect("a host list");
         for (host, ok) in [
             ("localhost", true),
             ("LOCALHOST:9100", true),
@@ -109,8 +96,9 @@ mod tests {
             ("", false),
             ("a b", false),
         ] {
-            assert_eq!(host_allowed(host, &allowed), ok, "{host}");
+            assert_eq!(hosts.allows(host.as_bytes()), ok, "{host}");
         }
+        assert!(Allowed::new(&[], &[]).hosts.is_none(), "empty = any");
     }
 
     #[test]

@@ -43,10 +43,7 @@ pub fn app(state: Arc<WorkerState>, config: &Config, shutdown: CancellationToken
         .merge(mcp::router(state.clone(), config, shutdown.clone()))
         .merge(legacy_sse::router(
             state,
-            host_check::Allowed {
-                hosts: config.allowed_hosts.clone(),
-                origins: config.allowed_origins.clone(),
-            },
+            host_check::Allowed::new(&config.allowed_hosts, &config.allowed_origins),
             shutdown,
         ))
 }

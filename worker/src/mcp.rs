@@ -306,10 +306,10 @@ pub fn router(state: Arc<WorkerState>, config: &Config, shutdown: CancellationTo
         .layer(axum::middleware::from_fn_with_state(sessions, precheck))
         // Host and Origin before anything reads the body (rmcp checks them again).
         .layer(axum::middleware::from_fn_with_state(
-            Arc::new(crate::host_check::Allowed {
-                hosts: config.allowed_hosts.clone(),
-                origins: config.allowed_origins.clone(),
-            }),
+            Arc::new(crate::host_check::Allowed::new(
+                &config.allowed_hosts,
+                &config.allowed_origins,
+            )),
             crate::host_check::guard,
         ))
 }
