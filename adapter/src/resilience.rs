@@ -262,38 +262,22 @@ impl Budget {
     }
 }
 
-/// The breaker's state, as the logs and `/healthz` name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
+/// The breaker's state, as the logs, `/healthz` and the runtime record name it.
+pub use mcp_core::runtime::BreakerState;
+
+fn state_from_u8(raw: u8) -> BreakerState {
+    match raw {
+        1 => BreakerState::Open,
+        2 => BreakerState::HalfOpen,
+        _ => BreakerState::Closed,
+    }
 }
 
-impl BreakerState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    fn from_u8(raw: u8) -> BreakerState {
-        match raw {
-            1 => BreakerState::Open,
-            2 => BreakerState::HalfOpen,
-            _ => BreakerState::Closed,
-        }
-    }
-
-    fn as_u8(self) -> u8 {
-        match self {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        }
+fn state_as_u8(state: BreakerState) -> u8 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
     }
 }
 
@@ -335,7 +319,7 @@ impl Breaker {
     pub fn new(epoch: Instant) -> Breaker {
         Breaker {
             epoch,
-            state: AtomicU8::new(BreakerState::Closed.as_u8()),
+            state: AtomicU8::new(state_as_u8(BreakerState::Closed)),
             failures: AtomicU32::new(0),
             opened_at: AtomicU64::new(0),
             probing: AtomicBool::new(false),
@@ -347,7 +331,7 @@ impl Breaker {
     }
 
     pub fn state(&self) -> BreakerState {
-        BreakerState::from_u8(self.state.load(Ordering::Acquire))
+        state_from_u8(self.state.load(Ordering::Acquire))
     }
 
     pub fn failures(&self) -> u32 {
@@ -369,8 +353,8 @@ impl Breaker {
             let won = self
                 .state
                 .compare_exchange(
-                    BreakerState::Open.as_u8(),
-                    BreakerState::HalfOpen.as_u8(),
+                    state_as_u8(BreakerState::Open),
+                    state_as_u8(BreakerState::HalfOpen),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
@@ -408,7 +392,7 @@ impl Breaker {
             if probe {
                 self.probing.store(false, Ordering::Release);
                 self.state
-                    .store(BreakerState::Closed.as_u8(), Ordering::Release);
+                    .store(state_as_u8(BreakerState::Closed), Ordering::Release);
                 return Some(Transition {
                     from: BreakerState::HalfOpen,
                     to: BreakerState::Closed,
@@ -425,7 +409,7 @@ impl Breaker {
             self.opened_at.store(self.ms(now), Ordering::Release);
             self.probing.store(false, Ordering::Release);
             self.state
-                .store(BreakerState::Open.as_u8(), Ordering::Release);
+                .store(state_as_u8(BreakerState::Open), Ordering::Release);
             return Some(Transition {
                 from: BreakerState::HalfOpen,
                 to: BreakerState::Open,
@@ -437,8 +421,8 @@ impl Breaker {
             let opened = self
                 .state
                 .compare_exchange(
-                    BreakerState::Closed.as_u8(),
-                    BreakerState::Open.as_u8(),
+                    state_as_u8(BreakerState::Closed),
+                    state_as_u8(BreakerState::Open),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
@@ -461,7 +445,7 @@ impl Breaker {
             let opened_at = self.ms(now).saturating_sub(config.cool_down_ms());
             self.opened_at.store(opened_at, Ordering::Release);
             self.state
-                .store(BreakerState::Open.as_u8(), Ordering::Release);
+                .store(state_as_u8(BreakerState::Open), Ordering::Release);
         }
     }
 }
@@ -491,6 +475,18 @@ impl Guard {
             budget_refusals: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
+        }
+    }
+
+    /// The breaker's state and the counters, as the runtime record holds them.
+    pub fn snapshot(&self) -> mcp_core::runtime::Resilience {
+        mcp_core::runtime::Resilience {
+            state: self.breaker.state(),
+            consecutive_failures: self.breaker.failures(),
+            retries: self.retries.load(Ordering::Relaxed),
+            retries_refused_by_budget: self.budget_refusals.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            opened: self.opened.load(Ordering::Relaxed),
         }
     }
 

@@ -78,6 +78,11 @@ pub struct WorkerRecord {
     /// Registry version the record was written at.
     #[serde(default)]
     pub updated_at: u64,
+    /// The worker's circuit breaker and retry counters, as its `/healthz` showed them at
+    /// `last_heartbeat` (absent until a call of a server with `retry` or
+    /// `circuitBreaker` made them, and for a new process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<Resilience>,
 }
 
 impl WorkerRecord {
@@ -98,6 +103,7 @@ impl WorkerRecord {
             last_failure_at: None,
             started_at: None,
             updated_at: unix_millis(),
+            resilience: None,
         }
     }
 
@@ -105,6 +111,52 @@ impl WorkerRecord {
     pub fn endpoint(&self) -> Option<String> {
         Some(format!("{}:{}", self.host.as_deref()?, self.port?))
     }
+}
+
+/// The state of a worker's circuit breaker towards its REST API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once with `circuit_open` until the cool-down ends.
+    Open,
+    /// One probe call is let through; its result closes or reopens the breaker.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One worker's circuit breaker (one per server: a tool's overrides change its retries,
+/// not the breaker) and its retry counters since the process started. The worker's
+/// `/healthz` writes the same fields in snake_case (the aliases read them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resilience {
+    pub state: BreakerState,
+    /// Failed attempts in a row.
+    #[serde(default, alias = "consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// Retries made.
+    #[serde(default)]
+    pub retries: u64,
+    /// Retries refused because the retry budget was spent.
+    #[serde(default, alias = "retries_refused_by_budget")]
+    pub retries_refused_by_budget: u64,
+    /// Calls failed fast by the open breaker.
+    #[serde(default)]
+    pub rejected: u64,
+    /// Times the breaker opened.
+    #[serde(default)]
+    pub opened: u64,
 }
 
 /// All replicas of one server, as the admin API shows them.

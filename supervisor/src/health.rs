@@ -1,5 +1,6 @@
 //! Owns probing a worker's `/healthz`: it must answer 200 for the right server (so a
-//! port reused by another worker is not mistaken for ours).
+//! port reused by another worker is not mistaken for ours), and reading what the
+//! runtime record shows of it (idle time, the circuit breaker's state).
 
 use std::time::Duration;
 
@@ -8,6 +9,9 @@ use std::time::Duration;
 pub struct Health {
     pub pid: u32,
     pub idle_ms: u64,
+    /// Its circuit breaker and retry counters (`None` until a guarded call made them,
+    /// or from a worker too old to report them), copied into the runtime record.
+    pub resilience: Option<mcp_core::runtime::Resilience>,
 }
 
 /// A failed probe: the HTTP status when there was one.
@@ -54,5 +58,6 @@ pub async fn probe(
     Ok(Health {
         pid: body["pid"].as_u64().unwrap_or(0) as u32,
         idle_ms: body["idle_ms"].as_u64().unwrap_or(0),
+        resilience: serde_json::from_value(body["resilience"].clone()).ok(),
     })
 }

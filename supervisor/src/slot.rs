@@ -253,6 +253,8 @@ impl Slot {
         self.shared_pid.store(pid, Ordering::Relaxed);
         self.record.port = Some(port);
         self.record.started_at = Some(unix_millis());
+        // A new process starts with a closed breaker and no counters.
+        self.record.resilience = None;
         self.proc = Some(Proc::Child(child));
         tracing::info!(event = "worker.spawned", server = %self.key.server_id, replica = self.key.replica_idx, pid, port, reason);
         let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
@@ -336,6 +338,11 @@ impl Slot {
                 Ok(health) => {
                     failed_probes = 0;
                     self.record.last_heartbeat = Some(unix_millis());
+                    // A change of the breaker's state is published (the dashboard
+                    // follows events); its counters ride on the quiet heartbeat.
+                    let breaker_changed = self.record.resilience.map(|r| r.state)
+                        != health.resilience.map(|r| r.state);
+                    self.record.resilience = health.resilience;
                     if self
                         .running_since
                         .is_some_and(|t| t.elapsed() >= STABLE_AFTER)
@@ -345,7 +352,7 @@ impl Slot {
                     if self.record.status == WorkerStatus::Unhealthy {
                         self.transition(WorkerStatus::Running, None).await;
                     } else {
-                        self.write(false).await;
+                        self.write(breaker_changed).await;
                     }
                     if !self.ctx.idle_ttl.is_zero()
                         && health.idle_ms >= self.ctx.idle_ttl.as_millis() as u64

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use mcp_core::runtime::{WorkerRecord, WorkerStatus};
+use mcp_core::runtime::{BreakerState, Resilience, WorkerRecord, WorkerStatus};
 use mcp_core::subscription::Update;
 use reqwest::Method;
 use serde_json::json;
@@ -207,6 +207,14 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
         last_failure_at: Some(1),
         started_at: Some(1),
         updated_at: 1,
+        resilience: Some(Resilience {
+            state: BreakerState::Open,
+            consecutive_failures: 5,
+            retries: 7,
+            retries_refused_by_budget: 1,
+            rejected: 3,
+            opened: 1,
+        }),
     };
     registry
         .put_worker_record("fruits_api", &record)
@@ -218,6 +226,11 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
     assert_eq!(runtime["workers"][0]["status"], "running");
     assert_eq!(runtime["workers"][0]["port"], 9100);
     assert_eq!(runtime["workers"][0]["restarts"], 2);
+    assert_eq!(
+        runtime["workers"][0]["resilience"],
+        json!({"state": "open", "consecutiveFailures": 5, "retries": 7,
+            "retriesRefusedByBudget": 1, "rejected": 3, "opened": 1})
+    );
     let (_, all) = admin.call(Method::GET, "/api/runtime", None).await;
     assert_eq!(all[0]["serverId"], "fruits_api");
 }
@@ -256,6 +269,20 @@ async fn health_openapi_and_event_stream() {
         );
     }
     assert!(doc["components"]["schemas"]["ServerConfig"].is_object());
+    // The breaker's state in the runtime record.
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["WorkerRecord"]["properties"]["resilience"].is_object(),
+        "{}",
+        schemas["WorkerRecord"]
+    );
+    assert_eq!(
+        schemas["BreakerState"]["enum"],
+        json!(["closed", "open", "half_open"]),
+        "{}",
+        schemas["BreakerState"]
+    );
+    assert!(schemas["Resilience"]["properties"]["consecutiveFailures"].is_object());
 
     // The dashboard's event stream: a reload, then events as they happen, secrets masked.
     let mut response = admin.send(Method::GET, "/api/events", None).await;

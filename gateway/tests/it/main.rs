@@ -9,6 +9,7 @@ mod failover;
 mod legacy_sse;
 mod mcp;
 mod openapi;
+mod resilience;
 mod rollback;
 mod streaming;
 mod web_security;
