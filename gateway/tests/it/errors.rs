@@ -30,7 +30,7 @@ async fn refusals_are_json_with_stable_codes() {
     let body = assert_error(status, &body, 400, "invalid_arguments");
     assert_eq!(sorted_pointers(&body), ["", "/price", "/title"], "{body}");
     assert_eq!(
-        product_count(&stack).await,
+        stack.product_count().await,
         5,
         "invalid arguments never reach the REST API"
     );
@@ -330,20 +330,6 @@ async fn an_idle_server_is_woken_by_a_call() {
         .wait_for_event("gateway.wake", std::time::Duration::from_secs(5));
 }
 
-/// The mock's FakeStore products (a call that reached the REST API would add one).
-async fn product_count(stack: &Stack) -> usize {
-    let products: Value = stack
-        .client
-        .get(format!("{}/products", stack.mock_url))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    products.as_array().map_or(0, Vec::len)
-}
-
 /// `body` as a chunked request (no Content-Length), in 64 KiB chunks.
 fn chunked(body: &Value) -> reqwest::Body {
     let bytes = body.to_string().into_bytes();
@@ -410,7 +396,7 @@ async fn large_bodies_are_validated_before_an_idle_server_is_woken() {
         mcp_core::runtime::WorkerStatus::Idle,
         "still idle"
     );
-    assert_eq!(product_count(&stack).await, 5, "no REST call was made");
+    assert_eq!(stack.product_count().await, 5, "no REST call was made");
 
     // A valid one of the same size wakes the server and reaches the REST API whole,
     // with a Content-Length and chunked.
@@ -455,7 +441,7 @@ async fn large_bodies_are_validated_before_an_idle_server_is_woken() {
     assert_eq!(response.status().as_u16(), 200);
     let events = crate::parse_sse(&response.text().await.expect("body"));
     assert_eq!(assert_completed(&events)[0]["title"], "Small");
-    assert_eq!(product_count(&stack).await, 8);
+    assert_eq!(stack.product_count().await, 8);
 }
 
 /// A stand-in worker on a free port: `answer` is written to each connection (nothing

@@ -92,6 +92,20 @@ fn base_command(binary: &str, redis: &RedisServer, prefix: &str) -> Command {
 }
 
 impl Stack {
+    /// The mock's FakeStore products (a call that reached the REST API would add one).
+    pub async fn product_count(&self) -> usize {
+        let products: Value = self
+            .client
+            .get(format!("{}/products", self.mock_url))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        products.as_array().map_or(0, Vec::len)
+    }
+
     /// The whole hub with the demo servers (pointed at the mock) plus a `test_api`
     /// server bound to the mock's test endpoints.
     pub async fn start(options: Options) -> Stack {

@@ -143,23 +143,10 @@ async fn an_sdk_call_with_invalid_arguments_gets_a_tool_error_on_a_2025_11_25_se
         .wait_for_event("gateway.request.invalid_arguments", Duration::from_secs(5));
     assert_eq!(seen["tool"], "add_product", "{seen}");
     assert_eq!(
-        product_count(&stack).await,
+        stack.product_count().await,
         5,
         "the refused call never reached the REST API"
     );
-}
-
-async fn product_count(stack: &Stack) -> usize {
-    let products: Value = stack
-        .client
-        .get(format!("{}/products", stack.mock_url))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    products.as_array().map_or(0, Vec::len)
 }
 
 /// The JSON-RPC message of a Streamable HTTP answer with `id` (SSE or JSON).
@@ -281,7 +268,7 @@ async fn invalid_arguments_follow_the_negotiated_version_and_the_session_comes_f
         .await;
     assert_eq!(status, 404, "{text}");
     assert_eq!(
-        product_count(&stack).await,
+        stack.product_count().await,
         5,
         "no refused call reached the REST API"
     );

@@ -34,19 +34,6 @@ fn tool_routes() -> Vec<(&'static str, Value)> {
     ]
 }
 
-async fn product_count(stack: &Stack) -> usize {
-    let products: Value = stack
-        .client
-        .get(format!("{}/products", stack.mock_url))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    products.as_array().map_or(0, Vec::len)
-}
-
 /// Asserts a gateway refusal: status, stable code, a message, and the request id of
 /// the `X-Request-Id` header.
 async fn assert_refused(response: reqwest::Response, status: u16, code: &str, what: &str) {
@@ -136,7 +123,7 @@ async fn a_cross_site_request_never_runs_a_tool() {
         .await;
     }
     assert_eq!(
-        product_count(&stack).await,
+        stack.product_count().await,
         5,
         "no refused request reached the REST API"
     );
@@ -153,7 +140,7 @@ async fn a_cross_site_request_never_runs_a_tool() {
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.expect("body");
     assert!(text.contains("tool_call.completed"), "{text}");
-    assert_eq!(product_count(&stack).await, 6);
+    assert_eq!(stack.product_count().await, 6);
 }
 
 #[tokio::test]
@@ -188,7 +175,7 @@ async fn a_host_off_the_list_is_refused_on_every_route_but_health() {
         .await
         .expect("sent");
     assert_refused(response, 403, "host_forbidden", "a call by a rebound name").await;
-    assert_eq!(product_count(&stack).await, 5);
+    assert_eq!(stack.product_count().await, 5);
 
     // Loopback names pass, with or without a port; health answers any name.
     for host in ["localhost", "127.0.0.1:8080", "[::1]:8080", "LocalHost:1"] {
