@@ -394,6 +394,41 @@ async function main() {
       });
     }
 
+    await check('the server page shows the circuit breaker open after the REST API fails', async () => {
+      const id = 'e2e_breaker';
+      const put = (path: string, body: unknown, method = 'POST') =>
+        fetch(path, { method, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      assert((await put(`${hub.mock}/control/faults/e2e-breaker`, { status: 503 }, 'PUT')).ok, 'fault set');
+      const created = await put(`${hub.admin}/api/servers/${id}`, {
+        baseUrl: hub.mock,
+        timeoutMs: 5000,
+        circuitBreaker: { failureThreshold: 2, coolDownMs: 600000 },
+      });
+      assert(created.ok, `create ${id}: ${created.status}`);
+      const tool = await put(`${hub.admin}/api/tools/${id}/flaky`, {
+        name: 'flaky', method: 'GET', pathTemplate: '/fault/e2e-breaker/test/echo',
+      });
+      assert(tool.ok, `create tool: ${tool.status}`);
+      await page.goto(`${dashboard}servers/${id}`);
+      await page.locator('[data-testid=worker][data-status=running]').waitFor({ timeout: 15_000 });
+      await page.locator('[data-testid=worker-breaker][data-breaker=none]').waitFor();
+      // Two failed calls open it; the third fails fast. The page follows the record's event.
+      await waitUntil('the breaker to open', 10_000, async () => {
+        const r = await fetch(`${hub.gateway}/mcp/${id}/flaky`, {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ args: {} }),
+        });
+        return (await r.text()).includes('circuit_open');
+      });
+      await page.locator('[data-testid=worker-breaker][data-breaker=open]').waitFor({ timeout: 10_000 });
+      const text = (await page.getByTestId('worker-breaker').textContent()) ?? '';
+      assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text), `breaker shown: ${text}`);
+      await shot(page, 'server-detail-breaker-open');
+      // Off its page first: a deleted server's page would fetch a 404.
+      await page.goto(`${dashboard}servers`);
+      const gone = await fetch(`${hub.admin}/api/servers/${id}`, { method: 'DELETE' });
+      assert(gone.ok, `delete ${id}: ${gone.status}`);
+    });
+
     await check('Restart asks first, then the new worker appears live', async () => {
       await page.goto(`${dashboard}servers/${SERVER}`);
       const [before] = await waitUntil('a running worker', 15_000, async () => {

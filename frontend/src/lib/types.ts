@@ -18,6 +18,8 @@ export interface ServerConfig {
   active: boolean;
   timeoutMs?: number;
   replicas?: number;
+  retry?: Record<string, unknown>;
+  circuitBreaker?: { failureThreshold?: number; coolDownMs?: number };
 }
 
 export interface ServerView extends ServerConfig {
@@ -74,6 +76,19 @@ export interface WorkerRecord {
   lastFailureAt?: number;
   startedAt?: number;
   updatedAt: number;
+  /** The worker's circuit breaker and retry counters (absent until a guarded call). */
+  resilience?: Resilience;
+}
+
+export type BreakerState = 'closed' | 'open' | 'half_open';
+
+export interface Resilience {
+  state: BreakerState;
+  consecutiveFailures: number;
+  retries: number;
+  retriesRefusedByBudget: number;
+  rejected: number;
+  opened: number;
 }
 
 export interface ServerRuntime {

@@ -11,7 +11,7 @@ import { ago, formatMs, formatTime, serverState } from '../lib/status';
 import { StatusBadge } from '../components/Badge';
 import { ConfirmButton } from '../components/Confirm';
 import { ErrorMessage, Loading } from '../components/QueryState';
-import type { ServerConfig, ServerView, WorkerRecord } from '../lib/types';
+import type { BreakerState, Resilience, ServerConfig, ServerView, WorkerRecord } from '../lib/types';
 
 function useNow(intervalMs = 1000) {
   const [now, setNow] = useState(() => Date.now());
@@ -26,6 +26,33 @@ function configOf(server: ServerView): ServerConfig {
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
   const { id, toolCount, ...config } = server;
   return config;
+}
+
+const BREAKER_LABEL: Record<BreakerState, [string, string]> = {
+  closed: ['closed', 'tone-ok'],
+  open: ['open: calls fail fast', 'tone-bad'],
+  half_open: ['half-open: probing', 'tone-warn'],
+};
+
+/** The breaker's state (one per server, per replica) and its counters. */
+function Breaker({ server, resilience }: { server: ServerView; resilience?: Resilience }) {
+  if (!resilience) {
+    return (
+      <span className="muted">
+        {server.circuitBreaker || server.retry ? 'closed (no guarded call yet)' : 'not configured'}
+      </span>
+    );
+  }
+  const r = resilience;
+  return (
+    <>
+      <span className={`badge ${BREAKER_LABEL[r.state][1]}`}>{BREAKER_LABEL[r.state][0]}</span>{' '}
+      <span className="muted small">
+        {r.consecutiveFailures} failures in a row · opened {r.opened}× · {r.rejected} rejected · {r.retries} retries
+        {r.retriesRefusedByBudget > 0 ? ` (${r.retriesRefusedByBudget} refused by budget)` : ''}
+      </span>
+    </>
+  );
 }
 
 function Workers({ server, workers }: { server: ServerView; workers: WorkerRecord[] }) {
@@ -72,6 +99,10 @@ function Workers({ server, workers }: { server: ServerView; workers: WorkerRecor
             <dd data-testid="worker-restarts">{w.restarts}</dd>
             <dt>Supervisor</dt>
             <dd className="mono small">{w.supervisorId ?? '—'}</dd>
+            <dt>Circuit breaker</dt>
+            <dd data-testid="worker-breaker" data-breaker={w.resilience?.state ?? 'none'}>
+              <Breaker server={server} resilience={w.resilience} />
+            </dd>
             {w.reason && (
               <>
                 <dt>Reason</dt>
