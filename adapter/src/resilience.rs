@@ -203,11 +203,53 @@ impl RetryPolicy {
     }
 }
 
-/// `Retry-After` in delta-seconds (`Retry-After: 2`); an HTTP date is not read (the
-/// back-off applies).
-pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+/// `Retry-After` in delta-seconds (`Retry-After: 2`) or as an HTTP date (IMF-fixdate,
+/// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`), as a wait from `now`; a date already
+/// past is no wait; anything else is `None` (the back-off applies).
+pub fn parse_retry_after(value: &[u8], now: std::time::SystemTime) -> Option<Duration> {
     let text = std::str::from_utf8(value).ok()?.trim();
-    text.parse::<u64>().ok().map(Duration::from_secs)
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(parse_imf_fixdate(text)?);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`,
+/// RFC 9110 section 5.6.7), the form every HTTP/1.1 sender must use.
+fn parse_imf_fixdate(text: &str) -> Option<u64> {
+    let (_weekday, rest) = text.split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let (day, month, year, time, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|n| n.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3_600 + m * 60 + sec).ok()
 }
 
 /// The retry budget of one server: a balance in hundredths of a retry. Each first
@@ -690,9 +732,34 @@ mod tests {
             .decide(1, Failure::Status(503), Some(Duration::ZERO), LOTS, 0)
             .expect("retried");
         assert_eq!(wait, Duration::from_millis(5));
-        assert_eq!(parse_retry_after(b" 3 "), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after(b"-1"), None);
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // 07:28:00
+        assert_eq!(parse_retry_after(b" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(b"Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse_retry_after(b"Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date already past is no wait"
+        );
+        assert_eq!(
+            parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_imf_fixdate("Thu, 29 Feb 2024 00:00:00 GMT"),
+            Some(1_709_164_800)
+        );
+        for bad in [
+            "-1",
+            "soon",
+            "Wed, 21 Oct 2015 07:28:00 UTC",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 25:28:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad.as_bytes(), now), None, "{bad}");
+        }
     }
 
     #[test]

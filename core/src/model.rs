@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// The circuit breaker in front of this REST API (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// What the audit log keeps of this server's calls (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
     /// Fields this version does not know, kept as they were.
     #[serde(flatten)]
     #[schema(ignore)]
@@ -62,14 +65,9 @@ impl ServerConfig {
     }
 
     /// Whether the audit log keeps this server's call arguments (registration
-    /// `"audit": {"includeArguments": true}`; default false: only their size). Kept in
-    /// `extra` (no typed field yet), so older hubs store and return it unchanged.
+    /// `"audit": {"includeArguments": true}`; default false: only their size).
     pub fn audit_includes_arguments(&self) -> bool {
-        self.extra
-            .get("audit")
-            .and_then(|audit| audit.get("includeArguments"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.audit.is_some_and(|audit| audit.include_arguments)
     }
 
     /// A copy fit for an API response or a log line: the secret replaced by [`MASKED_SECRET`].
@@ -208,6 +206,16 @@ impl RetryConfig {
             idempotent: self.idempotent.or(base.idempotent),
         }
     }
+}
+
+/// What the audit log (`{prefix}audit`, docs/AUDIT.md) keeps of a server's calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Keep each call's arguments in its entry, credential headers and the server's
+    /// secrets redacted (default false: only their size).
+    #[serde(default)]
+    pub include_arguments: bool,
 }
 
 /// The circuit breaker: after `failureThreshold` consecutive failed attempts

@@ -11,7 +11,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::model::{
-    path_placeholders, Auth, AuthKind, CircuitBreakerConfig, HttpMethod, ParamMapping,
+    path_placeholders, AuditConfig, Auth, AuthKind, CircuitBreakerConfig, HttpMethod, ParamMapping,
     ResponseMapping, RetryConfig, ServerConfig, ToolBinding,
 };
 
@@ -311,6 +311,7 @@ const SERVER_FIELDS: &[FieldSpec] = &[
     field::<Option<u32>>("replicas"),
     object_field::<Option<RetryConfig>>("retry"),
     object_field::<Option<CircuitBreakerConfig>>("circuitBreaker"),
+    object_field::<Option<AuditConfig>>("audit"),
 ];
 
 /// The fields of [`ToolBinding`] as its JSON spells them.
@@ -695,7 +696,8 @@ mod tests {
         let server: ServerConfig = serde_json::from_value(json!({
             "name": "n", "baseUrl": "http://x", "auth": {"type": "bearer", "value": "v"},
             "defaultHeaders": {"A": "b"}, "active": true, "timeoutMs": 1, "replicas": 1,
-            "retry": {"maxAttempts": 2}, "circuitBreaker": {"failureThreshold": 3}
+            "retry": {"maxAttempts": 2}, "circuitBreaker": {"failureThreshold": 3},
+            "audit": {"includeArguments": true}
         }))
         .expect("server");
         let tool: ToolBinding = serde_json::from_value(json!({
@@ -741,6 +743,21 @@ mod tests {
                 "circuitBreaker.coolDownMs"
             ]
         );
+        for (audit, field) in [
+            (json!({"includeArguments": "yes"}), "audit.includeArguments"),
+            (json!({"includeArgs": true}), "audit.includeArgs"),
+            (json!(true), "audit"),
+        ] {
+            let problems = parse_server("s", json!({"baseUrl": "http://x", "audit": audit}))
+                .expect_err("a bad audit setting");
+            assert_eq!(problems[0].field, field, "{audit}: {problems:?}");
+        }
+        let server = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "audit": {"includeArguments": true}}),
+        )
+        .expect("valid");
+        assert!(server.audit_includes_arguments());
         let problems = parse_server("s", json!({"baseUrl": "http://x", "retry": {"tries": 2}}))
             .expect_err("unknown retry field");
         assert_eq!(problems[0].field, "retry.tries", "{problems:?}");

@@ -61,11 +61,13 @@ impl Answer {
         self.status
     }
 
-    /// The `Retry-After` it asked for, in delta-seconds.
+    /// The `Retry-After` it asked for (delta-seconds or an HTTP date), as a wait from now.
     pub(super) fn retry_after(&self) -> Option<std::time::Duration> {
         self.headers
             .get(http::header::RETRY_AFTER)
-            .and_then(|value| crate::resilience::parse_retry_after(value.as_bytes()))
+            .and_then(|value| {
+                crate::resilience::parse_retry_after(value.as_bytes(), std::time::SystemTime::now())
+            })
     }
 
     /// The declared `Content-Length`.

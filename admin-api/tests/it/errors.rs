@@ -108,6 +108,20 @@ async fn every_error_code_is_json_with_a_request_id() {
         ["id", "baseUrl", "auth.key", "auth.value", "replicas"]
     );
 
+    // `audit.includeArguments` is a boolean.
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/servers/audited",
+            Some(json!({"baseUrl": "http://x", "audit": {"includeArguments": "yes"}})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    assert_eq!(
+        body["error"]["details"][0]["field"], "audit.includeArguments",
+        "{body}"
+    );
+
     let bad_tool = json!({"method": "GET", "pathTemplate": "/p/{id}", "inputSchema": {"type": 5}});
     let (status, body) = admin
         .call(Method::POST, "/api/tools/fruits_api/t", Some(bad_tool))

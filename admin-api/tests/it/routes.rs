@@ -283,6 +283,12 @@ async fn health_openapi_and_event_stream() {
         schemas["BreakerState"]
     );
     assert!(schemas["Resilience"]["properties"]["consecutiveFailures"].is_object());
+    assert_eq!(
+        schemas["AuditConfig"]["properties"]["includeArguments"]["type"], "boolean",
+        "{}",
+        schemas["AuditConfig"]
+    );
+    assert!(schemas["ServerConfig"]["properties"]["audit"].is_object());
 
     // The dashboard's event stream: a reload, then events as they happen, secrets masked.
     let mut response = admin.send(Method::GET, "/api/events", None).await;
