@@ -1,7 +1,8 @@
 //! The circuit breaker seen from outside, through the whole hub: a REST API that fails
 //! until the worker's breaker opens, then `GET /api/servers/{id}/runtime` (the record
 //! the supervisor copies from the worker's `/healthz`) shows it open with its counters,
-//! and closed again after the API recovers and the half-open probe succeeds.
+//! and closed again after the API recovers and the half-open probe succeeds; the call
+//! refused while open is in the audit log with `error: circuit_open`.
 
 use std::time::Duration;
 
@@ -97,6 +98,35 @@ async fn the_runtime_record_shows_the_breaker_open_then_closed() {
     assert!(
         body.contains("circuit_open"),
         "the 4th call fails fast: {body}"
+    );
+
+    // The call refused while open is audited with its outcome.
+    let refused: Value = mcp_testkit::wait_until_async(
+        "the refused call's audit entry",
+        Duration::from_secs(10),
+        || async {
+            let page: Value = stack
+                .client
+                .get(format!("{}/api/audit?server=breaker_api", stack.admin_url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            page["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["error"] == "circuit_open")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(refused["tool"], "get", "{refused}");
+    assert_eq!(refused["status"], "error", "{refused}");
+    assert!(
+        refused.get("rest_status").is_none_or(Value::is_null),
+        "{refused}"
     );
 
     let open = wait_breaker(&stack, "open").await;
