@@ -150,6 +150,11 @@ async fn a_500_is_not_retried_and_a_post_only_when_the_tool_says_so() {
             tool("get", "GET", json!({})),
             tool("post", "POST", json!({})),
             tool("marked", "POST", json!({"retry": {"idempotent": true}})),
+            tool(
+                "marked_body",
+                "POST",
+                json!({"retry": {"idempotent": true}, "paramMapping": {"body": {"blob": "blob"}}}),
+            ),
         ],
     )
     .await;
@@ -185,6 +190,18 @@ async fn a_500_is_not_retried_and_a_post_only_when_the_tool_says_so() {
     assert_eq!(
         wait_logged(&hub, "tool.http.retry", &request_id(&events)).len(),
         1
+    );
+
+    // Every attempt sends the whole body again: the third one reaches the echo intact.
+    let blob = format!("{}-END", "b".repeat(200_000));
+    set_fault(&hub, json!({"status": 503, "failFirst": 2})).await;
+    let output = hub.output("marked_body", json!({"blob": blob})).await;
+    assert_eq!(hits(&hub.client, &mock).await, 3, "two retries");
+    assert_eq!(output["method"], "POST", "{output}");
+    assert_eq!(
+        output["bodyJson"],
+        json!({"blob": blob}),
+        "the body re-sent intact"
     );
 }
 
