@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the admin API against its own OpenAPI document with schemathesis (pinned, from
-# PyPI into ~/.cache/mcp-hub/venv-schemathesis): a redis-server and an `mcp-admin` (the
+# PyPI by scripts/ensure-schemathesis.sh): a redis-server and an `mcp-admin` (the
 # debug build, with MCP_ADMIN_TOKEN set and the demo registry seeded) on free ports,
 # every default check and phase (examples, coverage, fuzzing, stateful), the seed and the
 # case count printed. Exits with schemathesis's status (0: no failure, no server error).
@@ -9,13 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
 
-venv="$HOME/.cache/mcp-hub/venv-schemathesis"
-version=4.32.5
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
-  echo "schemathesis-admin: installing schemathesis $version into $venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "schemathesis==$version" >&2
-fi
+schemathesis=$(scripts/ensure-schemathesis.sh)
 cargo build --quiet -p mcp-admin --bin mcp-admin
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -43,5 +37,5 @@ seed_args=()
 case " $* " in *" --seed "*) ;; *) seed_args=(--seed "${SCHEMATHESIS_SEED:-$RANDOM}") ;; esac
 # From the scratch folder: schemathesis keeps its cache (.schemathesis/) where it runs.
 config="$PWD/scripts/schemathesis.toml"
-(cd "$work" && "$venv/bin/schemathesis" --config-file "$config" run "http://127.0.0.1:$admin_port/api/openapi.json" \
+(cd "$work" && "$schemathesis" --config-file "$config" run "http://127.0.0.1:$admin_port/api/openapi.json" \
   -H "Authorization: Bearer $token" --checks all "${seed_args[@]}" "$@")

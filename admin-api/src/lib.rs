@@ -61,14 +61,17 @@ pub fn app_with_guard(
     max_body_bytes: usize,
     guard: Option<Arc<guard::WebGuard>>,
 ) -> Router {
-    let api = routes::api_routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    let (api, _) = routes::api_routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .split_for_parts();
+    let (public, _) = routes::public_routes().split_for_parts();
     let router = Router::new()
         .merge(api)
+        .merge(public)
         .merge(routes::dashboard_routes())
-        .route("/healthz", axum::routing::get(routes::health::healthz))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes));

@@ -1,5 +1,6 @@
 //! Owns the OpenAPI 3 document of the admin API, served at `/api/openapi.json`: generated
-//! from the handlers' annotations and the model types, then completed from the code's own
+//! from the handlers' annotations and the model types (the paths from the router's own
+//! list, `routes::api_routes` and `routes::public_routes`), then completed from the code's own
 //! rules ([`document_json`]): the id and name patterns, the ranges of
 //! `mcp_core::validate`, the error answers each route can give, the input shapes (a
 //! tool's `name` may be left out) and the bearer token where this instance asks for it.
@@ -36,30 +37,6 @@ be answered 422 for a rule the schema cannot express (a tool's `name` differing 
 an input schema that does not compile, an import document's tool naming a server it does not list, an OpenAPI document \
 that cannot be imported or fetched)."
     ),
-    paths(
-        routes::health::healthz,
-        routes::servers::list,
-        routes::servers::get,
-        routes::servers::upsert,
-        routes::servers::delete,
-        routes::servers::restart,
-        routes::servers::stats,
-        routes::tools::list,
-        routes::tools::get,
-        routes::tools::upsert,
-        routes::tools::delete,
-        routes::tools::validate,
-        routes::runtime::list,
-        routes::runtime::get,
-        routes::metrics::get,
-        routes::registry_io::export,
-        routes::registry_io::import,
-        routes::openapi_import::import,
-        routes::events::stream,
-        routes::audit::list,
-        routes::audit::stream,
-        document,
-    ),
     components(schemas(
         mcp_core::validate::Problem,
         mcp_core::runtime::WorkerRecord,
@@ -80,7 +57,10 @@ pub async fn document(State(state): State<AppState>) -> Json<Value> {
 /// The generated document completed from the code's rules. `token_required`: whether
 /// MCP_ADMIN_TOKEN is configured, so every `/api` route asks for the bearer token.
 pub fn document_json(token_required: bool) -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let mut generated = ApiDoc::openapi();
+    generated.merge(routes::api_routes().into_openapi());
+    generated.merge(routes::public_routes().into_openapi());
+    let mut doc = serde_json::to_value(generated).unwrap_or_else(|_| json!({}));
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)

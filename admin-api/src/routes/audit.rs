@@ -37,22 +37,27 @@ pub struct AuditQuery {
     /// Only calls of this tool.
     pub tool: Option<String>,
     /// `ok`, `error` or `cancelled`.
+    #[param(pattern = "^(ok|error|cancelled)$")]
     pub status: Option<String>,
     /// Only the call with this request id.
     pub request_id: Option<String>,
     /// Calls that ended at or after this time (Unix ms).
     pub since: Option<u64>,
-    /// Calls that ended at or before this time (Unix ms).
+    /// Calls that ended at or before this time (Unix ms); before `since`, no call did.
     pub until: Option<u64>,
     /// The `next` cursor of the previous page: entries older than it.
+    #[param(pattern = "^[0-9]+-[0-9]+$")]
     pub before: Option<String>,
     /// Entries per page (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `true`: the live stream (as `/api/audit/stream`).
     pub follow: Option<bool>,
 }
 
 impl AuditQuery {
+    /// The filter, once every parameter is checked (the same rules for a page and the
+    /// live stream, which ignores `before` and `limit`).
     fn filter(&self) -> Result<Filter, ApiError> {
         if let Some(status) = &self.status {
             if !["ok", "error", "cancelled"].contains(&status.as_str()) {
@@ -61,10 +66,15 @@ impl AuditQuery {
                 ));
             }
         }
-        if let (Some(since), Some(until)) = (self.since, self.until) {
-            if since > until {
-                return Err(ApiError::BadRequest("since is after until".into()));
-            }
+        if self.before.as_deref().is_some_and(|b| !valid_cursor(b)) {
+            return Err(ApiError::BadRequest(
+                "before must be a cursor from a previous page (ms-seq)".into(),
+            ));
+        }
+        if self.limit.is_some_and(|l| l == 0 || l > MAX_LIMIT) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to {MAX_LIMIT}"
+            )));
         }
         Ok(Filter {
             server: self.server.clone(),
@@ -98,19 +108,7 @@ pub async fn list(
     if query.follow == Some(true) {
         return Ok(follow(state, filter).await?.into_response());
     }
-    if let Some(before) = &query.before {
-        if !valid_cursor(before) {
-            return Err(ApiError::BadRequest(
-                "before must be a cursor from a previous page (ms-seq)".into(),
-            ));
-        }
-    }
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
-    }
     let page = audit::page(
         &state.registry,
         &filter,
@@ -180,6 +178,45 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_states_the_query_rules() {
+        let doc = crate::openapi::document_json(true);
+        for path in ["/api/audit", "/api/audit/stream"] {
+            let params = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .expect("parameters");
+            let param = |name: &str| {
+                params
+                    .iter()
+                    .find(|p| p["name"] == name)
+                    .map(|p| p["schema"].clone())
+                    .unwrap_or_else(|| panic!("{path} documents {name}"))
+            };
+            assert_eq!(param("limit")["minimum"], 1, "{path}");
+            assert_eq!(param("limit")["maximum"], MAX_LIMIT, "{path}");
+            assert_eq!(param("status")["pattern"], "^(ok|error|cancelled)$");
+            assert_eq!(param("before")["pattern"], "^[0-9]+-[0-9]+$");
+        }
+        let query = |status: &str, before: &str, limit: usize| AuditQuery {
+            status: Some(status.into()),
+            before: Some(before.into()),
+            limit: Some(limit),
+            ..AuditQuery::default()
+        };
+        assert!(query("ok", "1-0", MAX_LIMIT).filter().is_ok());
+        assert!(query("", "1-0", 1).filter().is_err());
+        assert!(query("ok", "", 1).filter().is_err());
+        assert!(query("ok", "1-0", 0).filter().is_err());
+        assert!(query("ok", "1-0", MAX_LIMIT + 1).filter().is_err());
+        // An empty time range is no error: no call ended in it.
+        let empty = AuditQuery {
+            since: Some(2),
+            until: Some(1),
+            ..AuditQuery::default()
+        };
+        assert!(empty.filter().is_ok());
+    }
 
     #[test]
     fn only_stream_ids_are_cursors() {

@@ -11,44 +11,44 @@ pub mod runtime;
 pub mod servers;
 pub mod tools;
 
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
 use axum::Router;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::AppState;
 
-/// Every `/api` route (the token check is layered on by the caller).
-pub fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/servers", get(servers::list))
-        .route(
-            "/api/servers/{id}",
-            get(servers::get)
-                .post(servers::upsert)
-                .delete(servers::delete),
+/// Every `/api` route, each with its OpenAPI operation: this one list makes both the
+/// router and the document's paths (`routes!` registers a handler at the method and
+/// path of its `#[utoipa::path]`). The token check is layered on by the caller.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(servers::list))
+        .routes(routes!(servers::get, servers::upsert, servers::delete))
+        .routes(routes!(servers::restart))
+        .routes(
+            routes!(openapi_import::import)
+                .layer(DefaultBodyLimit::max(openapi_import::MAX_DOCUMENT_BYTES)),
         )
-        .route("/api/servers/{id}/restart", post(servers::restart))
-        .route(
-            "/api/servers/{id}/openapi",
-            post(openapi_import::import).layer(axum::extract::DefaultBodyLimit::max(
-                openapi_import::MAX_DOCUMENT_BYTES,
-            )),
-        )
-        .route("/api/servers/{id}/runtime", get(runtime::get))
-        .route("/api/runtime", get(runtime::list))
-        .route("/api/tools/{id}", get(tools::list))
-        .route(
-            "/api/tools/{id}/{tool}",
-            get(tools::get).post(tools::upsert).delete(tools::delete),
-        )
-        .route("/api/tools/{id}/{tool}/validate", post(tools::validate))
-        .route("/api/stats", get(servers::stats))
-        .route("/api/metrics", get(metrics::get))
-        .route("/api/export", get(registry_io::export))
-        .route("/api/import", post(registry_io::import))
-        .route("/api/events", get(events::stream))
-        .route("/api/audit", get(audit::list))
-        .route("/api/audit/stream", get(audit::stream))
-        .route("/api/openapi.json", get(crate::openapi::document))
+        .routes(routes!(runtime::get))
+        .routes(routes!(runtime::list))
+        .routes(routes!(tools::list))
+        .routes(routes!(tools::get, tools::upsert, tools::delete))
+        .routes(routes!(tools::validate))
+        .routes(routes!(servers::stats))
+        .routes(routes!(metrics::get))
+        .routes(routes!(registry_io::export))
+        .routes(routes!(registry_io::import))
+        .routes(routes!(events::stream))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::stream))
+        .routes(routes!(crate::openapi::document))
+}
+
+/// The documented routes outside `/api`, which need no token.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health::healthz))
 }
 
 /// The console (no token: it is static; the page asks for the token its API calls need).

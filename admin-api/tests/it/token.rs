@@ -55,8 +55,10 @@ async fn with_a_token_every_api_route_requires_it() {
             "unauthorized",
         );
     }
-    // The list above is every /api route: each operation of the OpenAPI document, with
-    // its path parameters filled in, is in it.
+    // The list above is every /api route: it is exactly the OpenAPI document's /api
+    // operations with their path parameters filled in, and the document's paths are
+    // the router's own (`routes::api_routes`), so a route added anywhere fails here
+    // until it is checked.
     let (status, doc) = admin.call(Method::GET, "/api/openapi.json", None).await;
     assert_eq!(status, 200);
     let mut documented = Vec::new();
@@ -80,6 +82,15 @@ async fn with_a_token_every_api_route_requires_it() {
             "{method} {path} is documented but not checked for the token"
         );
     }
+    for (method, path) in &routes {
+        assert!(
+            documented
+                .iter()
+                .any(|(m, p)| m.as_str() == method.as_str() && p == path),
+            "{method} {path} is checked for the token but not documented"
+        );
+    }
+    assert_eq!(documented.len(), routes.len(), "{documented:?}");
     // Nothing above was changed by the refused requests.
     let (status, _) = admin
         .call(Method::GET, "/api/tools/fruits_api/get_fruits", None)
