@@ -347,6 +347,13 @@ pub async fn page(
     limit: usize,
     max_scan: usize,
 ) -> registry::Result<Page> {
+    // Nothing is older than the first possible id (and Redis refuses the range `(0-0`).
+    if before.is_some_and(|id| {
+        id.split_once('-')
+            .is_some_and(|(ms, seq)| ms.parse::<u64>() == Ok(0) && seq.parse::<u64>() == Ok(0))
+    }) {
+        return Ok(Page::default());
+    }
     let key = registry.keys().audit();
     let mut end = match (before, filter.until_ms) {
         (Some(id), _) => format!("({id}"),

@@ -94,6 +94,9 @@ fn valid_cursor(id: &str) -> bool {
             && !seq.is_empty()
             && ms.bytes().all(|b| b.is_ascii_digit())
             && seq.bytes().all(|b| b.is_ascii_digit())
+            // Redis ids are two u64s; a larger number is no cursor of ours.
+            && ms.parse::<u64>().is_ok()
+            && seq.parse::<u64>().is_ok()
     })
 }
 
@@ -229,6 +232,9 @@ mod tests {
             ("a-1", false),
             ("1-", false),
             ("(1-0", false),
+            ("0-0", true),
+            ("18446744073709551615-18446744073709551615", true),
+            ("18446744073709551616-0", false),
         ] {
             assert_eq!(valid_cursor(id), ok, "{id}");
         }

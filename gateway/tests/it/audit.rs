@@ -279,6 +279,19 @@ async fn every_call_leaves_one_entry_without_secrets_and_a_paused_redis_slows_no
         .await
         .expect("sent");
     assert_eq!(bad.status(), 400);
+    // The first possible id: nothing is older (Redis itself refuses that range).
+    let oldest = audit_page(&stack, "before=0-0").await;
+    assert_eq!(oldest["entries"], json!([]), "{oldest}");
+    let too_big = stack
+        .client
+        .get(format!(
+            "{}/api/audit?before=18446744073709551616-0",
+            stack.admin_url
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(too_big.status(), 400);
 
     // The live stream delivers a new entry.
     let mut follow = stack
