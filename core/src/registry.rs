@@ -160,8 +160,32 @@ fn script(body: &str) -> Script {
 /// it is replaced by the stored `auth.value` inside the script, so keeping the secret is
 /// atomic with the write. No stored secret: `{-1, 0}` and nothing is written.
 static UPSERT_SERVER: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    script(&format!(
+        "{WRITE_SERVER_LUA}return {{created, publish(event)}}\n"
+    ))
+});
+
+/// [`UPSERT_SERVER`] and the server's tools in one script, so that an import stopped
+/// midway (the admin API killed, Redis gone) never leaves a server without its tools.
+/// KEYS: version, servers, tools. ARGV: as [`UPSERT_SERVER`], then for each tool its
+/// name, definition and event. Returns {created, last version}.
+static IMPORT_SERVER: LazyLock<Script> = LazyLock::new(|| {
+    script(&format!(
+        "{WRITE_SERVER_LUA}{}",
         r#"
+local v = publish(event)
+for i = 6, #ARGV, 3 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  v = publish(ARGV[i + 2])
+end
+return {created, v}
+"#
+    ))
+});
+
+/// The head of [`UPSERT_SERVER`] and [`IMPORT_SERVER`]: the secret swapped in and the
+/// server written (`created`); its event (`event`) is left to publish.
+const WRITE_SERVER_LUA: &str = r#"
 local config, event = ARGV[3], ARGV[4]
 if ARGV[5] ~= '' then
   local stored = redis.call('HGET', KEYS[2], ARGV[2])
@@ -181,10 +205,7 @@ if ARGV[5] ~= '' then
   config, event = splice(config), splice(event)
 end
 local created = redis.call('HSET', KEYS[2], ARGV[2], config)
-return {created, publish(event)}
-"#,
-    )
-});
+"#;
 
 /// KEYS: version, servers, tools. ARGV: channel, server id, tool name, tool, event.
 static UPSERT_TOOL: LazyLock<Script> = LazyLock::new(|| {
@@ -437,7 +458,18 @@ impl RedisRegistry {
     pub async fn upsert_server(
         &self,
         server_id: &str,
+        server: ServerConfig,
+    ) -> Result<WriteOutcome> {
+        self.write_server(server_id, server, &[]).await
+    }
+
+    /// [`RedisRegistry::upsert_server`] and, in the same script, `tools` with their
+    /// `tool.upsert` events (an import: a server is never stored without its tools).
+    async fn write_server(
+        &self,
+        server_id: &str,
         mut server: ServerConfig,
+        tools: &[&ToolBinding],
     ) -> Result<WriteOutcome> {
         if server.name.is_empty() {
             server.name = server_id.to_owned();
@@ -456,19 +488,33 @@ impl RedisRegistry {
             server_id: server_id.to_owned(),
             server: server.clone(),
         };
-        let (created, version): (i64, u64) = self
-            .conn
-            .write_script(
-                UPSERT_SERVER
-                    .key(self.keys.version())
-                    .key(self.keys.servers())
-                    .arg(self.keys.events())
-                    .arg(server_id)
-                    .arg(to_json(&server))
-                    .arg(event_body(&event))
-                    .arg(placeholder),
-            )
-            .await?;
+        let mut invocation = if tools.is_empty() {
+            UPSERT_SERVER.key(self.keys.version())
+        } else {
+            IMPORT_SERVER.key(self.keys.version())
+        };
+        invocation.key(self.keys.servers());
+        if !tools.is_empty() {
+            invocation.key(self.keys.tools(server_id));
+        }
+        invocation
+            .arg(self.keys.events())
+            .arg(server_id)
+            .arg(to_json(&server))
+            .arg(event_body(&event))
+            .arg(placeholder);
+        for tool in tools {
+            let event = EventKind::ToolUpsert {
+                server_id: server_id.to_owned(),
+                tool_name: tool.name.clone(),
+                tool: (*tool).clone(),
+            };
+            invocation
+                .arg(&tool.name)
+                .arg(to_json(tool))
+                .arg(event_body(&event));
+        }
+        let (created, version): (i64, u64) = self.conn.write_script(&invocation).await?;
         if created < 0 {
             return Err(Error::MaskedSecret);
         }
@@ -805,8 +851,9 @@ impl RedisRegistry {
     /// Writes a validated document ([`crate::document::Document::parse`]). What depends
     /// on the stored registry (a masked `auth.value` needs a stored secret to keep) is
     /// checked before the first write: [`Error::Invalid`] lists every problem and nothing
-    /// is written. Each write is atomic with its event; the import as a whole is not one
-    /// transaction, so only Redis failing midway (or a concurrent delete of a server
+    /// is written. Each server is written with its tools in one script, atomic with their
+    /// events (a server is never stored without its tools); the import as a whole is not
+    /// one transaction, so only Redis failing midway (or a concurrent delete of a server
     /// whose masked secret the import keeps) leaves the writes before it in place, and
     /// re-running the import converges.
     pub async fn import(
@@ -843,19 +890,20 @@ impl RedisRegistry {
         }
         let no_tools = BTreeMap::new();
         for (server_id, config) in &doc.servers {
-            self.upsert_server(server_id, config.clone()).await?;
-            summary.servers += 1;
             let tools = doc.tools.get(server_id).unwrap_or(&no_tools);
+            // The server and its tools in one script: an import stopped midway leaves
+            // whole servers, never one without its tools.
+            let bindings: Vec<&ToolBinding> = tools.values().collect();
+            self.write_server(server_id, config.clone(), &bindings)
+                .await?;
+            summary.servers += 1;
+            summary.tools += bindings.len() as u64;
             if mode == ImportMode::Replace {
                 for name in self.list_tools(server_id).await?.keys() {
                     if !tools.contains_key(name) && self.delete_tool(server_id, name).await? {
                         summary.removed_tools += 1;
                     }
                 }
-            }
-            for tool in tools.values() {
-                self.upsert_tool(server_id, tool.clone()).await?;
-                summary.tools += 1;
             }
         }
         Ok(summary)

@@ -249,8 +249,28 @@ fn starts_item(line: &str) -> bool {
 
 /// `(name, body)` of every Lua script in `text`: each `LazyLock<Script>` static and each
 /// `const NAME: &str` whose text calls Redis (the Lua shared by several scripts), the
-/// body running to the next item.
+/// body running to the next item, with the text of the consts it interpolates
+/// (`{NAME}` in a `format!`) added.
 fn scripts(text: &str) -> Vec<(String, String)> {
+    let items = script_items(text);
+    items
+        .iter()
+        .map(|(name, body)| {
+            let mut full = body.clone();
+            for (other, text) in &items {
+                if other != name && body.contains(&format!("{{{other}}}")) {
+                    full.push('\n');
+                    full.push_str(text);
+                }
+            }
+            (name.clone(), full)
+        })
+        .filter(|(_, body)| body.contains("redis.call("))
+        .collect()
+}
+
+/// Every script-like item of `text` and its own body, before interpolation.
+fn script_items(text: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -270,10 +290,7 @@ fn scripts(text: &str) -> Vec<(String, String)> {
             .take_while(|l| !starts_item(l))
             .copied()
             .collect();
-        let body = body.join("\n");
-        if body.contains("redis.call(") {
-            found.push((name, body));
-        }
+        found.push((name, body.join("\n")));
     }
     found
 }

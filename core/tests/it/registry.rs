@@ -41,6 +41,7 @@ cases!(
     runtime_records_are_listed_per_server_and_replica,
     a_kept_secret_survives_any_characters_and_reaches_the_event,
     an_import_with_a_masked_secret_to_nothing_writes_nothing,
+    an_import_writes_each_server_with_its_tools_in_one_step,
 );
 
 fn server(base_url: &str, active: bool) -> ServerConfig {
@@ -488,4 +489,72 @@ async fn calls_fail_fast_while_redis_is_down_and_recover_after() {
         .upsert_server("s", server("http://x", true))
         .await
         .expect("writes work again");
+}
+
+/// An import writes each server and its tools in one script (the admin API killed
+/// midway leaves whole servers, never one without its tools: the chaos suite's
+/// "admin API SIGKILL during a burst of registrations"): the events come in a row,
+/// the server's first, one version each, and a masked secret is still kept.
+async fn an_import_writes_each_server_with_its_tools_in_one_step(registry: RedisRegistry) {
+    use mcp_core::document::Document;
+    use mcp_core::events::EventKind;
+    use mcp_core::registry::ImportMode;
+    use mcp_core::subscription::Update;
+    let stored: ServerConfig = serde_json::from_value(
+        json!({"baseUrl": "http://x", "auth": {"type": "bearer", "value": "kept"}}),
+    )
+    .expect("server");
+    registry.upsert_server("s", stored).await.expect("upsert");
+    let mut events = registry.subscribe();
+    assert!(matches!(events.next().await, Some(Update::Reload(_))));
+    let doc = Document::parse(json!({
+        "servers": {"s": {"baseUrl": "http://y", "auth": {"type": "bearer", "value": MASKED_SECRET}}},
+        "tools": {"s": [
+            {"name": "a", "method": "GET", "pathTemplate": "/a"},
+            {"name": "b", "method": "GET", "pathTemplate": "/b"}
+        ]}
+    }))
+    .expect("valid document");
+    let summary = registry
+        .import(&doc, ImportMode::Merge)
+        .await
+        .expect("import");
+    assert_eq!((summary.servers, summary.tools), (1, 2));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let update = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("event in time")
+            .expect("open");
+        match update {
+            Update::Event(event) => seen.push((event.version, event.kind)),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let first = seen[0].0;
+    assert_eq!(
+        seen.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [first, first + 1, first + 2]
+    );
+    match &seen[0].1 {
+        EventKind::ServerUpsert { server_id, server } => {
+            assert_eq!(server_id, "s");
+            assert_eq!(server.auth.value.as_deref(), Some("kept"));
+        }
+        other => panic!("expected server.upsert first, got {other:?}"),
+    }
+    let names: Vec<&str> = seen[1..]
+        .iter()
+        .map(|(_, kind)| match kind {
+            EventKind::ToolUpsert { tool_name, .. } => tool_name.as_str(),
+            other => panic!("expected tool.upsert, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let snapshot = registry.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.version, first + 2);
+    let entry = &snapshot.servers["s"];
+    assert_eq!(entry.config.base_url, "http://y");
+    assert_eq!(entry.config.auth.value.as_deref(), Some("kept"));
+    assert_eq!(entry.tools.keys().collect::<Vec<_>>(), ["a", "b"]);
 }
