@@ -231,7 +231,7 @@ impl MockApi {
 async fn faulty(
     State(faults): State<Faults>,
     Path((key, rest)): Path<(String, String)>,
-    mut request: Request,
+    request: Request,
 ) -> Response {
     let fault = faults
         .by_key
@@ -270,12 +270,21 @@ async fn faulty(
         Some(query) => format!("/{rest}?{query}"),
         None => format!("/{rest}"),
     };
-    match path_and_query.parse::<axum::http::Uri>() {
-        Ok(uri) => *request.uri_mut() = uri,
-        Err(_) => return bad_request("bad path under /fault"),
-    }
+    let Ok(uri) = path_and_query.parse::<axum::http::Uri>() else {
+        return bad_request("bad path under /fault");
+    };
+    // A new request, not this one with its URI changed: this one's extensions carry
+    // the path parameters matched here (`key`, `rest`), and the route behind would add
+    // its own to them (`/api/fruits/{id}` then failed with "Wrong number of path
+    // arguments", a 500 to every call under `/fault/`).
+    let (parts, body) = request.into_parts();
+    let mut forwarded = Request::new(body);
+    *forwarded.method_mut() = parts.method;
+    *forwarded.uri_mut() = uri;
+    *forwarded.version_mut() = parts.version;
+    *forwarded.headers_mut() = parts.headers;
     use tower::ServiceExt;
-    match faults.routes.oneshot(request).await {
+    match faults.routes.oneshot(forwarded).await {
         Ok(response) => response,
         Err(never) => match never {},
     }

@@ -163,3 +163,57 @@ fn the_binary_listens_and_answers() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"ok\""));
 }
+
+/// A route with path parameters answers the same under `/fault/{key}/` (the chaos
+/// suite's victim server calls `/fault/victim/api/fruits/{id}`), slowed and failed as
+/// the key says, and whole again once the fault is lifted.
+#[tokio::test]
+async fn routes_with_parameters_are_served_under_a_fault_key() {
+    let mock = MockApi::start();
+    let c = client();
+    let url = format!("{}/fault/victim/api/fruits/3?x=1", mock.url());
+    let fruit: Value = c
+        .get(&url)
+        .send()
+        .await
+        .expect("sent")
+        .error_for_status()
+        .expect("2xx")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fruit["name"], "Cherry");
+    let set = |fault: Value| {
+        let c = c.clone();
+        let url = format!("{}/control/faults/victim", mock.url());
+        async move {
+            c.put(url)
+                .json(&fault)
+                .send()
+                .await
+                .expect("sent")
+                .error_for_status()
+                .expect("fault set");
+        }
+    };
+    set(json!({"delayMs": 200})).await;
+    let t0 = Instant::now();
+    let slow = c.get(&url).send().await.expect("sent");
+    assert_eq!(slow.status().as_u16(), 200);
+    assert!(t0.elapsed() >= Duration::from_millis(200));
+    set(json!({"status": 500})).await;
+    assert_eq!(
+        c.get(&url).send().await.expect("sent").status().as_u16(),
+        500
+    );
+    set(json!({"delayMs": 0, "status": null})).await;
+    let back: Value = c
+        .get(&url)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(back["id"], 3);
+}
