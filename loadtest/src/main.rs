@@ -353,6 +353,18 @@ async fn run_chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let violations = results.violations();
+    let broken = results
+        .faults
+        .iter()
+        .filter(|f| !f.violations().is_empty())
+        .count();
+    // One line for `make test` to count: a fault that could not be measured is broken,
+    // and so is the whole run when processes outlived the hub.
+    eprintln!(
+        "chaos: faults: {} held, {} broken",
+        results.faults.len() - broken,
+        broken + results.errors.len() + usize::from(results.left_after_stop > 0)
+    );
     eprintln!(
         "chaos: {} faults in {:.0} s{}",
         results.faults.len(),

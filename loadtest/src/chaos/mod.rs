@@ -64,6 +64,11 @@ pub struct Fault {
     pub notes: Vec<String>,
     /// Supervisor restart: workers started again instead of adopted.
     pub not_adopted: Option<usize>,
+    /// Calls that failed and ended before the injection (the hub was not steady).
+    pub failed_before: u64,
+    /// Broken promises the fault's own checks found (half-written registrations, the
+    /// hub not serving after Redis lost its data, ...).
+    pub broken: Vec<String>,
     /// How many failed calls this fault may cost (`None`: not judged).
     #[serde(skip)]
     pub allowed_failures: Option<u64>,
@@ -95,6 +100,19 @@ impl Fault {
                 ));
             }
         }
+        if self.failed_before > 0 {
+            out.push(format!(
+                "{}: {} calls failed before the injection",
+                self.name, self.failed_before
+            ));
+        }
+        if self.recover_ms.is_nan() {
+            out.push(format!(
+                "{}: not recovered (no call succeeded after the last failure)",
+                self.name
+            ));
+        }
+        out.extend(self.broken.iter().map(|b| format!("{}: {b}", self.name)));
         if let Some(others) = &self.others {
             if others.failed > 0 {
                 out.push(format!(
@@ -539,7 +557,14 @@ fn figures(main: &Report, victim: Option<&Report>, inject_at: Duration) -> Fault
         None => (main, None),
     };
     let s = side(primary);
+    let failed_before = [Some(main), victim]
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.timeline.iter())
+        .filter(|c| !c.ok && c.ended < inject_at)
+        .count() as u64;
     Fault {
+        failed_before,
         offered: s.offered,
         failed: s.failed,
         failures: s.failures,
@@ -785,8 +810,80 @@ async fn redis_pause(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     settle(ctx, fault).await
 }
 
-/// A RESP command on a bare socket (the suite needs no Redis client of its own).
-async fn redis_command(port: u16, args: &[&str]) -> anyhow::Result<String> {
+/// A reply of Redis (RESP2), as far as the suite reads them.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Simple(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// The text of a simple or bulk string reply.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Reply::Simple(s) | Reply::Bulk(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One whole reply at the start of `buf` and its length; `Ok(None)` while it is
+/// incomplete; `Err` for an error reply (`-ERR ...`) anywhere in it, or bytes that are
+/// not RESP.
+fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let (kind, line) = match buf.split_first() {
+        Some((kind, _)) => (*kind, String::from_utf8_lossy(&buf[1..end]).into_owned()),
+        None => return Ok(None),
+    };
+    let after = end + 2;
+    let number = || {
+        line.parse::<i64>()
+            .map_err(|_| format!("not a RESP length: {line:?}"))
+    };
+    match kind {
+        b'+' => Ok(Some((Reply::Simple(line), after))),
+        b'-' => Err(line),
+        b':' => Ok(Some((Reply::Int(number()?), after))),
+        b'$' => {
+            let Ok(len) = usize::try_from(number()?) else {
+                return Ok(Some((Reply::Bulk(None), after)));
+            };
+            if buf.len() < after + len + 2 {
+                return Ok(None);
+            }
+            let text = String::from_utf8_lossy(&buf[after..after + len]).into_owned();
+            Ok(Some((Reply::Bulk(Some(text)), after + len + 2)))
+        }
+        b'*' => {
+            let Ok(count) = usize::try_from(number()?) else {
+                return Ok(Some((Reply::Array(Vec::new()), after)));
+            };
+            let mut items = Vec::with_capacity(count.min(64));
+            let mut at = after;
+            for _ in 0..count {
+                match parse_reply(&buf[at..])? {
+                    Some((item, used)) => {
+                        items.push(item);
+                        at += used;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Reply::Array(items), at)))
+        }
+        other => Err(format!("not a RESP reply (first byte {other:#04x})")),
+    }
+}
+
+/// A command on a bare socket (the suite needs no Redis client of its own). An error
+/// reply (`-ERR ...`, e.g. a protected `CONFIG SET`) is an `Err`, like a failed
+/// connection: nothing the suite sends may be refused silently.
+async fn redis_command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let mut out = format!("*{}\r\n", args.len());
@@ -794,9 +891,51 @@ async fn redis_command(port: u16, args: &[&str]) -> anyhow::Result<String> {
         out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     stream.write_all(out.as_bytes()).await?;
-    let mut buf = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await??;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .with_context(|| format!("redis {}: no reply within 30 s", args.join(" ")))??;
+        anyhow::ensure!(n > 0, "redis {}: connection closed", args.join(" "));
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_reply(&buf) {
+            Ok(Some((reply, _))) => return Ok(reply),
+            Ok(None) => {}
+            Err(error) => bail!("redis {}: {error}", args.join(" ")),
+        }
+    }
+}
+
+/// `CONFIG GET name`: the value.
+async fn redis_config(port: u16, name: &str) -> anyhow::Result<String> {
+    match redis_command(port, &["CONFIG", "GET", name]).await? {
+        Reply::Array(items) if items.len() == 2 => items[1]
+            .text()
+            .map(str::to_owned)
+            .with_context(|| format!("CONFIG GET {name}: {items:?}")),
+        other => bail!("CONFIG GET {name}: {other:?}"),
+    }
+}
+
+const DATA_LOST: &str = "registry.data_lost";
+
+/// Lines of `log` that contain `needle` (0 when it cannot be read).
+fn count_in_log(log: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).map_or(0, |text| {
+        text.lines().filter(|l| l.contains(needle)).count()
+    })
+}
+
+/// `from` to `to`: a rename, or a copy and removal across file systems.
+fn move_file(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    std::fs::remove_file(from).with_context(|| format!("removing {}", from.display()))
 }
 
 async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> {
@@ -814,15 +953,32 @@ async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> 
     } else {
         Duration::from_secs(1)
     };
+    let logs = [
+        ctx.log_dir.join("mcp-gateway.log"),
+        ctx.log_dir.join("mcp-supervisor.log"),
+    ];
+    let data_lost_before = logs.each_ref().map(|log| count_in_log(log, DATA_LOST));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let restore = dbfile.clone();
     let inject = async move {
         if with_data {
-            // What a Redis with persistence would have on disk at the kill.
-            redis_command(port, &["CONFIG", "SET", "dir", &dir]).await?;
-            redis_command(port, &["CONFIG", "SET", "dbfilename", &restore]).await?;
+            // What a Redis with persistence would have on disk at the kill. `dir` and
+            // `dbfilename` are protected settings (Redis 7 refuses `CONFIG SET` of
+            // them): SAVE where it is configured to, then move the file into the
+            // suite's folder, where the new server is told to load it from.
+            let from_dir = redis_config(port, "dir").await?;
+            let from_name = redis_config(port, "dbfilename").await?;
             let saved = redis_command(port, &["SAVE"]).await?;
-            anyhow::ensure!(saved.starts_with("+OK"), "SAVE: {saved}");
+            anyhow::ensure!(saved == Reply::Simple("OK".into()), "SAVE: {saved:?}");
+            let saved_at = std::path::Path::new(&from_dir).join(&from_name);
+            let target = std::path::Path::new(&dir).join(&restore);
+            if saved_at != target {
+                move_file(&saved_at, &target)?;
+            }
+            let size = std::fs::metadata(&target)
+                .with_context(|| format!("the snapshot {}", target.display()))?
+                .len();
+            anyhow::ensure!(size > 0, "the snapshot {} is empty", target.display());
         }
         procs::signal(pid, Signal::SIGKILL)?;
         let t0 = Instant::now();
@@ -853,7 +1009,7 @@ async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> 
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis_command(port, &["PING"])
             .await
-            .map_or(true, |r| !r.starts_with("+PONG"))
+            .map_or(true, |r| r != Reply::Simple("PONG".into()))
         {
             anyhow::ensure!(Instant::now() < deadline, "redis-server did not come back");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -876,7 +1032,8 @@ async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> 
         fault.allowed_failures = Some(0);
         return settle(ctx, fault).await;
     }
-    fault.what = "redis-server killed and started again EMPTY (data lost)".into();
+    fault.what = "redis-server killed and started again EMPTY (data lost): as documented (README, \"Redis restarted empty\"), the gateway, the supervisor and the workers refuse the empty read (`registry.data_lost`, error level) and keep serving what they loaded, no call may fail; the admin API shows what Redis holds (nothing), so the registry counts as lost until the operator re-imports the export".into();
+    fault.allowed_failures = Some(0);
     // What the hub does by itself: how much of the registry came back within a while.
     let before = fault.before.take().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -896,6 +1053,30 @@ async fn redis_restart(ctx: &mut Ctx, with_data: bool) -> anyhow::Result<Fault> 
         &ctx.hub.client,
     )
     .await?;
+    if probe.failed > 0 {
+        fault.broken.push(format!(
+            "{} of {} calls failed while Redis held nothing (the hub must keep serving what it loaded)",
+            probe.failed, probe.offered
+        ));
+    }
+    let data_lost_logged = logs.each_ref().map(|log| count_in_log(log, DATA_LOST));
+    for ((log, before_n), after_n) in logs.iter().zip(data_lost_before).zip(data_lost_logged) {
+        let name = log
+            .file_stem()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        fault.notes.push(format!(
+            "`{DATA_LOST}` logged {} times by {name}{}",
+            after_n - before_n,
+            if name == "mcp-supervisor" {
+                " (and its workers)"
+            } else {
+                ""
+            }
+        ));
+        if after_n == before_n {
+            fault.broken.push(format!("{name} did not log {DATA_LOST}"));
+        }
+    }
     fault.notes.push(format!(
         "10 s after the restart the registry holds {} of {} servers; 2 s of load then: {} of {} calls failed {:?}",
         after["servers"].as_object().map_or(0, |m| m.len()),
@@ -1062,11 +1243,16 @@ async fn admin_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         "40 registrations (one server and its 2 tools each, POST /api/import) 10 ms apart, mcp-admin killed 200 ms in and started again: {accepted} answered 2xx, {} stored, {half} half-written (a server without all its tools)",
         stored.len()
     ));
-    if half > 0 || accepted > stored.len() {
-        fault
-            .notes
-            .push("VIOLATION: half-written or acknowledged-but-lost registrations".into());
-        fault.servers_lost += half + accepted.saturating_sub(stored.len());
+    if half > 0 {
+        fault.broken.push(format!(
+            "{half} half-written registrations (a server stored without all its tools)"
+        ));
+    }
+    if accepted > stored.len() {
+        fault.broken.push(format!(
+            "{} registrations acknowledged (2xx) and not stored",
+            accepted - stored.len()
+        ));
     }
     fault.what = "kill -9 of mcp-admin during a burst of registrations: no half-written registration, nothing acknowledged lost; calls unaffected".into();
     fault.allowed_failures = Some(0);
