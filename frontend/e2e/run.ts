@@ -409,24 +409,28 @@ async function main() {
         name: 'flaky', method: 'GET', pathTemplate: '/fault/e2e-breaker/test/echo',
       });
       assert(tool.ok, `create tool: ${tool.status}`);
-      await page.goto(`${dashboard}servers/${id}`);
-      await page.locator('[data-testid=worker][data-status=running]').waitFor({ timeout: 15_000 });
-      await page.locator('[data-testid=worker-breaker][data-breaker=none]').waitFor();
-      // Two failed calls open it; the third fails fast. The page follows the record's event.
-      await waitUntil('the breaker to open', 10_000, async () => {
-        const r = await fetch(`${hub.gateway}/mcp/${id}/flaky`, {
-          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ args: {} }),
+      // The server goes whatever happens: one left behind would change every later check.
+      try {
+        await page.goto(`${dashboard}servers/${id}`);
+        await page.locator('[data-testid=worker][data-status=running]').waitFor({ timeout: 15_000 });
+        await page.locator('[data-testid=worker-breaker][data-breaker=none]').waitFor();
+        // Two failed calls open it; the third fails fast. The page follows the record's event.
+        await waitUntil('the breaker to open', 10_000, async () => {
+          const r = await fetch(`${hub.gateway}/mcp/${id}/flaky`, {
+            method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ args: {} }),
+          });
+          return (await r.text()).includes('circuit_open');
         });
-        return (await r.text()).includes('circuit_open');
-      });
-      await page.locator('[data-testid=worker-breaker][data-breaker=open]').waitFor({ timeout: 10_000 });
-      const text = (await page.getByTestId('worker-breaker').textContent()) ?? '';
-      assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text), `breaker shown: ${text}`);
-      await shot(page, 'server-detail-breaker-open');
-      // Off its page first: a deleted server's page would fetch a 404.
-      await page.goto(`${dashboard}servers`);
-      const gone = await fetch(`${hub.admin}/api/servers/${id}`, { method: 'DELETE' });
-      assert(gone.ok, `delete ${id}: ${gone.status}`);
+        await page.locator('[data-testid=worker-breaker][data-breaker=open]').waitFor({ timeout: 10_000 });
+        const text = (await page.getByTestId('worker-breaker').textContent()) ?? '';
+        assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text), `breaker shown: ${text}`);
+        await shot(page, 'server-detail-breaker-open');
+      } finally {
+        // Off its page first: a deleted server's page would fetch a 404.
+        await page.goto(`${dashboard}servers`);
+        const gone = await fetch(`${hub.admin}/api/servers/${id}`, { method: 'DELETE' });
+        assert(gone.ok, `delete ${id}: ${gone.status}`);
+      }
     });
 
     await check('Restart asks first, then the new worker appears live', async () => {
