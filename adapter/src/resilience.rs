@@ -203,53 +203,17 @@ impl RetryPolicy {
     }
 }
 
-/// `Retry-After` in delta-seconds (`Retry-After: 2`) or as an HTTP date (IMF-fixdate,
-/// `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`), as a wait from `now`; a date already
-/// past is no wait; anything else is `None` (the back-off applies).
+/// `Retry-After` in delta-seconds (`Retry-After: 2`) or as an HTTP date (any of the
+/// three forms RFC 9110 has recipients accept, e.g. `Wed, 21 Oct 2015 07:28:00 GMT`), as
+/// a wait from `now`; a date already past is no wait; anything else is `None` (the
+/// back-off applies).
 pub fn parse_retry_after(value: &[u8], now: std::time::SystemTime) -> Option<Duration> {
     let text = std::str::from_utf8(value).ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = std::time::UNIX_EPOCH + Duration::from_secs(parse_imf_fixdate(text)?);
+    let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`,
-/// RFC 9110 section 5.6.7), the form every HTTP/1.1 sender must use.
-fn parse_imf_fixdate(text: &str) -> Option<u64> {
-    let (_weekday, rest) = text.split_once(", ")?;
-    let mut parts = rest.split(' ');
-    let (day, month, year, time, zone) = (
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    if zone != "GMT" || parts.next().is_some() || day.len() != 2 || year.len() != 4 {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
-    let day: i64 = day.parse().ok()?;
-    let year: i64 = year.parse().ok()?;
-    let mut hms = time.split(':').map(|n| n.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm), proleptic Gregorian.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3_600 + m * 60 + sec).ok()
 }
 
 /// The retry budget of one server: a balance in hundredths of a retry. Each first
@@ -743,13 +707,14 @@ mod tests {
             Some(Duration::ZERO),
             "a date already past is no wait"
         );
+        let epoch = std::time::UNIX_EPOCH;
         assert_eq!(
-            parse_imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
+            parse_retry_after(b"Sun, 06 Nov 1994 08:49:37 GMT", epoch),
+            Some(Duration::from_secs(784_111_777))
         );
         assert_eq!(
-            parse_imf_fixdate("Thu, 29 Feb 2024 00:00:00 GMT"),
-            Some(1_709_164_800)
+            parse_retry_after(b"Thu, 29 Feb 2024 00:00:00 GMT", epoch),
+            Some(Duration::from_secs(1_709_164_800))
         );
         for bad in [
             "-1",
