@@ -47,6 +47,23 @@ function upsertWorker(list: WorkerRecord[], worker: WorkerRecord): WorkerRecord[
   return [...others, worker].sort((a, b) => a.replicaIdx - b.replicaIdx);
 }
 
+/** True when the query at `key` holds an answer and no fetch of it is under way
+ * (a query no page uses yet counts as settled: there is nothing to overwrite). */
+function settled(client: QueryClient, key: readonly unknown[]): boolean {
+  const state = client.getQueryState(key);
+  if (!state) return true;
+  return state.fetchStatus !== 'fetching' && state.data !== undefined;
+}
+
+/** Drops the fetch under way of the query at `key` (a first fetch is not restarted by
+ * an invalidation: the invalidation would join it and take its stale answer) and
+ * fetches it again. */
+function fetchAgain(client: QueryClient, key: readonly unknown[]): void {
+  void client
+    .cancelQueries({ queryKey: key, exact: true })
+    .then(() => client.invalidateQueries({ queryKey: key, exact: true }));
+}
+
 /** Applies one event to the cache. Exported for the tests of the console's logic. */
 export function applyEvent(client: QueryClient, name: string, data: WorkerEvent): void {
   const id = data.serverId;
@@ -57,17 +74,30 @@ export function applyEvent(client: QueryClient, name: string, data: WorkerEvent)
         name === 'worker.status' && data.worker
           ? upsertWorker(workers, data.worker)
           : workers.filter((w) => w.replicaIdx !== data.replicaIdx);
-      client.setQueryData<ServerRuntime[]>(['runtime'], (old) => {
-        if (!old) return old;
-        const found = old.some((r) => r.serverId === id);
-        const next = found
-          ? old.map((r) => (r.serverId === id ? { ...r, workers: change(r.workers) } : r))
-          : [...old, { serverId: id, workers: change([]) }];
-        return next.filter((r) => r.workers.length > 0);
-      });
-      client.setQueryData<ServerRuntime>(['runtime', id], (old) =>
-        old ? { ...old, workers: change(old.workers) } : old,
-      );
+      // A query whose fetch is under way answers with what Redis held when it was
+      // read, which may be older than this event: written into the cache now, the
+      // event would be overwritten by that answer (or, with no data yet, dropped),
+      // and the page would show a stale status until the next event. Such a query is
+      // fetched again instead (its answer then holds this change).
+      if (!settled(client, ['runtime'])) {
+        fetchAgain(client, ['runtime']);
+      } else {
+        client.setQueryData<ServerRuntime[]>(['runtime'], (old) => {
+          if (!old) return old;
+          const found = old.some((r) => r.serverId === id);
+          const next = found
+            ? old.map((r) => (r.serverId === id ? { ...r, workers: change(r.workers) } : r))
+            : [...old, { serverId: id, workers: change([]) }];
+          return next.filter((r) => r.workers.length > 0);
+        });
+      }
+      if (!settled(client, ['runtime', id])) {
+        fetchAgain(client, ['runtime', id]);
+      } else {
+        client.setQueryData<ServerRuntime>(['runtime', id], (old) =>
+          old ? { ...old, workers: change(old.workers) } : old,
+        );
+      }
       break;
     }
     case 'server.upsert':

@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { SseParser } from './sse.ts';
 import { pointerTokens } from './validator.ts';
 import { serverState } from './status.ts';
-import type { ServerView, WorkerRecord } from './types.ts';
+import type { ServerRuntime, ServerView, WorkerRecord } from './types.ts';
+import { QueryClient, QueryObserver } from '@tanstack/react-query';
+import { applyEvent } from './events.ts';
 
 test('SSE frames split anywhere, with any line end', () => {
   const text = 'event: tool_call.started\r\ndata: {"a":1}\r\n\r\n: comment\n\nevent: output.delta\rdata: x\rdata: y\r\r';
@@ -65,4 +67,44 @@ test('a server shows its worst replica, running of desired, and the restarts', (
   assert.equal(serverState(server({ active: false }), []).status, 'inactive');
   assert.equal(serverState(server({ active: false }), [worker(0, 'stopped')]).status, 'inactive');
   assert.equal(serverState(server(), [worker(0, 'idle')]).status, 'idle');
+});
+
+test('a worker event that arrives while the runtime is being fetched refetches it', async () => {
+  const client = new QueryClient();
+  const stale: ServerRuntime = { serverId: 's', workers: [worker(0, 'starting')] };
+  const fresh: ServerRuntime = { serverId: 's', workers: [worker(0, 'running')] };
+  let calls = 0;
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const observer = new QueryObserver<ServerRuntime>(client, {
+    queryKey: ['runtime', 's'],
+    queryFn: async () => {
+      calls += 1;
+      if (calls === 1) {
+        // The first answer was read from Redis before the worker became running.
+        await held;
+        return stale;
+      }
+      return fresh;
+    },
+  });
+  const unsubscribe = observer.subscribe(() => {});
+  try {
+    // The event of the change arrives while the first answer is on its way.
+    applyEvent(client, 'worker.status', { type: 'worker.status', version: 2, serverId: 's', worker: fresh.workers[0] });
+    release();
+    const deadline = Date.now() + 5000;
+    while (client.getQueryData<ServerRuntime>(['runtime', 's'])?.workers[0]?.status !== 'running') {
+      assert.ok(Date.now() < deadline, `still ${JSON.stringify(client.getQueryData(['runtime', 's']))}`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.equal(calls, 2);
+    // Once settled, an event is written into the cache without a fetch.
+    applyEvent(client, 'worker.status', { type: 'worker.status', version: 3, serverId: 's', worker: worker(0, 'unhealthy') });
+    assert.equal(client.getQueryData<ServerRuntime>(['runtime', 's'])?.workers[0]?.status, 'unhealthy');
+    assert.equal(calls, 2);
+  } finally {
+    unsubscribe();
+    client.clear();
+  }
 });
