@@ -1,7 +1,8 @@
 //! Owns the audit log of tool calls: one [`Entry`] per call in the Redis Stream
 //! `{prefix}audit` (its key from [`crate::keys`]), capped with `XADD MAXLEN ~`.
 //! The writer is never on a call's path: [`Sink::record`] is a `try_send` into a bounded
-//! channel; one task drains it in batches and appends each batch in one pipeline. A
+//! channel; one task drains it in batches (what arrived within `MCP_AUDIT_FLUSH_MS` of
+//! the batch's first entry) and appends each batch in one pipeline. A
 //! full buffer (Redis slow or down) drops the entry and counts it; the count is logged
 //! as `audit.dropped` (warn) at most once per report interval.
 //! Also the readers: [`page`] (newest first, filtered, cursor-paged) and [`read_after`]
@@ -10,8 +11,8 @@
 //! caller redacts arguments before they get here: [`Entry::args`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
@@ -41,6 +42,11 @@ pub struct AuditArgs {
     /// How often dropped entries are reported (`audit.dropped`), in milliseconds.
     #[arg(long, env = "MCP_AUDIT_REPORT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub audit_report_ms: u64,
+    /// How long the writer gathers entries after the first of a batch before it appends
+    /// them in one pipeline, in milliseconds (0: at once). One round trip per call cost
+    /// Redis and the worker more than the call's own work at the capacity rate.
+    #[arg(long, env = "MCP_AUDIT_FLUSH_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub audit_flush_ms: u64,
 }
 
 impl Default for AuditArgs {
@@ -50,6 +56,7 @@ impl Default for AuditArgs {
             audit_maxlen: 100_000,
             audit_buffer: 10_000,
             audit_report_ms: 10_000,
+            audit_flush_ms: 50,
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct Stats {
     pub written: AtomicU64,
     /// Entries dropped: the buffer was full, or their batch failed to be written.
     pub dropped: AtomicU64,
+    /// Pipelines Redis acknowledged (each one round trip, for one batch).
+    pub batches: AtomicU64,
 }
 
 /// Where calls hand their entries. Cheap to clone; a disabled sink does nothing.
@@ -203,6 +212,7 @@ pub fn start(registry: RedisRegistry, args: &AuditArgs, shutdown: CancellationTo
         maxlen: args.audit_maxlen,
         stats: stats.clone(),
         report_every: Duration::from_millis(args.audit_report_ms),
+        flush_after: Duration::from_millis(args.audit_flush_ms),
     };
     tokio::spawn(writer.run(rx, shutdown));
     Sink {
@@ -216,6 +226,7 @@ struct Writer {
     maxlen: u64,
     stats: Arc<Stats>,
     report_every: Duration,
+    flush_after: Duration,
 }
 
 impl Writer {
@@ -230,6 +241,20 @@ impl Writer {
                 n = rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break;
+                    }
+                    // The entries of the next moments go in the same pipeline: a
+                    // sleep, not a wait per entry, so the calls' sends wake nothing.
+                    if batch.len() < BATCH && !self.flush_after.is_zero() {
+                        tokio::select! {
+                            () = tokio::time::sleep(self.flush_after) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        while batch.len() < BATCH {
+                            match rx.try_recv() {
+                                Ok(entry) => batch.push(entry),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     if let Err(err) = self.append(&batch).await {
                         self.stats.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -295,6 +320,7 @@ impl Writer {
         self.stats
             .written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }

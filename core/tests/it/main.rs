@@ -1,5 +1,6 @@
 //! Integration tests of the shared crate against a real `redis-server`.
 
+mod audit;
 mod cluster;
 mod deployment;
 mod registry;
