@@ -100,9 +100,13 @@ fn valid_cursor(id: &str) -> bool {
     })
 }
 
-/// One page of audit entries, newest first (`follow=true`: the live stream instead).
+/// One page of audit entries, newest first (`follow=true`: the live stream instead, as
+/// `GET /api/audit/stream` sends it).
 #[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Page), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200,
+            description = "a page (`application/json`); with `follow=true`, the live stream (`text/event-stream`, one `audit` event per new entry)",
+            content((Page = "application/json"), ("text/event-stream"))),
+        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
@@ -201,6 +205,18 @@ mod tests {
             assert_eq!(param("status")["pattern"], "^(ok|error|cancelled)$");
             assert_eq!(param("before")["pattern"], "^[0-9]+-[0-9]+$");
         }
+        // `follow=true` answers the live stream: both content types are documented.
+        let content = &doc["paths"]["/api/audit"]["get"]["responses"]["200"]["content"];
+        assert_eq!(
+            content["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Page"
+        );
+        assert!(content["text/event-stream"].is_object(), "{content}");
+        assert!(
+            doc["paths"]["/api/audit/stream"]["get"]["responses"]["200"]["content"]
+                ["text/event-stream"]
+                .is_object()
+        );
         let query = |status: &str, before: &str, limit: usize| AuditQuery {
             status: Some(status.into()),
             before: Some(before.into()),
