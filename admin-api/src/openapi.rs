@@ -111,6 +111,11 @@ fn complete_operation(path: &str, operation: &mut Map<String, Value>, token_requ
         json!([])
     };
     operation.insert("security".into(), security);
+    // A u64 query parameter (the audit log's `since`, `until`) takes 0..=u64::MAX, as a
+    // model's field does.
+    if let Some(params) = operation.get_mut("parameters") {
+        unsigned_bounds(params);
+    }
     let has_body = operation.contains_key("requestBody");
     let has_query = operation
         .get("parameters")
@@ -190,12 +195,16 @@ fn input_shapes(body: &mut Value) {
     }
 }
 
-/// utoipa gives a `u32` `format: int32, minimum: 0` and a `u64` `format: int64`: both
-/// say more (and less) than Rust takes, so each gets its real range.
+/// utoipa gives a `u32` `format: int32, minimum: 0` and a `u64` `format: int64,
+/// minimum: 0`: both say more (and less) than Rust takes, so each gets its real range.
+/// Applied to the components' schemas and to every operation's parameters.
 fn unsigned_bounds(schema: &mut Value) {
     match schema {
         Value::Object(object) => {
-            let unsigned = object.get("minimum") == Some(&json!(0));
+            let unsigned = object
+                .get("minimum")
+                .and_then(Value::as_f64)
+                .is_some_and(|min| min == 0.0);
             match object.get("format").and_then(Value::as_str) {
                 Some("int32") if unsigned => {
                     object.insert("format".into(), json!("uint32"));
@@ -458,6 +467,20 @@ mod tests {
         );
         assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
         assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
+
+        // Unsigned query parameters are bounded like the models' fields.
+        for name in ["since", "until"] {
+            let params = doc["paths"]["/api/audit"]["get"]["parameters"]
+                .as_array()
+                .expect("parameters");
+            let schema = &params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("/api/audit documents {name}"))["schema"];
+            assert_eq!(schema["format"], "uint64", "{name}: {schema}");
+            assert_eq!(schema["minimum"], 0, "{name}: {schema}");
+            assert_eq!(schema["maximum"], u64::MAX, "{name}: {schema}");
+        }
 
         let open = document_json(false);
         assert_eq!(open["paths"]["/api/servers"]["get"]["security"], json!([]));
