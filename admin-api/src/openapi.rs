@@ -48,7 +48,7 @@ pub struct ApiDoc;
 
 /// This document: what this instance accepts and answers (the bearer token is declared
 /// only when MCP_ADMIN_TOKEN is configured).
-#[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenApiDocument", tag = "meta",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
 pub async fn document(State(state): State<AppState>) -> Json<Value> {
     Json(document_json(state.admin_token.is_some()))
@@ -421,6 +421,26 @@ mod tests {
         assert!(matches(PATH_TEMPLATE_PATTERN, "/items/{id}"));
         assert!(!matches(PATH_TEMPLATE_PATTERN, "items"));
         assert!(!matches(PATH_TEMPLATE_PATTERN, "/a?b"));
+    }
+
+    /// Every operation has its own operationId (schemathesis, code generators and the
+    /// stateful phase's links name operations by it).
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = document_json(true);
+        let mut seen = std::collections::BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("operations") {
+                let id = operation["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+                if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                    panic!("operationId {id} of {method} {path} is {other}'s too");
+                }
+            }
+        }
+        // One per operation: the 21 /api operations and /healthz.
+        assert_eq!(seen.len(), 22, "{seen:?}");
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn valid_cursor(id: &str) -> bool {
 
 /// One page of audit entries, newest first (`follow=true`: the live stream instead, as
 /// `GET /api/audit/stream` sends it).
-#[utoipa::path(get, path = "/api/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/api/audit", operation_id = "listAudit", tag = "audit", params(AuditQuery),
     responses((status = 200,
             description = "a page (`application/json`); with `follow=true`, the live stream (`text/event-stream`, one `audit` event per new entry)",
             content((Page = "application/json"), ("text/event-stream"))),
@@ -129,7 +129,7 @@ pub async fn list(
 
 /// New audit entries as they are written (`text/event-stream`, one `audit` event per
 /// entry, its id the stream id), filtered like `GET /api/audit`.
-#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/api/audit/stream", operation_id = "streamAudit", tag = "audit", params(AuditQuery),
     responses((status = 200, description = "one `audit` event per new entry", content_type = "text/event-stream"),
         (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stream(

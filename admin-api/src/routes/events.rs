@@ -13,7 +13,7 @@ use mcp_core::subscription::Update;
 use crate::AppState;
 
 /// Live registry and worker events (`text/event-stream`).
-#[utoipa::path(get, path = "/api/events", tag = "runtime",
+#[utoipa::path(get, path = "/api/events", operation_id = "streamEvents", tag = "runtime",
     responses((status = 200, description = "event stream: `reload`, then one SSE event per registry or worker event", content_type = "text/event-stream")))]
 pub async fn stream(
     State(state): State<AppState>,

@@ -17,7 +17,7 @@ pub struct Health {
 }
 
 /// Liveness and Redis reachability (no token needed).
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match state.registry.ping().await {

@@ -121,7 +121,7 @@ pub struct Latency {
 }
 
 /// Calls, errors and latency per server, from the gateway's metrics.
-#[utoipa::path(get, path = "/api/metrics", tag = "runtime",
+#[utoipa::path(get, path = "/api/metrics", operation_id = "getMetrics", tag = "runtime",
     responses((status = 200, body = MetricsView, description = "per-server figures; `available: false` when the gateway's metrics cannot be read")))]
 pub async fn get(State(state): State<AppState>) -> Json<MetricsView> {
     let source = &state.metrics;

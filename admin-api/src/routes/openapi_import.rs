@@ -51,7 +51,7 @@ pub struct ImportRequest {
 
 /// Imports one tool per operation of an OpenAPI document into server `id` (registered
 /// first when new). Every tool is validated before anything is written.
-#[utoipa::path(post, path = "/api/servers/{id}/openapi", tag = "tools", request_body = ImportRequest,
+#[utoipa::path(post, path = "/api/servers/{id}/openapi", operation_id = "importOpenApiTools", tag = "tools", request_body = ImportRequest,
     params(("id" = String, Path, description = "server id")),
     responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -29,7 +29,7 @@ pub struct ImportParams {
 }
 
 /// The whole registry: `{format, version, servers: {id: server}, tools: {id: {name: tool}}}`.
-#[utoipa::path(get, path = "/api/export", tag = "registry", params(ExportParams),
+#[utoipa::path(get, path = "/api/export", operation_id = "exportRegistry", tag = "registry", params(ExportParams),
     responses((status = 200, body = Document), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn export(
     State(state): State<AppState>,
@@ -50,7 +50,7 @@ pub async fn export(
 
 /// Imports a document (this hub's export, or the existing hub's map of servers and map
 /// of tools per server). The whole document is validated before anything is written.
-#[utoipa::path(post, path = "/api/import", tag = "registry", params(ImportParams), request_body = Document,
+#[utoipa::path(post, path = "/api/import", operation_id = "importRegistry", tag = "registry", params(ImportParams), request_body = Document,
     responses((status = 200, body = ImportSummary), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn import(

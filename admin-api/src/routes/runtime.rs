@@ -8,14 +8,14 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::AppState;
 
 /// Runtime records of every server that has any.
-#[utoipa::path(get, path = "/api/runtime", tag = "runtime",
+#[utoipa::path(get, path = "/api/runtime", operation_id = "listRuntime", tag = "runtime",
     responses((status = 200, body = [ServerRuntime]), (status = 503, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerRuntime>>> {
     Ok(Json(state.registry.list_runtime().await?))
 }
 
 /// Runtime records of one server's workers (empty list until the supervisor runs it).
-#[utoipa::path(get, path = "/api/servers/{id}/runtime", tag = "runtime",
+#[utoipa::path(get, path = "/api/servers/{id}/runtime", operation_id = "getServerRuntime", tag = "runtime",
     params(("id" = String, Path, description = "server id")),
     responses((status = 200, body = ServerRuntime), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(

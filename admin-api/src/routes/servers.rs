@@ -41,7 +41,7 @@ pub struct RestartAccepted {
 }
 
 /// Every registered server, ordered by id.
-#[utoipa::path(get, path = "/api/servers", tag = "servers",
+#[utoipa::path(get, path = "/api/servers", operation_id = "listServers", tag = "servers",
     responses((status = 200, body = [ServerView]), (status = 503, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerView>>> {
     let snapshot = state.registry.snapshot().await?;
@@ -58,7 +58,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerVie
 }
 
 /// One server.
-#[utoipa::path(get, path = "/api/servers/{id}", tag = "servers",
+#[utoipa::path(get, path = "/api/servers/{id}", operation_id = "getServer", tag = "servers",
     params(("id" = String, Path, description = "server id")),
     responses((status = 200, body = ServerView), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
@@ -80,7 +80,7 @@ pub async fn get(
 
 /// Creates (201) or replaces (200) a server and publishes `server.upsert`. A masked
 /// `auth.value` keeps the stored secret.
-#[utoipa::path(post, path = "/api/servers/{id}", tag = "servers",
+#[utoipa::path(post, path = "/api/servers/{id}", operation_id = "upsertServer", tag = "servers",
     params(("id" = String, Path, description = "server id, [A-Za-z0-9_-]{1,64}")),
     request_body = ServerConfig,
     responses((status = 201, body = ServerView), (status = 200, body = ServerView),
@@ -115,7 +115,7 @@ pub async fn upsert(
 }
 
 /// Deletes a server and its tools (`tool.delete` events, then `server.delete`).
-#[utoipa::path(delete, path = "/api/servers/{id}", tag = "servers",
+#[utoipa::path(delete, path = "/api/servers/{id}", operation_id = "deleteServer", tag = "servers",
     params(("id" = String, Path, description = "server id")),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete(
@@ -135,7 +135,7 @@ pub async fn delete(
 }
 
 /// Asks the supervisor to restart the server's workers (publishes `server.restart`).
-#[utoipa::path(post, path = "/api/servers/{id}/restart", tag = "servers",
+#[utoipa::path(post, path = "/api/servers/{id}/restart", operation_id = "restartServer", tag = "servers",
     params(("id" = String, Path, description = "server id")),
     responses((status = 202, body = RestartAccepted), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn restart(
@@ -154,7 +154,7 @@ pub async fn restart(
 }
 
 /// Counts of servers and tools, computed from Redis in one script.
-#[utoipa::path(get, path = "/api/stats", tag = "servers",
+#[utoipa::path(get, path = "/api/stats", operation_id = "getStats", tag = "servers",
     responses((status = 200, body = Stats), (status = 503, body = ErrorBody)))]
 pub async fn stats(State(state): State<AppState>) -> ApiResult<Json<Stats>> {
     Ok(Json(state.registry.stats().await?))

@@ -11,7 +11,7 @@ use crate::routes::servers::Deleted;
 use crate::AppState;
 
 /// The tools of one server, ordered by name.
-#[utoipa::path(get, path = "/api/tools/{id}", tag = "tools",
+#[utoipa::path(get, path = "/api/tools/{id}", operation_id = "listTools", tag = "tools",
     params(("id" = String, Path, description = "server id")),
     responses((status = 200, body = [ToolBinding]), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list(
@@ -32,7 +32,7 @@ pub async fn list(
 }
 
 /// One tool.
-#[utoipa::path(get, path = "/api/tools/{id}/{tool}", tag = "tools",
+#[utoipa::path(get, path = "/api/tools/{id}/{tool}", operation_id = "getTool", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
     responses((status = 200, body = ToolBinding), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(
@@ -47,7 +47,7 @@ pub async fn get(
 
 /// Creates (201) or replaces (200) a tool of a registered server; publishes `tool.upsert`.
 /// The body's `name` may be left out; when present it must equal the path's.
-#[utoipa::path(post, path = "/api/tools/{id}/{tool}", tag = "tools",
+#[utoipa::path(post, path = "/api/tools/{id}/{tool}", operation_id = "upsertTool", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
     request_body = ToolBinding,
     responses((status = 201, body = ToolBinding), (status = 200, body = ToolBinding), (status = 400, body = ErrorBody),
@@ -80,7 +80,7 @@ pub struct Valid {
 /// compiled as the gateway compiles it) without writing anything: the dashboard's
 /// editor shows the problems before saving. A server id that could never be registered
 /// is a 404, as for `upsert`.
-#[utoipa::path(post, path = "/api/tools/{id}/{tool}/validate", tag = "tools",
+#[utoipa::path(post, path = "/api/tools/{id}/{tool}/validate", operation_id = "validateTool", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
     request_body = ToolBinding,
     responses((status = 200, body = Valid), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -100,7 +100,7 @@ pub async fn validate(
 }
 
 /// Deletes a tool; publishes `tool.delete`.
-#[utoipa::path(delete, path = "/api/tools/{id}/{tool}", tag = "tools",
+#[utoipa::path(delete, path = "/api/tools/{id}/{tool}", operation_id = "deleteTool", tag = "tools",
     params(("id" = String, Path, description = "server id"), ("tool" = String, Path, description = "tool name")),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete(
