@@ -56,6 +56,18 @@ impl Failure {
         }
     }
 
+    /// Where a retry of this failure is counted: its index in
+    /// [`mcp_core::runtime::RetriesByReason::REASONS`] (`connect`, `timeout`,
+    /// `status_502`, `status_503`, `status_504`); `None` for a failure never retried.
+    pub fn retry_reason(self) -> Option<usize> {
+        match self {
+            Failure::Connect => Some(0),
+            Failure::Timeout => Some(1),
+            Failure::Status(status @ 502..=504) => Some(usize::from(status - 500)),
+            Failure::Status(_) | Failure::Other => None,
+        }
+    }
+
     /// For the logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -464,6 +476,9 @@ pub struct Guard {
     pub breaker: Breaker,
     /// Retries made.
     pub retries: AtomicU64,
+    /// The same by reason, in the order of
+    /// [`mcp_core::runtime::RetriesByReason::REASONS`] ([`Guard::count_retry`]).
+    pub retries_by_reason: [AtomicU64; 5],
     /// Retries refused because the budget was spent.
     pub budget_refusals: AtomicU64,
     /// Calls failed fast by the open breaker.
@@ -478,10 +493,31 @@ impl Guard {
             budget: Budget::default(),
             breaker: Breaker::new(epoch),
             retries: AtomicU64::new(0),
+            retries_by_reason: Default::default(),
             budget_refusals: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             opened: AtomicU64::new(0),
         }
+    }
+
+    /// A retry of an attempt that failed with `failure` is made: counted in all and by
+    /// its reason.
+    pub fn count_retry(&self, failure: Failure) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = failure
+            .retry_reason()
+            .and_then(|i| self.retries_by_reason.get(i))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn by_reason(&self) -> mcp_core::runtime::RetriesByReason {
+        mcp_core::runtime::RetriesByReason::from_counts(
+            self.retries_by_reason
+                .each_ref()
+                .map(|c| c.load(Ordering::Relaxed)),
+        )
     }
 
     /// The breaker's state and the counters, as the runtime record holds them.
@@ -490,6 +526,7 @@ impl Guard {
             state: self.breaker.state(),
             consecutive_failures: self.breaker.failures(),
             retries: self.retries.load(Ordering::Relaxed),
+            retries_by_reason: self.by_reason(),
             retries_refused_by_budget: self.budget_refusals.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
@@ -502,6 +539,7 @@ impl Guard {
             "state": self.breaker.state(),
             "consecutive_failures": self.breaker.failures(),
             "retries": self.retries.load(Ordering::Relaxed),
+            "retries_by_reason": self.by_reason(),
             "retries_refused_by_budget": self.budget_refusals.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
             "opened": self.opened.load(Ordering::Relaxed),
@@ -865,6 +903,36 @@ mod tests {
         breaker.abandon_probe(&config, t1);
         assert_eq!(breaker.state(), BreakerState::Open);
         assert!(matches!(breaker.admit(&config, t1), Admission::Probe(_)));
+    }
+
+    #[test]
+    fn retries_are_counted_by_reason_and_the_report_reads_as_the_record() {
+        let guard = Guard::new(Instant::now());
+        for failure in [
+            Failure::Connect,
+            Failure::Timeout,
+            Failure::Timeout,
+            Failure::Status(502),
+            Failure::Status(503),
+            Failure::Status(503),
+            Failure::Status(503),
+            Failure::Status(504),
+        ] {
+            assert!(failure.is_retryable());
+            guard.count_retry(failure);
+        }
+        for never in [Failure::Status(500), Failure::Status(429), Failure::Other] {
+            assert_eq!(never.retry_reason(), None, "{never:?}");
+        }
+        let snapshot = guard.snapshot();
+        assert_eq!(snapshot.retries, 8);
+        assert_eq!(snapshot.retries_by_reason.counts(), [1, 2, 1, 3, 1]);
+        let report = guard.report();
+        assert_eq!(report["retries_by_reason"]["status_503"], 3);
+        // The supervisor reads /healthz's form into the record's.
+        let read: mcp_core::runtime::Resilience =
+            serde_json::from_value(report).expect("the report reads");
+        assert_eq!(read, snapshot);
     }
 
     #[test]

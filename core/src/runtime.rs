@@ -83,6 +83,11 @@ pub struct WorkerRecord {
     /// `circuitBreaker` made them, and for a new process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resilience: Option<Resilience>,
+    /// The worker's audit writer counters, as its `/healthz` showed them at
+    /// `last_heartbeat` (absent when auditing is off, for a new process, and on the
+    /// Kubernetes backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditCounters>,
 }
 
 impl WorkerRecord {
@@ -104,6 +109,7 @@ impl WorkerRecord {
             started_at: None,
             updated_at: unix_millis(),
             resilience: None,
+            audit: None,
         }
     }
 
@@ -148,6 +154,9 @@ pub struct Resilience {
     /// Retries made.
     #[serde(default)]
     pub retries: u64,
+    /// The same retries by what failed (absent from records written before it: zeros).
+    #[serde(default, alias = "retries_by_reason")]
+    pub retries_by_reason: RetriesByReason,
     /// Retries refused because the retry budget was spent.
     #[serde(default, alias = "retries_refused_by_budget")]
     pub retries_refused_by_budget: u64,
@@ -157,6 +166,72 @@ pub struct Resilience {
     /// Times the breaker opened.
     #[serde(default)]
     pub opened: u64,
+}
+
+/// Retries made, by the failure that was retried: the only ones a retry is made for
+/// (connect errors, timeouts, 502/503/504). The keys are the `reason` label of the
+/// gateway's `mcp_worker_retries_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetriesByReason {
+    /// The connection could not be made.
+    #[serde(default)]
+    pub connect: u64,
+    /// The attempt did not finish in time.
+    #[serde(default)]
+    pub timeout: u64,
+    #[serde(default)]
+    pub status_502: u64,
+    #[serde(default)]
+    pub status_503: u64,
+    #[serde(default)]
+    pub status_504: u64,
+}
+
+impl RetriesByReason {
+    /// The reasons, in the order of [`RetriesByReason::counts`].
+    pub const REASONS: [&'static str; 5] = [
+        "connect",
+        "timeout",
+        "status_502",
+        "status_503",
+        "status_504",
+    ];
+
+    /// The counts in the order of [`RetriesByReason::REASONS`].
+    pub fn counts(&self) -> [u64; 5] {
+        [
+            self.connect,
+            self.timeout,
+            self.status_502,
+            self.status_503,
+            self.status_504,
+        ]
+    }
+
+    /// From counts in the order of [`RetriesByReason::REASONS`].
+    pub fn from_counts(counts: [u64; 5]) -> RetriesByReason {
+        let [connect, timeout, status_502, status_503, status_504] = counts;
+        RetriesByReason {
+            connect,
+            timeout,
+            status_502,
+            status_503,
+            status_504,
+        }
+    }
+}
+
+/// One worker's audit writer since the process started (`mcp_core::audit::Stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditCounters {
+    /// Entries Redis acknowledged.
+    #[serde(default)]
+    pub written: u64,
+    /// Entries dropped because Redis was slow or down (the buffer was full, or their
+    /// batch failed to be written).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// All replicas of one server, as the admin API shows them.
@@ -173,4 +248,50 @@ pub fn unix_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_record_written_before_the_retry_reasons_and_audit_counters_still_reads() {
+        let old = json!({"replicaIdx": 0, "status": "running", "resilience": {
+            "state": "open", "consecutiveFailures": 5, "retries": 7,
+            "retriesRefusedByBudget": 1, "rejected": 3, "opened": 1}});
+        let record: WorkerRecord = serde_json::from_value(old).expect("old record");
+        let resilience = record.resilience.expect("resilience");
+        assert_eq!(resilience.retries, 7);
+        assert_eq!(resilience.retries_by_reason, RetriesByReason::default());
+        assert_eq!(record.audit, None);
+    }
+
+    #[test]
+    fn the_healthz_form_reads_and_the_record_form_round_trips() {
+        // What a worker's /healthz writes (snake_case, audit with `enabled`).
+        let healthz = json!({"state": "half_open", "consecutive_failures": 2, "retries": 6,
+            "retries_by_reason": {"connect": 1, "timeout": 2, "status_503": 3},
+            "retries_refused_by_budget": 0, "rejected": 0, "opened": 2});
+        let resilience: Resilience = serde_json::from_value(healthz).expect("healthz");
+        assert_eq!(resilience.retries_by_reason.counts(), [1, 2, 0, 3, 0]);
+        let audit: AuditCounters =
+            serde_json::from_value(json!({"enabled": true, "written": 9, "dropped": 4}))
+                .expect("audit");
+        assert_eq!((audit.written, audit.dropped), (9, 4));
+        let record = WorkerRecord {
+            resilience: Some(resilience),
+            audit: Some(audit),
+            ..WorkerRecord::new(1, WorkerStatus::Running, "sup")
+        };
+        let text = serde_json::to_value(&record).expect("json");
+        assert_eq!(text["resilience"]["retriesByReason"]["status_503"], 3);
+        assert_eq!(text["audit"], json!({"written": 9, "dropped": 4}));
+        let back: WorkerRecord = serde_json::from_value(text).expect("round trip");
+        assert_eq!(back, record);
+        assert_eq!(
+            RetriesByReason::from_counts(resilience.retries_by_reason.counts()),
+            resilience.retries_by_reason
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Owns probing a worker's `/healthz`: it must answer 200 for the right server (so a
 //! port reused by another worker is not mistaken for ours), and reading what the
-//! runtime record shows of it (idle time, the circuit breaker's state).
+//! runtime record shows of it (idle time, the circuit breaker's state, the audit
+//! writer's counters).
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ pub struct Health {
     /// Its circuit breaker and retry counters (`None` until a guarded call made them,
     /// or from a worker too old to report them), copied into the runtime record.
     pub resilience: Option<mcp_core::runtime::Resilience>,
+    /// Its audit writer's counters (`None` when auditing is off there, or from a worker
+    /// too old to report them), copied into the runtime record.
+    pub audit: Option<mcp_core::runtime::AuditCounters>,
 }
 
 /// A failed probe: the HTTP status when there was one.
@@ -59,5 +63,8 @@ pub async fn probe(
         pid: body["pid"].as_u64().unwrap_or(0) as u32,
         idle_ms: body["idle_ms"].as_u64().unwrap_or(0),
         resilience: serde_json::from_value(body["resilience"].clone()).ok(),
+        audit: (body["audit"]["enabled"] == true)
+            .then(|| serde_json::from_value(body["audit"].clone()).ok())
+            .flatten(),
     })
 }

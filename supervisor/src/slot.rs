@@ -255,6 +255,7 @@ impl Slot {
         self.record.started_at = Some(unix_millis());
         // A new process starts with a closed breaker and no counters.
         self.record.resilience = None;
+        self.record.audit = None;
         self.proc = Some(Proc::Child(child));
         tracing::info!(event = "worker.spawned", server = %self.key.server_id, replica = self.key.replica_idx, pid, port, reason);
         let deadline = tokio::time::Instant::now() + self.ctx.start_timeout;
@@ -343,6 +344,7 @@ impl Slot {
                     let breaker_changed = self.record.resilience.map(|r| r.state)
                         != health.resilience.map(|r| r.state);
                     self.record.resilience = health.resilience;
+                    self.record.audit = health.audit;
                     if self
                         .running_since
                         .is_some_and(|t| t.elapsed() >= STABLE_AFTER)

@@ -1,6 +1,8 @@
 //! Owns `/healthz`: which server this worker serves, how many tools, at which registry
-//! version, and its circuit breaker's state with the retry counters (`resilience`). The
-//! supervisor checks `server_id` to be sure it probes the right worker.
+//! version, its circuit breaker's state with the retry counters (`resilience`, retries
+//! by reason included) and its audit writer's counters (`audit`). The supervisor checks
+//! `server_id` to be sure it probes the right worker, and copies `resilience` and `audit`
+//! into the runtime record, where the gateway's `/metrics` reads them.
 
 use std::sync::Arc;
 

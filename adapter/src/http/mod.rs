@@ -415,7 +415,7 @@ impl HttpAdapter {
                 });
             match decision {
                 Ok(wait) => {
-                    guard.retries.fetch_add(1, Ordering::Relaxed);
+                    guard.count_retry(failure);
                     tracing::warn!(
                         event = "tool.http.retry",
                         request_id = ids.request_id,

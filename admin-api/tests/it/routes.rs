@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use mcp_core::runtime::{BreakerState, Resilience, WorkerRecord, WorkerStatus};
+use mcp_core::runtime::{
+    AuditCounters, BreakerState, Resilience, RetriesByReason, WorkerRecord, WorkerStatus,
+};
 use mcp_core::subscription::Update;
 use reqwest::Method;
 use serde_json::json;
@@ -211,9 +213,17 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
             state: BreakerState::Open,
             consecutive_failures: 5,
             retries: 7,
+            retries_by_reason: RetriesByReason {
+                status_503: 7,
+                ..RetriesByReason::default()
+            },
             retries_refused_by_budget: 1,
             rejected: 3,
             opened: 1,
+        }),
+        audit: Some(AuditCounters {
+            written: 10,
+            dropped: 2,
         }),
     };
     registry
@@ -229,7 +239,13 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
     assert_eq!(
         runtime["workers"][0]["resilience"],
         json!({"state": "open", "consecutiveFailures": 5, "retries": 7,
+            "retriesByReason": {"connect": 0, "timeout": 0, "status_502": 0,
+                "status_503": 7, "status_504": 0},
             "retriesRefusedByBudget": 1, "rejected": 3, "opened": 1})
+    );
+    assert_eq!(
+        runtime["workers"][0]["audit"],
+        json!({"written": 10, "dropped": 2})
     );
     let (_, all) = admin.call(Method::GET, "/api/runtime", None).await;
     assert_eq!(all[0]["serverId"], "fruits_api");
