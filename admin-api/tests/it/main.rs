@@ -8,6 +8,7 @@ mod guard;
 mod logs;
 mod registry_io;
 mod routes;
+mod schemathesis;
 mod token;
 
 use std::process::Command;
