@@ -112,17 +112,18 @@ pub fn build(
 
     let watcher = watcher::Watcher {
         registry,
-        routes,
+        routes: routes.clone(),
         reconcile_interval: config.reconcile_interval,
     };
     server.add_service(proxy_service);
     server.add_service(background_service("registry watcher", watcher));
-    let metrics = metrics::MetricsService::bind(config.metrics_listen).with_context(|| {
-        format!(
-            "binding the metrics listener {} (MCP_GATEWAY_METRICS_LISTEN)",
-            config.metrics_listen
-        )
-    })?;
+    let metrics =
+        metrics::MetricsService::bind(config.metrics_listen, routes).with_context(|| {
+            format!(
+                "binding the metrics listener {} (MCP_GATEWAY_METRICS_LISTEN)",
+                config.metrics_listen
+            )
+        })?;
     server.add_service(background_service("metrics", metrics));
     Ok(server)
 }

@@ -1,13 +1,19 @@
 //! Owns the gateway's Prometheus metrics (calls, latency histogram, errors by code, per
-//! server) and the separate listener that serves them at `/metrics`.
+//! server), the workers' resilience and audit counters read from the routing table's
+//! runtime records ([`worker_families`]), and the separate listener that serves them at
+//! `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
+use mcp_core::runtime::{BreakerState, RetriesByReason};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use prometheus::{Encoder, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::table::{Routes, Table};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -59,9 +65,144 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     }
 });
 
-pub fn render() -> String {
+/// Said in the HELP of every metric [`worker_families`] makes.
+const AS_OF: &str = "as of the worker's last health probe (the supervisor copies its \
+/healthz into its runtime record at each probe; the gateway's table takes the record at \
+its next MCP_GATEWAY_RECONCILE_INTERVAL reload, or at once on a breaker state change)";
+
+/// `mcp_breaker_state`'s value for a state.
+pub fn breaker_state_value(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
+
+/// The workers' circuit breaker, retry and audit counters, by server and replica, from
+/// the runtime records of `table`'s routable workers (running or unhealthy): what each
+/// worker's `/healthz` showed at its last health probe. Built afresh at each scrape (no
+/// state kept here: a worker that restarts starts its counters from zero, which
+/// Prometheus reads as a counter reset). Resilience metrics appear once a call of a
+/// server with `retry` or `circuitBreaker` made them; audit ones when auditing is on.
+pub fn worker_families(table: &Table) -> Vec<MetricFamily> {
+    // `None` only for a bad definition (constants: every test run would see it).
+    worker_registry(table)
+        .map(|registry| registry.gather())
+        .unwrap_or_default()
+}
+
+fn worker_registry(table: &Table) -> Option<Registry> {
+    let registry = Registry::new();
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        let vec = IntCounterVec::new(
+            Opts::new(
+                name,
+                format!("{help}, since the worker process started; {AS_OF}"),
+            ),
+            labels,
+        )
+        .ok()?;
+        registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    };
+    let per_worker: &[&str] = &["server", "replica"];
+    let retries = counter(
+        "mcp_worker_retries_total",
+        "Retries of REST API calls by each worker, by the failure retried (reason: connect, \
+timeout, status_502, status_503, status_504)",
+        &["server", "replica", "reason"],
+    )?;
+    let refused = counter(
+        "mcp_worker_retries_refused_total",
+        "Retries not made because the server's retry budget (retry.budgetPercent) was spent",
+        per_worker,
+    )?;
+    let opened = counter(
+        "mcp_breaker_opened_total",
+        "Times each worker's circuit breaker opened (from closed, or again after a failed \
+half-open probe)",
+        per_worker,
+    )?;
+    let rejected = counter(
+        "mcp_breaker_rejected_total",
+        "Calls failed fast with circuit_open by each worker's open circuit breaker",
+        per_worker,
+    )?;
+    let audit_written = counter(
+        "mcp_audit_written_total",
+        "Audit entries each worker's audit writer appended to the Redis Stream",
+        per_worker,
+    )?;
+    let audit_dropped = counter(
+        "mcp_audit_dropped_total",
+        "Audit entries each worker dropped because Redis was slow or down (the buffer \
+MCP_AUDIT_BUFFER was full, or their batch failed to be written)",
+        per_worker,
+    )?;
+    let gauge = |name: &str, help: &str| {
+        let vec = IntGaugeVec::new(Opts::new(name, format!("{help}; {AS_OF}")), per_worker).ok()?;
+        registry.register(Box::new(vec.clone())).ok()?;
+        Some(vec)
+    };
+    let state = gauge(
+        "mcp_breaker_state",
+        "State of each worker's circuit breaker towards its REST API, one gauge per worker: \
+0 closed, 1 half_open, 2 open",
+    )?;
+    let failures = gauge(
+        "mcp_breaker_consecutive_failures",
+        "Failed attempts in a row counted by each worker's circuit breaker",
+    )?;
+    for (server, route) in &table.servers {
+        for record in route.records.values() {
+            if !record.status.is_routable() {
+                continue;
+            }
+            let replica = record.replica_idx.to_string();
+            let labels = [server.as_str(), replica.as_str()];
+            if let Some(r) = &record.resilience {
+                for (reason, count) in RetriesByReason::REASONS
+                    .into_iter()
+                    .zip(r.retries_by_reason.counts())
+                {
+                    retries
+                        .get_metric_with_label_values(&[server.as_str(), replica.as_str(), reason])
+                        .ok()?
+                        .inc_by(count);
+                }
+                let add = |vec: &IntCounterVec, n: u64| -> Option<()> {
+                    vec.get_metric_with_label_values(&labels).ok()?.inc_by(n);
+                    Some(())
+                };
+                add(&refused, r.retries_refused_by_budget)?;
+                add(&opened, r.opened)?;
+                add(&rejected, r.rejected)?;
+                state
+                    .get_metric_with_label_values(&labels)
+                    .ok()?
+                    .set(breaker_state_value(r.state));
+                failures
+                    .get_metric_with_label_values(&labels)
+                    .ok()?
+                    .set(i64::from(r.consecutive_failures));
+            }
+            if let Some(a) = &record.audit {
+                for (vec, n) in [(&audit_written, a.written), (&audit_dropped, a.dropped)] {
+                    vec.get_metric_with_label_values(&labels).ok()?.inc_by(n);
+                }
+            }
+        }
+    }
+    Some(registry)
+}
+
+/// The Prometheus text of the gateway's own metrics and of the workers' in `table`.
+pub fn render(table: &Table) -> String {
+    let mut families = METRICS.registry.gather();
+    families.extend(worker_families(table));
     let mut buffer = Vec::new();
-    let _ = prometheus::TextEncoder::new().encode(&METRICS.registry.gather(), &mut buffer);
+    let _ = prometheus::TextEncoder::new().encode(&families, &mut buffer);
     String::from_utf8(buffer).unwrap_or_default()
 }
 
@@ -70,16 +211,19 @@ pub fn render() -> String {
 /// like its main listener, rather than leaving it running without metrics.
 pub struct MetricsService {
     addr: SocketAddr,
+    /// The routing table, whose runtime records hold the workers' counters.
+    routes: Arc<Routes>,
     /// Taken once by `start`.
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 impl MetricsService {
-    pub fn bind(addr: SocketAddr) -> std::io::Result<MetricsService> {
+    pub fn bind(addr: SocketAddr, routes: Arc<Routes>) -> std::io::Result<MetricsService> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(MetricsService {
             addr,
+            routes,
             listener: std::sync::Mutex::new(Some(listener)),
         })
     }
@@ -102,11 +246,89 @@ impl BackgroundService for MetricsService {
             None => return,
         };
         tracing::info!(event = "gateway.metrics.listening", addr = %self.addr);
-        let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { render() }));
+        let routes = Arc::clone(&self.routes);
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || async move { render(&routes.load()) }),
+        );
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Names, ServerRoute};
+    use mcp_core::runtime::{AuditCounters, Resilience, WorkerRecord, WorkerStatus};
+
+    #[test]
+    fn the_workers_counters_are_rendered_by_server_and_replica() {
+        let resilience = Resilience {
+            state: BreakerState::Open,
+            consecutive_failures: 5,
+            retries: 4,
+            retries_by_reason: RetriesByReason {
+                connect: 1,
+                status_503: 3,
+                ..RetriesByReason::default()
+            },
+            retries_refused_by_budget: 2,
+            rejected: 6,
+            opened: 1,
+        };
+        let mut route = ServerRoute::default();
+        route.set_record(
+            WorkerRecord {
+                resilience: Some(resilience),
+                audit: Some(AuditCounters {
+                    written: 8,
+                    dropped: 3,
+                }),
+                ..WorkerRecord::new(1, WorkerStatus::Running, "sup")
+            },
+            &Names::new(),
+        );
+        // A stopped worker's last counters are not current: left out.
+        route.set_record(
+            WorkerRecord {
+                resilience: Some(resilience),
+                ..WorkerRecord::new(0, WorkerStatus::Stopped, "sup")
+            },
+            &Names::new(),
+        );
+        let mut table = Table::default();
+        table.servers.insert("api".into(), route);
+        let text = render(&table);
+        for line in [
+            r#"mcp_worker_retries_total{reason="connect",replica="1",server="api"} 1"#,
+            r#"mcp_worker_retries_total{reason="status_503",replica="1",server="api"} 3"#,
+            r#"mcp_worker_retries_total{reason="timeout",replica="1",server="api"} 0"#,
+            r#"mcp_worker_retries_refused_total{replica="1",server="api"} 2"#,
+            r#"mcp_breaker_state{replica="1",server="api"} 2"#,
+            r#"mcp_breaker_opened_total{replica="1",server="api"} 1"#,
+            r#"mcp_breaker_rejected_total{replica="1",server="api"} 6"#,
+            r#"mcp_breaker_consecutive_failures{replica="1",server="api"} 5"#,
+            r#"mcp_audit_written_total{replica="1",server="api"} 8"#,
+            r#"mcp_audit_dropped_total{replica="1",server="api"} 3"#,
+            "# TYPE mcp_worker_retries_total counter",
+            "# TYPE mcp_breaker_state gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(!text.contains(r#"replica="0""#), "{text}");
+        assert!(text.contains("0 closed, 1 half_open, 2 open"), "{text}");
+        assert!(
+            text.contains("as of the worker's last health probe"),
+            "{text}"
+        );
+        // No worker counters: only the gateway's own metrics.
+        assert!(!render(&Table::default()).contains("mcp_breaker_state"));
     }
 }

@@ -360,6 +360,22 @@ async fn every_call_leaves_one_entry_without_secrets_and_a_paused_redis_slows_no
         })
         .await;
     assert!(health["audit"]["enabled"] == true, "{health}");
+    // The gateway's /metrics shows the count too, from the worker's runtime record (the
+    // supervisor copies /healthz at each probe; the gateway's table takes it at a reload).
+    let dropped: u64 = mcp_testkit::wait_until_async(
+        "mcp_audit_dropped_total on the gateway's /metrics",
+        Duration::from_secs(20),
+        || async {
+            let text = stack.client.get(&stack.metrics).send().await.ok()?;
+            let text = text.text().await.ok()?;
+            let value = text.lines().find_map(|l| {
+                l.strip_prefix(r#"mcp_audit_dropped_total{replica="0",server="audited"} "#)
+            })?;
+            value.trim().parse::<u64>().ok().filter(|n| *n > 0)
+        },
+    )
+    .await;
+    assert!(dropped <= 40, "{dropped} dropped of 40 calls");
     // And the worker says so in its log (workers write to the supervisor's output).
     let supervisor = stack.supervisor.as_ref().expect("a supervisor");
     let line =

@@ -2,7 +2,9 @@
 //! until the worker's breaker opens, then `GET /api/servers/{id}/runtime` (the record
 //! the supervisor copies from the worker's `/healthz`) shows it open with its counters,
 //! and closed again after the API recovers and the half-open probe succeeds; the call
-//! refused while open is in the audit log with `error: circuit_open`.
+//! refused while open is in the audit log with `error: circuit_open`. The same counters
+//! on the gateway's `/metrics`: retries by reason, the breaker's state, opened and
+//! rejected counts.
 
 use std::time::Duration;
 
@@ -26,9 +28,14 @@ async fn set_fault(stack: &Stack, fault: Value) {
 
 /// One hub call of `breaker_api/get`; the whole SSE body.
 async fn call(stack: &Stack) -> String {
+    call_server(stack, "breaker_api").await
+}
+
+/// One hub call of `{server}/get`; the whole SSE body.
+async fn call_server(stack: &Stack, server: &str) -> String {
     stack
         .client
-        .post(format!("{}/mcp/breaker_api/get", stack.base))
+        .post(format!("{}/mcp/{server}/get", stack.base))
         .json(&json!({"args": {}}))
         .send()
         .await
@@ -66,28 +73,38 @@ async fn wait_breaker(stack: &Stack, state: &str) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn the_runtime_record_shows_the_breaker_open_then_closed() {
-    let stack = Stack::start(Options::default()).await;
-    set_fault(&stack, json!({"status": 503})).await;
-    let server = serde_json::from_value(json!({
-        "baseUrl": stack.mock_url, "timeoutMs": 5000,
-        "circuitBreaker": {"failureThreshold": 3, "coolDownMs": 1500}
-    }))
-    .expect("server");
+/// Registers `server_id` (its fields over the mock's base URL) with one tool, `get`,
+/// behind the fault key, and waits for its worker.
+async fn register(stack: &Stack, server_id: &str, fields: Value) {
+    let mut server = json!({"baseUrl": stack.mock_url, "timeoutMs": 5000});
+    if let (Some(server), Value::Object(fields)) = (server.as_object_mut(), fields) {
+        server.extend(fields);
+    }
     stack
         .registry
-        .upsert_server("breaker_api", server)
+        .upsert_server(server_id, serde_json::from_value(server).expect("server"))
         .await
         .expect("server");
     let tool = json!({"name": "get", "method": "GET",
         "pathTemplate": format!("/fault/{KEY}/test/echo")});
     stack
         .registry
-        .upsert_tool("breaker_api", serde_json::from_value(tool).expect("tool"))
+        .upsert_tool(server_id, serde_json::from_value(tool).expect("tool"))
         .await
         .expect("tool");
-    stack.wait_routable("breaker_api", 1).await;
+    stack.wait_routable(server_id, 1).await;
+}
+
+#[tokio::test]
+async fn the_runtime_record_shows_the_breaker_open_then_closed() {
+    let stack = Stack::start(Options::default()).await;
+    set_fault(&stack, json!({"status": 503})).await;
+    register(
+        &stack,
+        "breaker_api",
+        json!({"circuitBreaker": {"failureThreshold": 3, "coolDownMs": 1500}}),
+    )
+    .await;
 
     for n in 1..=3 {
         let body = call(&stack).await;
@@ -149,4 +166,116 @@ async fn the_runtime_record_shows_the_breaker_open_then_closed() {
     .await;
     let closed = wait_breaker(&stack, "closed").await;
     assert_eq!(closed["consecutiveFailures"], 0, "{closed}");
+}
+
+/// The value of the sample `series` (`name{labels}`, labels in name order, as the
+/// gateway writes them) in a Prometheus text, when it is there.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn the_gateway_metrics_show_retries_by_reason_and_the_breaker_open() {
+    let stack = Stack::start(Options::default()).await;
+    set_fault(&stack, json!({"status": 502})).await;
+    register(
+        &stack,
+        "metrics_api",
+        json!({"retry": {"maxAttempts": 3, "baseDelayMs": 10, "maxDelayMs": 20},
+            "circuitBreaker": {"failureThreshold": 5, "coolDownMs": 60000}}),
+    )
+    .await;
+    // 502 three times: two retries, three failures in a row.
+    let body = call_server(&stack, "metrics_api").await;
+    assert!(body.contains("tool_call.error"), "{body}");
+    // 504: the fourth failure is retried, the fifth opens the breaker (no more retries).
+    set_fault(&stack, json!({"status": 504})).await;
+    let body = call_server(&stack, "metrics_api").await;
+    assert!(body.contains("tool_call.error"), "{body}");
+    let hits: Value = stack
+        .client
+        .get(format!("{}/control/faults/{KEY}/hits", stack.mock_url))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(hits["hits"], 2, "two attempts under 504: {hits}");
+    // Open: failed fast, without reaching the API.
+    let body = call_server(&stack, "metrics_api").await;
+    assert!(body.contains("circuit_open"), "{body}");
+
+    let labels = r#"replica="0",server="metrics_api""#;
+    let series = |name: &str| format!("{name}{{{labels}}}");
+    let retries =
+        |reason: &str| format!(r#"mcp_worker_retries_total{{reason="{reason}",{labels}}}"#);
+    // The counters reach /metrics through the runtime record (the supervisor's next
+    // health probe, then the gateway's table): waited for, not slept.
+    let text = mcp_testkit::wait_until_async(
+        "the gateway's /metrics to show the breaker open with its counts",
+        Duration::from_secs(20),
+        || async {
+            let text = stack
+                .client
+                .get(&stack.metrics)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let done = sample(&text, &series("mcp_breaker_state")) == Some(2.0)
+                && sample(&text, &series("mcp_breaker_rejected_total")) == Some(1.0);
+            done.then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(sample(&text, &retries("status_502")), Some(2.0), "{text}");
+    assert_eq!(sample(&text, &retries("status_504")), Some(1.0), "{text}");
+    for reason in ["connect", "timeout", "status_503"] {
+        assert_eq!(
+            sample(&text, &retries(reason)),
+            Some(0.0),
+            "{reason}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, &series("mcp_breaker_opened_total")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &series("mcp_worker_retries_refused_total")),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &series("mcp_breaker_consecutive_failures")),
+        Some(5.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE mcp_worker_retries_total counter")
+            && text.contains("# TYPE mcp_breaker_state gauge"),
+        "{text}"
+    );
+    // The admin API's runtime record says the same.
+    let runtime: Value = stack
+        .client
+        .get(format!(
+            "{}/api/servers/metrics_api/runtime",
+            stack.admin_url
+        ))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let by_reason = &runtime["workers"][0]["resilience"]["retriesByReason"];
+    assert_eq!(by_reason["status_502"], 2, "{runtime}");
+    assert_eq!(by_reason["status_504"], 1, "{runtime}");
 }
