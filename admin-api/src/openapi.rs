@@ -133,6 +133,13 @@ fn complete_operation(path: &str, operation: &mut Map<String, Value>, token_requ
             };
             param["schema"] = json!({"type": "string", "pattern": pattern});
         }
+        // The audit log's cursor: two numbers that fit a u64 (else 400).
+        for param in params
+            .iter_mut()
+            .filter(|p| p["in"] == "query" && p["name"] == "before")
+        {
+            param["schema"]["pattern"] = json!(routes::audit::cursor_pattern());
+        }
     }
     if has_body {
         if let Some(body) = operation.get_mut("requestBody") {

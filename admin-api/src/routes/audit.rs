@@ -45,8 +45,8 @@ pub struct AuditQuery {
     pub since: Option<u64>,
     /// Calls that ended at or before this time (Unix ms); before `since`, no call did.
     pub until: Option<u64>,
-    /// The `next` cursor of the previous page: entries older than it.
-    #[param(pattern = "^[0-9]+-[0-9]+$")]
+    /// The `next` cursor of the previous page: entries older than it (its pattern,
+    /// [`cursor_pattern`], is set by `crate::openapi`).
     pub before: Option<String>,
     /// Entries per page (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -98,6 +98,31 @@ fn valid_cursor(id: &str) -> bool {
             && ms.parse::<u64>().is_ok()
             && seq.parse::<u64>().is_ok()
     })
+}
+
+/// [`valid_cursor`] as a pattern: two decimal numbers that fit a u64 (leading zeros
+/// allowed), `ms-seq`. A number of fewer digits than `u64::MAX` always fits; one of as
+/// many fits when, at its first digit that differs, it has the smaller one.
+pub fn cursor_pattern() -> String {
+    let max = u64::MAX.to_string();
+    let digits = max.len();
+    let mut alternatives = vec![format!("[0-9]{{1,{}}}", digits - 1)];
+    for (i, digit) in max.bytes().enumerate().skip(1) {
+        let below = match digit - b'0' {
+            0 => continue,
+            1 => "0".to_owned(),
+            d => format!("[0-{}]", d - 1),
+        };
+        let tail = match digits - 1 - i {
+            0 => String::new(),
+            1 => "[0-9]".to_owned(),
+            n => format!("[0-9]{{{n}}}"),
+        };
+        alternatives.push(format!("{}{below}{tail}", &max[..i]));
+    }
+    alternatives.push(max.clone());
+    let number = format!("0*({})", alternatives.join("|"));
+    format!("^{number}-{number}$")
 }
 
 /// One page of audit entries, newest first (`follow=true`: the live stream instead, as
@@ -203,7 +228,7 @@ mod tests {
             assert_eq!(param("limit")["minimum"], 1, "{path}");
             assert_eq!(param("limit")["maximum"], MAX_LIMIT, "{path}");
             assert_eq!(param("status")["pattern"], "^(ok|error|cancelled)$");
-            assert_eq!(param("before")["pattern"], "^[0-9]+-[0-9]+$");
+            assert_eq!(param("before")["pattern"], cursor_pattern());
         }
         // `follow=true` answers the live stream: both content types are documented.
         let content = &doc["paths"]["/api/audit"]["get"]["responses"]["200"]["content"];
@@ -239,6 +264,10 @@ mod tests {
 
     #[test]
     fn only_stream_ids_are_cursors() {
+        let pattern = mcp_core::validate::compile_schema(
+            &serde_json::json!({"type": "string", "pattern": cursor_pattern()}),
+        )
+        .expect("the cursor pattern compiles");
         for (id, ok) in [
             ("1700000000000-0", true),
             ("1-2", true),
@@ -251,8 +280,28 @@ mod tests {
             ("0-0", true),
             ("18446744073709551615-18446744073709551615", true),
             ("18446744073709551616-0", false),
+            ("18446744073709551615-0", true),
+            ("18446744073709551609-0", true),
+            ("18446744073709551620-0", false),
+            ("9999999999999999999-0", true),
+            ("99999999999999999999-0", false),
+            ("066485962926097509254-0", false),
+            ("0018446744073709551615-007", true),
+            ("17999999999999999999-1", true),
+            ("18446744073709551700-1", false),
+            ("1-18446744073709551616", false),
+            ("1-18446744073709551615", true),
+            ("1-2-3", false),
+            ("1 -2", false),
         ] {
             assert_eq!(valid_cursor(id), ok, "{id}");
+            // The document's pattern says the same (schemathesis sent a 21-digit
+            // cursor the old `^[0-9]+-[0-9]+$` allowed).
+            assert_eq!(
+                pattern.is_valid(&serde_json::json!(id)),
+                ok,
+                "pattern: {id}"
+            );
         }
     }
 }
