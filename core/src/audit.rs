@@ -11,8 +11,8 @@
 //! caller redacts arguments before they get here: [`Entry::args`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};

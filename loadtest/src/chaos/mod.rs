@@ -740,6 +740,35 @@ async fn supervisor_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     settle(ctx, fault).await
 }
 
+/// Starts `launch` again until it stays up and `health` answers, as a process manager
+/// would: a hub process listens on a free port of the ephemeral range, which an outgoing
+/// connection may hold for a moment after the kill; the process then exits with one
+/// line (`Address already in use`). Gives the child and the number of starts.
+async fn start_until_bound(
+    launch: &procs::Launch,
+    health: &str,
+) -> anyhow::Result<(ChildProcess, u32)> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let child = launch.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !child.has_exited() && Instant::now() < deadline {
+            if wait_answers(health, Duration::from_millis(200))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        if !child.has_exited() {
+            return Ok((child, attempts));
+        }
+        anyhow::ensure!(attempts < 10, "{health} did not answer after 10 starts");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn gateway_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let pid = ctx.pids["mcp-gateway"];
     let launch = procs::Launch::of("mcp-gateway", pid, &ctx.log_dir)?;
@@ -748,31 +777,7 @@ async fn gateway_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let inject = async move {
         let t0 = Instant::now();
         procs::signal(pid, Signal::SIGKILL)?;
-        // Its ports are free ones from the ephemeral range: an outgoing connection may
-        // hold one for a moment, and the gateway then exits with one line. Start it
-        // again until it binds, as a process manager would.
-        let mut attempts = 0;
-        let child = loop {
-            attempts += 1;
-            let child = launch.spawn()?;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !child.has_exited() && Instant::now() < deadline {
-                if wait_answers(&health, Duration::from_millis(200))
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-            }
-            if !child.has_exited() {
-                break child;
-            }
-            anyhow::ensure!(
-                attempts < 10,
-                "the gateway did not start again in 10 attempts"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        let (child, attempts) = start_until_bound(&launch, &health).await?;
         let _ = tx.send(child);
         wait_answers(&health, Duration::from_secs(30)).await?;
         Ok(Injected {
@@ -1174,6 +1179,7 @@ async fn rest_fault(ctx: &mut Ctx, kind: &'static str) -> anyhow::Result<Fault> 
 async fn admin_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let pid = ctx.pids["mcp-admin"];
     let launch = procs::Launch::of("mcp-admin", pid, &ctx.log_dir)?;
+    let health = format!("{}healthz", ctx.hub.admin_url);
     let admin = ctx.hub.admin_url.clone();
     let client = ctx.hub.client.clone();
     let burst: Vec<String> = (0..40).map(|i| format!("burst_{i:02}")).collect();
@@ -1205,7 +1211,7 @@ async fn admin_kill(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         procs::signal(pid, Signal::SIGKILL)?;
         let t0 = Instant::now();
-        let child = launch.spawn()?;
+        let (child, _) = start_until_bound(&launch, &health).await?;
         let mut accepted = 0;
         while let Some(done) = tasks.join_next().await {
             accepted += usize::from(done.unwrap_or(false));
