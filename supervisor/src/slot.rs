@@ -61,9 +61,10 @@ pub enum Start {
     Spawn {
         reason: &'static str,
     },
-    /// A live worker found at start-up, adopted without a restart.
+    /// A live worker found at start-up, adopted without a restart (boxed: a record is
+    /// large next to `Spawn`).
     Adopt {
-        record: WorkerRecord,
+        record: Box<WorkerRecord>,
     },
 }
 
@@ -115,7 +116,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel(8);
     let (record, proc, reason) = match start {
         Start::Spawn { reason } => (new_record(&ctx, &key), None, reason),
-        Start::Adopt { record } => (record, Some(Proc::Adopted), "adopted"),
+        Start::Adopt { record } => (*record, Some(Proc::Adopted), "adopted"),
     };
     let adopted = proc.is_some();
     let shared_pid = Arc::new(AtomicU32::new(record.pid.unwrap_or(0)));

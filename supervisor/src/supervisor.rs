@@ -253,7 +253,9 @@ impl Supervisor {
                 let handle = slot::start(
                     self.ctx.clone(),
                     key.clone(),
-                    Start::Adopt { record },
+                    Start::Adopt {
+                        record: Box::new(record),
+                    },
                     self.ended_tx.clone(),
                     self.cancel.child_token(),
                 );
