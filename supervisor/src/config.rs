@@ -28,7 +28,8 @@ pub struct Config {
     /// How many ports from the base port workers may use.
     #[arg(long, env = "MCP_WORKER_PORT_COUNT", default_value_t = 1000)]
     pub port_count: u16,
-    /// Workers this supervisor runs at most; servers over the cap stay `pending`.
+    /// Workers this supervisor runs at most (with `kubernetes`: worker pods of all servers);
+    /// replicas over the cap stay `pending`.
     #[arg(long, env = "MCP_WORKER_MAX", default_value_t = 64)]
     pub worker_max: usize,
     /// Stop a worker that served no call for this long (`idle`); 0 = never. E.g. `300s`.
@@ -147,6 +148,7 @@ impl Config {
             memory_limit: self.k8s_memory_limit.clone(),
             redis_url: self.redis.redis_url.clone(),
             key_prefix: self.redis.key_prefix.clone(),
+            worker_max: self.worker_max,
         }
     }
 

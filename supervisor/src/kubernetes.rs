@@ -7,11 +7,17 @@
 //! `MCP_WORKER_ORPHAN_TIMEOUT_SECS=0` and no supervisor id, so they do not exit when the
 //! supervisor goes away.
 //!
-//! Layout: pure parts ([`desired_deployment`], [`worker_records`], names and labels), the
-//! [`Cluster`] seam (the few API calls used: apply, delete, list Deployments, list Pods),
-//! [`KubeCluster`] (kube-rs behind it) and [`run`] (the reconcile loop). What this loop
-//! does not do yet: leases between several supervisors (run one supervisor replica per
-//! namespace and prefix; the chart does), idle stop and `MCP_WORKER_MAX`.
+//! `MCP_WORKER_MAX` caps the pods of all servers together ([`cap_replicas`]: one replica
+//! per server per round, in server id order); a replica left out has a `pending` record
+//! saying so, as under the process backend. Every record write follows the state machine
+//! from the stored status ([`status_path`], checked with [`status::check_replace`]).
+//!
+//! Layout: pure parts ([`desired_deployment`], [`cap_replicas`], [`worker_records`],
+//! [`desired_records`], [`status_path`], names and labels), the [`Cluster`] seam (the
+//! few API calls used: apply, delete, list Deployments, list Pods), [`KubeCluster`]
+//! (kube-rs behind it) and [`run`] (the reconcile loop). What this loop does not do yet:
+//! leases between several supervisors (run one supervisor replica per namespace and
+//! prefix; the chart does) and idle stop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -25,6 +31,8 @@ use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
 use mcp_core::RedisRegistry;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+use crate::status;
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mcp-supervisor";
@@ -53,6 +61,8 @@ pub struct KubeSettings {
     /// `REDIS_URL` and `MCP_KEY_PREFIX` given to the workers (the supervisor's own).
     pub redis_url: String,
     pub key_prefix: String,
+    /// `MCP_WORKER_MAX`: worker pods of all servers together at most.
+    pub worker_max: usize,
 }
 
 /// A short stable hash (FNV-1a, 32 bits, hex) for names and label values.
@@ -279,6 +289,117 @@ pub fn worker_records(
         .collect()
 }
 
+/// One server's replicas under `MCP_WORKER_MAX`: what it asks for, what it gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub wanted: u32,
+    pub granted: u32,
+}
+
+/// The replicas each server gets when the pods of all servers together may not pass
+/// `max` (`MCP_WORKER_MAX`), pure and deterministic: while the wanted replicas fit, each
+/// server gets all of its own; otherwise replicas are handed out one per server per
+/// round, servers in id order (byte order), so every server gets one before any gets a
+/// second, and the servers last in id order are the ones left short.
+pub fn cap_replicas(desired: &BTreeMap<String, u32>, max: usize) -> BTreeMap<String, Grant> {
+    let mut grants: BTreeMap<String, Grant> = desired
+        .iter()
+        .map(|(id, wanted)| {
+            let wanted = *wanted;
+            (id.clone(), Grant { wanted, granted: 0 })
+        })
+        .collect();
+    let mut room = max;
+    let mut round = 0;
+    loop {
+        let mut handed = false;
+        for grant in grants.values_mut().filter(|g| g.wanted > round) {
+            if room == 0 {
+                return grants;
+            }
+            grant.granted += 1;
+            room -= 1;
+            handed = true;
+        }
+        if !handed {
+            return grants;
+        }
+        round += 1;
+    }
+}
+
+/// The reason a `pending` record gives (the process backend's words).
+pub fn pending_reason(worker_max: usize, supervisor_id: &str) -> String {
+    format!("MCP_WORKER_MAX={worker_max} reached on supervisor {supervisor_id}")
+}
+
+/// Every server's records (pure): the `running` records of its Ready pods
+/// ([`worker_records`]), then a `pending` record (with `reason`) for each replica
+/// `MCP_WORKER_MAX` left out, numbered after the pods the Deployment may have.
+pub fn desired_records(
+    mut running: BTreeMap<String, Vec<WorkerRecord>>,
+    grants: &BTreeMap<String, Grant>,
+    supervisor_id: &str,
+    reason: &str,
+) -> BTreeMap<String, Vec<WorkerRecord>> {
+    for (id, grant) in grants {
+        if grant.granted >= grant.wanted {
+            continue;
+        }
+        let records = running.entry(id.clone()).or_default();
+        let first = (records.len() as u32).max(grant.granted);
+        for replica_idx in first..grant.wanted {
+            records.push(WorkerRecord {
+                reason: Some(reason.to_owned()),
+                ..WorkerRecord::new(replica_idx, WorkerStatus::Pending, supervisor_id)
+            });
+        }
+    }
+    running
+}
+
+/// The statuses to write, in order, to go from the stored record's status (`None`: no
+/// record) to `to` following the state machine ([`status::allowed`]): the shortest such
+/// path, ending with `to` (just `to` when the move is allowed as it is, e.g. a heartbeat
+/// of a `running` record); `None` when there is none.
+pub fn status_path(stored: Option<WorkerStatus>, to: WorkerStatus) -> Option<Vec<WorkerStatus>> {
+    use WorkerStatus::*;
+    const ALL: [WorkerStatus; 9] = [
+        Pending, Starting, Running, Unhealthy, Restarting, Stopping, Stopped, Failed, Idle,
+    ];
+    let Some(from) = stored else {
+        return Some(vec![to]);
+    };
+    if status::allowed(from, to) {
+        return Some(vec![to]);
+    }
+    // Breadth first over the nine statuses: the first path found is a shortest one, and
+    // the order of ALL makes it the same every time.
+    let mut paths: Vec<Vec<WorkerStatus>> = vec![vec![from]];
+    let mut seen = vec![from];
+    while !paths.is_empty() {
+        let mut next = Vec::new();
+        for path in paths {
+            let last = path[path.len() - 1];
+            for step in ALL {
+                if seen.contains(&step) || !status::allowed(last, step) {
+                    continue;
+                }
+                let mut longer = path.clone();
+                longer.push(step);
+                if step == to {
+                    longer.remove(0);
+                    return Some(longer);
+                }
+                seen.push(step);
+                next.push(longer);
+            }
+        }
+        paths = next;
+    }
+    None
+}
+
 /// The few API calls the backend makes, so tests can put a fake cluster behind it.
 #[async_trait]
 pub trait Cluster: Send + Sync {
@@ -369,9 +490,11 @@ pub fn selector(settings: &KubeSettings) -> String {
     )
 }
 
-/// One reconcile: apply the Deployment of every active server, delete the others (ghosts
-/// included: a Deployment of ours whose server is gone), and write the Ready pods as
-/// worker records, removing the records of pods that are gone or not ready. Returns how
+/// One reconcile: apply the Deployment of every active server with the replicas
+/// `MCP_WORKER_MAX` leaves it ([`cap_replicas`]; a server left none keeps a Deployment
+/// of 0 replicas), delete the others (ghosts included: a Deployment of ours whose server
+/// is gone), and write the Ready pods as worker records and the replicas left out as
+/// `pending` ones, removing the records of pods that are gone or not ready. Returns how
 /// many Deployments it applied.
 pub async fn reconcile_once(
     registry: &RedisRegistry,
@@ -385,11 +508,12 @@ pub async fn reconcile_once(
         .filter(|(_, s)| s.active)
         .map(|(id, s)| (id.clone(), s.replicas()))
         .collect();
+    let grants = cap_replicas(&desired, settings.worker_max);
     let mut applied = 0;
-    for (id, replicas) in &desired {
+    for (id, grant) in &grants {
         let name = deployment_name(settings, id);
         match cluster
-            .apply(&name, &desired_deployment(settings, id, *replicas))
+            .apply(&name, &desired_deployment(settings, id, grant.granted))
             .await
         {
             Ok(()) => applied += 1,
@@ -409,7 +533,9 @@ pub async fn reconcile_once(
         }
     }
     let pods = cluster.pods(&selector).await?;
-    let records = worker_records(&pods, settings.worker_port, supervisor_id, unix_millis());
+    let running = worker_records(&pods, settings.worker_port, supervisor_id, unix_millis());
+    let reason = pending_reason(settings.worker_max, supervisor_id);
+    let records = desired_records(running, &grants, supervisor_id, &reason);
     let runtimes = registry.list_runtime().await?;
     let mut seen = BTreeSet::new();
     for runtime in &runtimes {
@@ -426,8 +552,12 @@ pub async fn reconcile_once(
     Ok(applied)
 }
 
-/// Puts `fresh` and removes the other replicas of `old` (records of this backend only
-/// change when a pod's address or state does; the heartbeat is refreshed every time).
+/// Puts `fresh` and removes the other replicas of `old` (the stored records). Each
+/// write follows the state machine from the stored status: through [`status_path`]
+/// (e.g. a `pending` replica whose pod is Ready: `starting`, then `running`), every
+/// step checked with [`status::check_replace`]; a refused one is logged as
+/// `supervisor.illegal_transition` and not written. A `running` record is written
+/// every time (its heartbeat); one equal to the stored record is not.
 async fn write_records(
     registry: &RedisRegistry,
     server_id: &str,
@@ -435,10 +565,36 @@ async fn write_records(
     old: &[WorkerRecord],
 ) -> anyhow::Result<()> {
     for record in fresh {
-        registry.put_worker_record(server_id, record).await?;
+        let stored_record = old.iter().find(|r| r.replica_idx == record.replica_idx);
+        if stored_record == Some(record) {
+            // A pending record as it was: nothing to write, no event.
+            continue;
+        }
+        let stored = stored_record.map(|r| r.status);
+        let path = status_path(stored, record.status).unwrap_or_else(|| vec![record.status]);
+        let mut from = stored;
+        for step in path {
+            if let Err(err) = status::check_replace(from, step) {
+                tracing::error!(event = "supervisor.illegal_transition", server = %server_id, replica = record.replica_idx, error = %err);
+                break;
+            }
+            let write = WorkerRecord {
+                status: step,
+                ..record.clone()
+            };
+            registry.put_worker_record(server_id, &write).await?;
+            from = Some(step);
+        }
+        if record.status == WorkerStatus::Pending
+            && stored != Some(WorkerStatus::Pending)
+            && from == Some(WorkerStatus::Pending)
+        {
+            tracing::info!(event = "worker.pending", server = %server_id, replica = record.replica_idx,
+                reason = record.reason.as_deref().unwrap_or(""));
+        }
     }
     for record in old {
-        if record.replica_idx as usize >= fresh.len() {
+        if !fresh.iter().any(|r| r.replica_idx == record.replica_idx) {
             registry
                 .remove_worker_record(server_id, record.replica_idx)
                 .await?;

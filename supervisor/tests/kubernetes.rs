@@ -204,6 +204,10 @@ impl Cluster for FakeCluster {
 }
 
 fn settings(hub: &Hub, port: u16) -> KubeSettings {
+    settings_for(&hub.redis.url(), &hub.prefix, port, 64)
+}
+
+fn settings_for(redis_url: &str, prefix: &str, port: u16, worker_max: usize) -> KubeSettings {
     KubeSettings {
         namespace: "test".into(),
         image: "mcp-hub:test".into(),
@@ -214,9 +218,36 @@ fn settings(hub: &Hub, port: u16) -> KubeSettings {
         memory_request: None,
         cpu_limit: None,
         memory_limit: None,
-        redis_url: hub.redis.url(),
-        key_prefix: hub.prefix.clone(),
+        redis_url: redis_url.to_owned(),
+        key_prefix: prefix.to_owned(),
+        worker_max,
     }
+}
+
+/// (replica, status, reason) of every record of `server_id`, once `check` holds.
+async fn wait_statuses(
+    registry: &RedisRegistry,
+    server_id: &str,
+    what: &str,
+    check: impl Fn(&[(u32, WorkerStatus, String)]) -> bool,
+) -> Vec<(u32, WorkerStatus, String)> {
+    mcp_testkit::wait_until_async(what, Duration::from_secs(30), || async {
+        let runtime = registry.get_runtime(server_id).await.ok()?;
+        let mut records: Vec<(u32, WorkerStatus, String)> = runtime
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    w.replica_idx,
+                    w.status,
+                    w.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        records.sort_by_key(|r| r.0);
+        check(&records).then_some(records)
+    })
+    .await
 }
 
 /// (host, restarts) of the running records of `server_id`, once `check` holds.
@@ -449,6 +480,104 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
     backend.await.expect("backend loop");
 }
 
+/// `MCP_WORKER_MAX=3` over servers wanting 2 + 1 + 1 pods: one each, in id order, the
+/// second replica of `cap_a` `pending` with the process backend's reason; a stored
+/// `stopped` record (left by a process backend) becomes `running` (through
+/// `starting`); once `cap_c` is deleted, `cap_a` gets its second pod and its pending
+/// record goes.
+#[tokio::test]
+async fn worker_max_caps_the_pods_of_all_servers_and_the_rest_wait_pending() {
+    let redis = mcp_testkit::RedisServer::start();
+    let prefix = mcp_testkit::unique_prefix();
+    let registry =
+        RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default()).expect("registry");
+    for (id, replicas) in [("cap_a", 2), ("cap_b", 1), ("cap_c", 1)] {
+        let server = serde_json::from_value(
+            json!({ "baseUrl": "http://127.0.0.1:9", "replicas": replicas }),
+        )
+        .expect("server");
+        registry.upsert_server(id, server).await.expect("server");
+    }
+    // What a process backend leaves when it stops a worker.
+    let stopped = mcp_core::runtime::WorkerRecord::new(0, WorkerStatus::Stopped, "sup-process");
+    registry
+        .put_worker_record("cap_b", &stopped)
+        .await
+        .expect("stopped record");
+
+    let port = mcp_testkit::free_port();
+    let settings = settings_for(&redis.url(), &prefix, port, 3);
+    let fake = Arc::new(FakeCluster::new(port));
+    // cap_b's pod is Ready before the first reconcile, so that reconcile writes
+    // `running` over the stored `stopped` (which the state machine allows only through
+    // `starting`; refused, the record would stay `stopped`).
+    let b_name = kubernetes::deployment_name(&settings, "cap_b");
+    fake.apply(
+        &b_name,
+        &kubernetes::desired_deployment(&settings, "cap_b", 1),
+    )
+    .await
+    .expect("cap_b's Deployment");
+    let b_health = {
+        let all = fake.deployments.lock().expect("test value");
+        format!("http://{}:{port}/healthz", all[&b_name].pods[0].ip)
+    };
+    mcp_testkit::wait_until_async("cap_b's pod answers", Duration::from_secs(20), || async {
+        fake.http
+            .get(&b_health)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ())
+    })
+    .await;
+    let cancel = CancellationToken::new();
+    let backend = tokio::spawn(kubernetes::run(
+        registry.clone(),
+        fake.clone(),
+        settings.clone(),
+        "sup-k8s".into(),
+        Duration::from_millis(300),
+        cancel.clone(),
+    ));
+    let reason = "MCP_WORKER_MAX=3 reached on supervisor sup-k8s".to_owned();
+    let a = wait_statuses(&registry, "cap_a", "cap_a: one running, one pending", |r| {
+        r.len() == 2 && r[0].1 == WorkerStatus::Running && r[1].1 == WorkerStatus::Pending
+    })
+    .await;
+    assert_eq!(a[1], (1, WorkerStatus::Pending, reason));
+    for id in ["cap_b", "cap_c"] {
+        wait_statuses(&registry, id, "one running record", |r| {
+            r.len() == 1 && r[0].1 == WorkerStatus::Running
+        })
+        .await;
+    }
+    let name = |id: &str| kubernetes::deployment_name(&settings, id);
+    let pods: Vec<usize> = ["cap_a", "cap_b", "cap_c"]
+        .iter()
+        .map(|id| fake.pod_count(&name(id)))
+        .collect();
+    assert_eq!(pods, [1, 1, 1], "3 pods in all");
+    let b = registry.get_runtime("cap_b").await.expect("runtime");
+    assert_eq!(b.workers[0].supervisor_id.as_deref(), Some("sup-k8s"));
+
+    // Room again: cap_a's second replica gets a pod, and its pending record goes.
+    registry.delete_server("cap_c").await.expect("delete");
+    wait_statuses(&registry, "cap_a", "cap_a: two running", |r| {
+        r.len() == 2 && r.iter().all(|w| w.1 == WorkerStatus::Running)
+    })
+    .await;
+    assert_eq!(fake.pod_count(&name("cap_a")), 2);
+    mcp_testkit::wait_until_async("cap_c's pods gone", Duration::from_secs(10), || async {
+        (fake.pod_count(&name("cap_c")) == 0).then_some(())
+    })
+    .await;
+
+    cancel.cancel();
+    backend.await.expect("backend loop");
+}
+
 /// Against a real cluster, when `MCP_TEST_KUBECONFIG` names a kubeconfig: applies the
 /// Deployment of a throwaway server id, reads it back by the hub's labels, deletes it.
 /// Pods are not awaited (the image may not be pullable there).
@@ -477,6 +606,7 @@ async fn real_cluster_apply_list_delete_when_configured() {
         memory_limit: None,
         redis_url: "redis://127.0.0.1:6379".into(),
         key_prefix: mcp_testkit::unique_prefix(),
+        worker_max: 64,
     };
     let name = kubernetes::deployment_name(&settings, "real_cluster_test");
     cluster

@@ -16,6 +16,7 @@ fn settings() -> KubeSettings {
         memory_limit: Some("128Mi".into()),
         redis_url: "redis://redis:6379".into(),
         key_prefix: "mcp:".into(),
+        worker_max: 64,
     }
 }
 
@@ -149,6 +150,156 @@ fn ready_pods_become_running_records_and_the_rest_do_not() {
         && r.supervisor_id.as_deref() == Some("sup")));
     assert_eq!(records["b"].len(), 1);
     assert!(worker_records(&pods[2..4], 9100, "sup", 42).is_empty());
+}
+
+fn wants(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect()
+}
+
+/// (wanted per server, MCP_WORKER_MAX, granted per server in id order)
+type CapCase<'a> = (&'a [(&'a str, u32)], usize, &'a [u32]);
+
+#[test]
+fn worker_max_caps_the_replicas_of_all_servers_one_per_server_per_round_in_id_order() {
+    let cases: &[CapCase] = &[
+        // Fits: everyone gets what they want.
+        (&[("a", 3), ("b", 1), ("c", 1)], 5, &[3, 1, 1]),
+        (&[("a", 3), ("b", 1), ("c", 1)], 64, &[3, 1, 1]),
+        // Short: one each before anyone gets a second.
+        (&[("a", 3), ("b", 1), ("c", 1)], 3, &[1, 1, 1]),
+        (&[("a", 3), ("b", 1), ("c", 1)], 4, &[2, 1, 1]),
+        (&[("a", 3), ("b", 3)], 5, &[3, 2]),
+        (&[("a", 2), ("b", 2), ("c", 2)], 4, &[2, 1, 1]),
+        // More servers than room: the last in id order get none.
+        (&[("a", 1), ("b", 1), ("c", 1)], 2, &[1, 1, 0]),
+        (&[("a", 2), ("b", 2), ("c", 2)], 1, &[1, 0, 0]),
+        // Byte order of ids: "B" sorts before "a".
+        (&[("a", 1), ("B", 1)], 1, &[1, 0]),
+        // A server that wants none takes no room.
+        (&[("a", 0), ("b", 2)], 1, &[0, 1]),
+        (&[], 3, &[]),
+    ];
+    for (wanted, max, granted) in cases {
+        let desired = wants(wanted);
+        let grants = cap_replicas(&desired, *max);
+        let got: Vec<u32> = grants.values().map(|g| g.granted).collect();
+        assert_eq!(&got, granted, "{wanted:?} under {max}");
+        assert!(grants
+            .iter()
+            .all(|(id, g)| g.wanted == desired[id] && g.granted <= g.wanted));
+        let total: u32 = got.iter().sum();
+        let asked: u32 = desired.values().sum();
+        assert_eq!(
+            total as usize,
+            (*max).min(asked as usize),
+            "{wanted:?} under {max}"
+        );
+        // The same input gives the same output.
+        assert_eq!(grants, cap_replicas(&desired, *max));
+    }
+}
+
+fn running(idx: u32) -> WorkerRecord {
+    WorkerRecord::new(idx, WorkerStatus::Running, "sup")
+}
+
+#[test]
+fn replicas_left_out_by_worker_max_get_pending_records_after_the_pods() {
+    let grant = |wanted, granted| Grant { wanted, granted };
+    // (running records, grant, statuses by replica index)
+    type Case<'a> = (u32, Grant, &'a [(u32, WorkerStatus)]);
+    use WorkerStatus::{Pending as P, Running as R};
+    let cases: &[Case] = &[
+        // Everything granted: only the pods.
+        (2, grant(2, 2), &[(0, R), (1, R)]),
+        (1, grant(2, 2), &[(0, R)]),
+        // One left out: pending after the granted ones, also while a pod is not ready.
+        (2, grant(3, 2), &[(0, R), (1, R), (2, P)]),
+        (1, grant(3, 2), &[(0, R), (2, P)]),
+        // None granted: all pending.
+        (0, grant(2, 0), &[(0, P), (1, P)]),
+        // A pod still Ready after a lower grant keeps its number; pending ones follow.
+        (3, grant(3, 2), &[(0, R), (1, R), (2, R)]),
+    ];
+    for (pods, grant, expected) in cases {
+        let mut by_server = BTreeMap::new();
+        if *pods > 0 {
+            by_server.insert("s".to_owned(), (0..*pods).map(running).collect());
+        }
+        let grants = BTreeMap::from([("s".to_owned(), *grant)]);
+        let records = desired_records(by_server, &grants, "sup", "MCP_WORKER_MAX=2 reached");
+        let got: Vec<(u32, WorkerStatus)> = records
+            .get("s")
+            .into_iter()
+            .flatten()
+            .map(|r| (r.replica_idx, r.status))
+            .collect();
+        assert_eq!(&got, expected, "{pods} pods, {grant:?}");
+        for r in records.get("s").into_iter().flatten() {
+            let pending = r.status == WorkerStatus::Pending;
+            assert_eq!(
+                r.reason.as_deref() == Some("MCP_WORKER_MAX=2 reached"),
+                pending
+            );
+            assert_eq!(r.supervisor_id.as_deref(), Some("sup"));
+        }
+    }
+    // Servers without a grant (deleted, inactive) keep their pods' records as they are.
+    let only_pods = BTreeMap::from([("gone".to_owned(), vec![running(0)])]);
+    let records = desired_records(only_pods.clone(), &BTreeMap::new(), "sup", "r");
+    assert_eq!(records, only_pods);
+    assert_eq!(
+        pending_reason(3, "sup-1"),
+        "MCP_WORKER_MAX=3 reached on supervisor sup-1"
+    );
+}
+
+#[test]
+fn every_record_write_follows_the_state_machine_from_the_stored_status() {
+    use WorkerStatus::*;
+    let cases: &[(Option<WorkerStatus>, WorkerStatus, &[WorkerStatus])] = &[
+        // No record, or a move the state machine allows: written as it is.
+        (None, Running, &[Running]),
+        (None, Pending, &[Pending]),
+        (Some(Running), Running, &[Running]),
+        (Some(Starting), Running, &[Running]),
+        (Some(Unhealthy), Running, &[Running]),
+        (Some(Stopped), Pending, &[Pending]),
+        // A pending replica whose pod is Ready, a process backend's stopped or idle one.
+        (Some(Pending), Running, &[Starting, Running]),
+        (Some(Stopped), Running, &[Starting, Running]),
+        (Some(Idle), Running, &[Starting, Running]),
+        (Some(Failed), Running, &[Starting, Running]),
+        (Some(Restarting), Running, &[Starting, Running]),
+        (Some(Stopping), Running, &[Stopped, Starting, Running]),
+        // A running replica that MCP_WORKER_MAX now leaves out.
+        (Some(Running), Pending, &[Stopping, Stopped, Pending]),
+        (Some(Starting), Pending, &[Stopping, Stopped, Pending]),
+    ];
+    for (stored, to, expected) in cases {
+        let path = status_path(*stored, *to).expect("a path");
+        assert_eq!(&path, expected, "{stored:?} -> {to:?}");
+        let mut from = *stored;
+        for step in path {
+            assert!(
+                crate::status::check_replace(from, step).is_ok(),
+                "{stored:?} -> {to:?}: {from:?} -> {step:?}"
+            );
+            from = Some(step);
+        }
+    }
+    // Every status reaches running and pending.
+    const ALL: [WorkerStatus; 9] = [
+        Pending, Starting, Running, Unhealthy, Restarting, Stopping, Stopped, Failed, Idle,
+    ];
+    for from in ALL {
+        for to in [Running, Pending] {
+            assert_eq!(
+                status_path(Some(from), to).and_then(|p| p.last().copied()),
+                Some(to)
+            );
+        }
+    }
 }
 
 type Mock =
