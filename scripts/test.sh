@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: installs what is missing, checks formatting and lints (the dashboard's
-# type-check and lint too), runs every test and the dashboard's browser suite, and ends
-# with one summary line (`tests: N passed, M failed`) summed over all the test binaries
-# and the browser suite, so the last line speaks for the whole run.
+# type-check and lint too), runs every test, the dashboard's browser suite and the quick
+# chaos run, and ends with one summary line (`tests: N passed, M failed`) summed over all
+# the test binaries, the browser checks and the chaos faults, so the last line speaks
+# for the whole run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mcp-hub/target}"
@@ -49,6 +50,23 @@ if [ -z "$browser_line" ]; then
 fi
 [ "$browser_status" -ne 0 ] && status=1
 
+# The chaos suite, quick (docs/RELIABILITY.md has the full run, `make chaos`): its own
+# hub of the debug binaries, the PRD load, every fault in turn with short windows. It
+# ends with `chaos: faults: N held, M broken`; a broken promise fails the run.
+chaos_dir="$CARGO_TARGET_DIR/chaos-logs/quick"
+rm -rf "$chaos_dir"
+"$CARGO_TARGET_DIR/debug/mcp-loadtest" chaos --quick --no-report --log-dir "$chaos_dir" 2>&1 | tee -a "$log"
+chaos_status=${PIPESTATUS[0]}
+chaos_line=$(grep -E '^chaos: faults: [0-9]+ held, [0-9]+ broken' "$log" | tail -1)
+chaos_held=$(echo "$chaos_line" | sed -E 's/chaos: faults: ([0-9]+) held.*/\1/')
+chaos_broken=$(echo "$chaos_line" | sed -E 's/.* ([0-9]+) broken.*/\1/')
+if [ -z "$chaos_line" ]; then
+  chaos_held=0
+  chaos_broken=1
+  echo "the quick chaos run did not report (exit status $chaos_status); its logs: $chaos_dir" >&2
+fi
+[ "$chaos_status" -ne 0 ] && status=1
+
 echo
-echo "tests: $((passed + browser_passed)) passed, $((failed + browser_failed)) failed (cargo: $passed passed, $failed failed; dashboard: $browser_passed passed, $browser_failed failed)"
+echo "tests: $((passed + browser_passed + chaos_held)) passed, $((failed + browser_failed + chaos_broken)) failed (cargo: $passed passed, $failed failed; dashboard: $browser_passed passed, $browser_failed failed; chaos: $chaos_held held, $chaos_broken broken)"
 exit "$status"
