@@ -3,7 +3,8 @@
 # PyPI by scripts/ensure-schemathesis.sh): a redis-server and an `mcp-admin` (the
 # debug build, with MCP_ADMIN_TOKEN set and the demo registry seeded) on free ports,
 # every default check and phase (examples, coverage, fuzzing, stateful), the seed and the
-# case count printed. Exits with schemathesis's status (0: no failure, no server error).
+# case count printed; the settings of scripts/schemathesis.toml (as the test in `make
+# test`, admin-api/tests/it/schemathesis.rs, which runs seed 24 with 10 examples). Exits with schemathesis's status (0: no failure, no server error).
 # Usage: scripts/schemathesis-admin.sh [--seed N] [--max-examples N] [schemathesis flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
