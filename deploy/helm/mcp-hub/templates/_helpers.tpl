@@ -23,3 +23,16 @@ redis://{{ .Release.Name }}-redis:6379
 - name: MCP_LOG_FORMAT
   value: json
 {{- end -}}
+
+{{- /*
+A comma-separated env value from a list of values entries: each through `tpl` (so it may
+name the release and namespace), duplicates dropped, order kept.
+Call with (dict "list" LIST "root" $).
+*/ -}}
+{{- define "mcp-hub.joinList" -}}
+{{- $out := list -}}
+{{- range .list -}}
+{{- $out = append $out (tpl (toString .) $.root) -}}
+{{- end -}}
+{{- join "," (uniq $out) -}}
+{{- end -}}
