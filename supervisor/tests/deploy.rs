@@ -330,3 +330,185 @@ fn the_chart_matches_its_values_and_the_plain_manifests() {
     let expected: BTreeSet<String> = chart_env.difference(&optional).cloned().collect();
     assert_eq!(plain, expected, "plain manifests vs chart env");
 }
+
+/// The env of a Deployment's first container, name -> plain value.
+fn env_values(deployment: &Value) -> BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// A values.yaml list rendered as the chart's `mcp-hub.joinList` does for release and
+/// namespace `mcp-hub` (the plain manifests'): each entry's `tpl`, duplicates dropped.
+fn rendered_list(lists: &[&Value]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for list in lists {
+        for entry in list.as_array().expect("a list in values.yaml") {
+            let entry = entry
+                .as_str()
+                .expect("a string")
+                .replace("{{ .Release.Name }}", "mcp-hub")
+                .replace("{{ .Release.Namespace }}", "mcp-hub");
+            assert!(
+                !entry.contains("{{"),
+                "{entry}: a template this test does not render"
+            );
+            if !out.contains(&entry) {
+                out.push(entry);
+            }
+        }
+    }
+    out.join(",")
+}
+
+#[test]
+fn gateway_and_admin_answer_to_their_service_names_and_the_supervisor_caps_pods() {
+    let values: Value =
+        serde_norway::from_str(&read("deploy/helm/mcp-hub/values.yaml")).expect("values.yaml");
+    let all = by_kind(&manifests());
+    let deployment = |name: &str| env_values(&all[&("Deployment".to_owned(), name.to_owned())]);
+    let gateway = deployment("mcp-hub-gateway");
+    let admin = deployment("mcp-hub-admin");
+    let supervisor = deployment("mcp-hub-supervisor");
+
+    // The plain manifests carry what the chart renders from its defaults.
+    let gateway_hosts = &gateway["MCP_GATEWAY_ALLOWED_HOSTS"];
+    let admin_hosts = &admin["MCP_ADMIN_ALLOWED_HOSTS"];
+    assert_eq!(
+        gateway_hosts,
+        &rendered_list(&[&values["gateway"]["allowedHosts"]])
+    );
+    assert_eq!(
+        admin_hosts,
+        &rendered_list(&[
+            &values["admin"]["allowedHosts"],
+            &values["gateway"]["allowedHosts"]
+        ])
+    );
+    assert_eq!(
+        gateway["MCP_GATEWAY_ALLOWED_ORIGINS"],
+        rendered_list(&[&values["gateway"]["allowedOrigins"]])
+    );
+    assert_eq!(
+        admin["MCP_ADMIN_ALLOWED_ORIGINS"],
+        rendered_list(&[
+            &values["admin"]["allowedOrigins"],
+            &values["gateway"]["allowedOrigins"]
+        ])
+    );
+    // The origins default to the binaries' own defaults.
+    assert_eq!(
+        gateway["MCP_GATEWAY_ALLOWED_ORIGINS"],
+        mcp_core::web_guard::DEFAULT_ALLOWED_ORIGINS
+    );
+
+    // Parsed as the binaries parse them, the lists let in-cluster clients in by the
+    // Services' names (with the port, as an HTTP client sends them) and loopback (a
+    // port-forward); the admin API also takes the gateway's names, which the gateway
+    // passes on; nothing else.
+    let parse = |list: &str| {
+        let entries: Vec<String> = list.split(',').map(str::to_owned).collect();
+        mcp_core::web_guard::HostList::parse(&entries).expect("a valid host list")
+    };
+    let gateway_list = parse(gateway_hosts);
+    let admin_list = parse(admin_hosts);
+    let names = |service: &str, port: u16| -> Vec<String> {
+        [
+            service.to_owned(),
+            format!("{service}.mcp-hub.svc"),
+            format!("{service}.mcp-hub.svc.cluster.local"),
+        ]
+        .into_iter()
+        .map(|name| format!("{name}:{port}"))
+        .collect()
+    };
+    let loopback = ["localhost:8080", "127.0.0.1:8080", "[::1]:8080"];
+    for host in names("mcp-hub-gateway", 8080)
+        .iter()
+        .map(String::as_str)
+        .chain(loopback)
+    {
+        assert!(
+            gateway_list.allows(host.as_bytes()),
+            "gateway refuses {host}"
+        );
+        assert!(admin_list.allows(host.as_bytes()), "admin refuses {host}");
+    }
+    for host in names("mcp-hub-admin", 8081) {
+        assert!(admin_list.allows(host.as_bytes()), "admin refuses {host}");
+        assert!(
+            !gateway_list.allows(host.as_bytes()),
+            "gateway allows {host}"
+        );
+    }
+    for host in ["evil.example:8080", "mcp-hub-gateway.other.svc:8080"] {
+        assert!(
+            !gateway_list.allows(host.as_bytes()),
+            "gateway allows {host}"
+        );
+        assert!(!admin_list.allows(host.as_bytes()), "admin allows {host}");
+    }
+
+    // MCP_WORKER_MAX: set on the supervisor from supervisor.workerMax, a number the
+    // supervisor takes (its default, 64).
+    let worker_max = values["supervisor"]["workerMax"]
+        .as_u64()
+        .expect("supervisor.workerMax is a number");
+    assert_eq!(worker_max, 64);
+    assert_eq!(supervisor["MCP_WORKER_MAX"], worker_max.to_string());
+
+    // The chart's templates set the same variables from those values, and pass each
+    // component's extraEnv (empty by default, so the plain manifests have none).
+    for (template, component, wired) in [
+        (
+            "gateway.yaml",
+            "gateway",
+            &[
+                "MCP_GATEWAY_ALLOWED_HOSTS",
+                ".Values.gateway.allowedHosts",
+                "MCP_GATEWAY_ALLOWED_ORIGINS",
+                ".Values.gateway.allowedOrigins",
+            ][..],
+        ),
+        (
+            "admin.yaml",
+            "admin",
+            &[
+                "MCP_ADMIN_ALLOWED_HOSTS",
+                "concat .Values.admin.allowedHosts .Values.gateway.allowedHosts",
+                "MCP_ADMIN_ALLOWED_ORIGINS",
+                "concat .Values.admin.allowedOrigins .Values.gateway.allowedOrigins",
+            ][..],
+        ),
+        (
+            "supervisor.yaml",
+            "supervisor",
+            &["MCP_WORKER_MAX", ".Values.supervisor.workerMax"][..],
+        ),
+    ] {
+        let text = read(&format!("deploy/helm/mcp-hub/templates/{template}"));
+        for needle in wired {
+            assert!(text.contains(needle), "{template} lacks {needle}");
+        }
+        assert!(
+            text.contains(&format!("with .Values.{component}.extraEnv")),
+            "{template} lacks extraEnv"
+        );
+        assert_eq!(
+            values[component]["extraEnv"],
+            Value::Array(Vec::new()),
+            "{component}.extraEnv"
+        );
+    }
+    assert!(
+        read("deploy/helm/mcp-hub/templates/_helpers.tpl").contains("define \"mcp-hub.joinList\"")
+    );
+}
