@@ -5,6 +5,7 @@
 //! before and after) and which processes were left behind; `markdown` writes
 //! `docs/RELIABILITY.md`. Correctness is judged here (`Fault::violations`); speed never.
 
+mod edges;
 mod markdown;
 mod procs;
 
@@ -177,7 +178,7 @@ struct Timing {
 }
 
 /// The faults, in the order they are injected.
-pub const FAULTS: [&str; 12] = [
+pub const FAULTS: [&str; 13] = [
     "worker SIGKILL, 1 replica",
     "worker SIGKILL, 2 replicas",
     "worker SIGSTOP (hang), 2 replicas",
@@ -189,6 +190,7 @@ pub const FAULTS: [&str; 12] = [
     "REST API failing (all 500), one server",
     "REST API down (connection refused), one server",
     "admin API SIGKILL during a burst of registrations",
+    "10,000 connections at once + slow-loris clients",
     "Redis SIGKILL + restart EMPTY",
 ];
 
@@ -196,7 +198,7 @@ pub const FAULTS: [&str; 12] = [
 pub const NOT_COVERED: [&str; 4] = [
     "resource limits: more registrations than MCP_WORKER_MAX, the port range exhausted",
     "a worker driven past MCP_WORKER_MAX_RSS_MB (the supervisor setting exists; the suite does not drive a worker past it yet)",
-    "bad input at the edges: bodies at and past the limits, slow-loris headers and bodies, 10,000 connections at once",
+    "bodies at and past the size limits under load (the gateway's and the admin API's own tests send them: gateway/tests/it, admin-api/tests/it)",
     "the secrets test (markers searched in every output)",
 ];
 
@@ -262,6 +264,7 @@ pub async fn run(config: ChaosConfig) -> anyhow::Result<Results> {
             8 => rest_fault(&mut ctx, "failing").await,
             9 => rest_fault(&mut ctx, "down").await,
             10 => admin_kill(&mut ctx).await,
+            11 => edges::flood(&mut ctx).await,
             _ => redis_restart(&mut ctx, false).await,
         };
         match outcome {
