@@ -1,8 +1,9 @@
 //! The Kubernetes deployment files, parsed and checked (no helm or schema linter can be
 //! installed here): the plain manifests (deploy/manifests/mcp-hub.yaml) as typed
 //! Kubernetes objects (kinds, labels, probes, RBAC verbs), the chart's templates against
-//! its values.yaml and against the plain manifests, and every env var they set against
-//! the env vars the binaries read.
+//! its values.yaml and against the plain manifests, every env var they set against
+//! the env vars the binaries read, and the gateway's and admin API's `Host` lists (the
+//! Services' in-cluster names) and the supervisor's `MCP_WORKER_MAX` as rendered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
