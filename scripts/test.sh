@@ -20,6 +20,17 @@ scripts/build-dashboard.sh || exit 1
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The two numbers of the last line of the log that matches the extended regex $1 (two
+# groups); "- 1" when none does (a suite that did not report counts as one failure).
+counts() {
+  local line
+  line=$(grep -E "$1" "$log" | tail -1)
+  if [ -z "$line" ]; then
+    echo "- 1"
+  else
+    echo "$line" | sed -E "s/$1.*/\\1 \\2/"
+  fi
+}
 cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 passed=$(grep -E '^test result:' "$log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
@@ -40,14 +51,8 @@ fi
 cargo build --workspace --bins --quiet || status=1
 (cd frontend && CHROMIUM_PATH="$(command -v chromium)" npx tsx e2e/run.ts) 2>&1 | tee -a "$log"
 browser_status=${PIPESTATUS[0]}
-browser_line=$(grep -E '^dashboard: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
-browser_passed=$(echo "$browser_line" | sed -E 's/dashboard: ([0-9]+) passed.*/\1/')
-browser_failed=$(echo "$browser_line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
-if [ -z "$browser_line" ]; then
-  browser_passed=0
-  browser_failed=1
-  echo "the dashboard's browser suite did not report (exit status $browser_status)" >&2
-fi
+read -r browser_passed browser_failed < <(counts '^dashboard: ([0-9]+) passed, ([0-9]+) failed')
+[ "$browser_passed" = "-" ] && echo "the dashboard's browser suite did not report (exit status $browser_status)" >&2 && browser_passed=0
 [ "$browser_status" -ne 0 ] && status=1
 
 # The chaos suite, quick (docs/RELIABILITY.md has the full run, `make chaos`): its own
@@ -57,14 +62,8 @@ chaos_dir="$CARGO_TARGET_DIR/chaos-logs/quick"
 rm -rf "$chaos_dir"
 "$CARGO_TARGET_DIR/debug/mcp-loadtest" chaos --quick --no-report --log-dir "$chaos_dir" 2>&1 | tee -a "$log"
 chaos_status=${PIPESTATUS[0]}
-chaos_line=$(grep -E '^chaos: faults: [0-9]+ held, [0-9]+ broken' "$log" | tail -1)
-chaos_held=$(echo "$chaos_line" | sed -E 's/chaos: faults: ([0-9]+) held.*/\1/')
-chaos_broken=$(echo "$chaos_line" | sed -E 's/.* ([0-9]+) broken.*/\1/')
-if [ -z "$chaos_line" ]; then
-  chaos_held=0
-  chaos_broken=1
-  echo "the quick chaos run did not report (exit status $chaos_status); its logs: $chaos_dir" >&2
-fi
+read -r chaos_held chaos_broken < <(counts '^chaos: faults: ([0-9]+) held, ([0-9]+) broken')
+[ "$chaos_held" = "-" ] && echo "the quick chaos run did not report (exit status $chaos_status); its logs: $chaos_dir" >&2 && chaos_held=0
 [ "$chaos_status" -ne 0 ] && status=1
 
 echo

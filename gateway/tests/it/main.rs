@@ -94,15 +94,9 @@ fn base_command(binary: &str, redis: &RedisServer, prefix: &str) -> Command {
 impl Stack {
     /// The mock's FakeStore products (a call that reached the REST API would add one).
     pub async fn product_count(&self) -> usize {
-        let products: Value = self
-            .client
-            .get(format!("{}/products", self.mock_url))
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
+        let products = self
+            .get_json_at(&format!("{}/products", self.mock_url))
+            .await;
         products.as_array().map_or(0, Vec::len)
     }
 
@@ -270,8 +264,13 @@ impl Stack {
 
     /// GET `path` on the gateway, parsed as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
+        self.get_json_at(&format!("{}{path}", self.base)).await
+    }
+
+    /// GET of a whole `url` (the mock API's, the admin API's), parsed as JSON.
+    pub async fn get_json_at(&self, url: &str) -> Value {
         self.client
-            .get(format!("{}{path}", self.base))
+            .get(url)
             .send()
             .await
             .expect("sent")

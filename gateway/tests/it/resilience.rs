@@ -194,15 +194,9 @@ async fn the_gateway_metrics_show_retries_by_reason_and_the_breaker_open() {
     set_fault(&stack, json!({"status": 504})).await;
     let body = call_server(&stack, "metrics_api").await;
     assert!(body.contains("tool_call.error"), "{body}");
-    let hits: Value = stack
-        .client
-        .get(format!("{}/control/faults/{KEY}/hits", stack.mock_url))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let hits = stack
+        .get_json_at(&format!("{}/control/faults/{KEY}/hits", stack.mock_url))
+        .await;
     assert_eq!(hits["hits"], 2, "two attempts under 504: {hits}");
     // Open: failed fast, without reaching the API.
     let body = call_server(&stack, "metrics_api").await;
@@ -263,18 +257,12 @@ async fn the_gateway_metrics_show_retries_by_reason_and_the_breaker_open() {
         "{text}"
     );
     // The admin API's runtime record says the same.
-    let runtime: Value = stack
-        .client
-        .get(format!(
+    let runtime = stack
+        .get_json_at(&format!(
             "{}/api/servers/metrics_api/runtime",
             stack.admin_url
         ))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .await;
     let by_reason = &runtime["workers"][0]["resilience"]["retriesByReason"];
     assert_eq!(by_reason["status_502"], 2, "{runtime}");
     assert_eq!(by_reason["status_504"], 1, "{runtime}");
