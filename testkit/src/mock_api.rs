@@ -1,6 +1,7 @@
 //! Owns the mock of the demo REST APIs (FakeStore at `/products`, Fruits at
 //! `/api/fruits`, stateful so create-then-get works) and the test endpoints under
-//! `/test`: echo (what was received, byte for byte), delay, status, redirect, large body,
+//! `/test`: echo (what was received, byte for byte; `/test/echo-status/{code}` with that
+//! status), delay, status, redirect, large body,
 //! streaming (chunks, SSE, NDJSON), hang and early close; and faults per key: every
 //! route is also served under `/fault/{key}/...`, slowed or failed as
 //! `PUT /control/faults/{key}` says (the chaos suite gives one server a base URL there
@@ -144,6 +145,7 @@ fn routes() -> Router {
         )
         .route("/test/echo", any(echo))
         .route("/test/echo/{*rest}", any(echo))
+        .route("/test/echo-status/{code}", any(echo_status))
         .route("/test/delay/{ms}", get(delay))
         .route("/test/status/{code}", any(status))
         .route("/test/redirect", any(redirect))
@@ -529,6 +531,17 @@ async fn echo(request: Request) -> Response {
         "bodyLength": body.len(),
     }))
     .into_response()
+}
+
+/// [`echo`] answered with status `code` (a REST API whose error body repeats the
+/// request's headers, credentials included: the secrets test's error path).
+async fn echo_status(Path(code): Path<u16>, request: Request) -> Response {
+    let mut response = echo(request).await;
+    match StatusCode::from_u16(code) {
+        Ok(status) if (200..=599).contains(&code) => *response.status_mut() = status,
+        _ => return bad_request("status must be between 200 and 599"),
+    }
+    response
 }
 
 async fn delay(Path(ms): Path<u64>) -> Response {

@@ -104,6 +104,16 @@ async fn echo_reports_what_arrived() {
     assert_eq!(echoed["query"], "q=a+b&x=%26");
     assert_eq!(echoed["headers"]["x-custom"], "v1");
     assert_eq!(echoed["body"], "raw body");
+    let failed = client()
+        .get(format!("{}/test/echo-status/401?k=v", mock.url()))
+        .header("Authorization", "Bearer t-1")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(failed.status().as_u16(), 401);
+    let failed: Value = failed.json().await.expect("json");
+    assert_eq!(failed["headers"]["authorization"], "Bearer t-1");
+    assert_eq!(failed["query"], "k=v");
     let status = client()
         .post(format!("{}/test/status/503", mock.url()))
         .send()
