@@ -8,14 +8,17 @@
 //!   `Retry-After` the REST API asked for, never past the call's deadline).
 //! - [`Budget`]: at most `budgetPercent` retries per hundred first attempts, plus a
 //!   reserve, so retries cannot multiply the load on a REST API that is down.
-//! - [`Breaker`]: closed -> open after N consecutive failed attempts -> half-open (one
-//!   probe) after the cool-down -> closed on success, open again on failure.
+//! - [`Breaker`]: closed -> open after N consecutive failed attempts, or (with
+//!   `errorRatePercent`) an error rate over a rolling window of ten fixed buckets ->
+//!   half-open (one probe) after the cool-down -> closed on success, open again on
+//!   failure. Each change says its [`Reason`].
 //! - [`Guards`]: one [`Guard`] (budget, breaker, counters) per server, kept across
 //!   registry reloads.
 //!
 //! The happy path costs atomic loads: no lock and no allocation per call while nothing
 //! fails (the budget's deposit stops once it is full; the breaker's failure count is
-//! written only when it is not zero). A server with neither `retry` nor
+//! written only when it is not zero; the error-rate window, when configured, adds one
+//! read-modify-write of one word in place). A server with neither `retry` nor
 //! `circuitBreaker` never gets here.
 
 use std::collections::HashMap;
@@ -299,6 +302,82 @@ fn state_as_u8(state: BreakerState) -> u8 {
     }
 }
 
+/// Why the breaker changed state (the `reason` of `tool.circuit.*`), and, for an open
+/// breaker, why it opened (in the `circuit_open` tool error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Closed -> open: `failureThreshold` failed attempts in a row.
+    ConsecutiveFailures,
+    /// Closed -> open: `failed` of the `calls` attempts in the window failed, at least
+    /// `errorRatePercent` of them.
+    ErrorRate { failed: u32, calls: u32 },
+    /// Half-open -> open: the probe failed.
+    ProbeFailed,
+    /// Open -> half-open: the cool-down is over, one probe goes.
+    CoolDownOver,
+    /// Half-open -> closed: the probe succeeded.
+    ProbeSucceeded,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ConsecutiveFailures => "consecutive_failures",
+            Reason::ErrorRate { .. } => "error_rate",
+            Reason::ProbeFailed => "probe_failed",
+            Reason::CoolDownOver => "cool_down_over",
+            Reason::ProbeSucceeded => "probe_succeeded",
+        }
+    }
+
+    /// Why an open breaker opened, for the `circuit_open` tool error: `after ...`.
+    /// `failures` is the count of consecutive failures.
+    pub fn describe_open(self, failures: u32) -> String {
+        match self {
+            Reason::ErrorRate { failed, calls } => format!(
+                "after an error rate of {}% ({failed} of the last {calls} calls failed)",
+                u64::from(failed) * 100 / u64::from(calls.max(1))
+            ),
+            Reason::ProbeFailed => {
+                format!("after its half-open probe failed ({failures} consecutive failures)")
+            }
+            Reason::ConsecutiveFailures | Reason::CoolDownOver | Reason::ProbeSucceeded => {
+                format!("after {failures} consecutive failures")
+            }
+        }
+    }
+
+    /// The reason an open breaker keeps, packed in one word: kind in the low byte,
+    /// `failed` and `calls` (28 bits each, saturated) above it.
+    fn pack(self) -> u64 {
+        const MAX: u64 = (1 << 28) - 1;
+        match self {
+            Reason::ConsecutiveFailures => 0,
+            Reason::ErrorRate { failed, calls } => {
+                1 | (u64::from(failed).min(MAX) << 8) | (u64::from(calls).min(MAX) << 36)
+            }
+            Reason::ProbeFailed => 2,
+            Reason::CoolDownOver => 3,
+            Reason::ProbeSucceeded => 4,
+        }
+    }
+
+    fn unpack(raw: u64) -> Reason {
+        const MASK: u64 = (1 << 28) - 1;
+        let field = |shift: u32| u32::try_from((raw >> shift) & MASK).unwrap_or(u32::MAX);
+        match raw & 0xff {
+            1 => Reason::ErrorRate {
+                failed: field(8),
+                calls: field(36),
+            },
+            2 => Reason::ProbeFailed,
+            3 => Reason::CoolDownOver,
+            4 => Reason::ProbeSucceeded,
+            _ => Reason::ConsecutiveFailures,
+        }
+    }
+}
+
 /// A change of the breaker's state, for the caller to log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -306,6 +385,7 @@ pub struct Transition {
     pub to: BreakerState,
     /// Consecutive failures when it happened.
     pub failures: u32,
+    pub reason: Reason,
 }
 
 /// What the breaker says to an attempt.
@@ -316,8 +396,87 @@ pub enum Admission {
     /// The half-open probe: go, and the result decides ([`Breaker::record`] with
     /// `probe: true`). The transition to half-open is in it for the log.
     Probe(Transition),
-    /// Open (or a probe is out): fail fast; the cool-down ends in this long.
-    Reject { retry_in: Duration, failures: u32 },
+    /// Open (or a probe is out): fail fast; the cool-down ends in this long. `opened_by`
+    /// says why it opened.
+    Reject {
+        retry_in: Duration,
+        failures: u32,
+        opened_by: Reason,
+    },
+}
+
+/// The attempts and failed attempts of the last `windowMs`, for the breaker's
+/// error-rate rule: [`Window::BUCKETS`] fixed buckets of `windowMs / BUCKETS` each, in
+/// place (no allocation). Each bucket is one word: the number of its time slot (so a
+/// bucket of an older turn of the ring reads as empty), its attempts and its failures.
+#[derive(Debug, Default)]
+struct Window {
+    buckets: [AtomicU64; Window::BUCKETS],
+}
+
+impl Window {
+    const BUCKETS: usize = 10;
+    const COUNT_BITS: u32 = 20;
+    const COUNT_MASK: u64 = (1 << Window::COUNT_BITS) - 1;
+    const SLOT_SHIFT: u32 = 2 * Window::COUNT_BITS;
+    const SLOT_MASK: u64 = (1 << (64 - Window::SLOT_SHIFT)) - 1;
+    const CALL: u64 = 1 << Window::COUNT_BITS;
+
+    fn width(window_ms: u64) -> u64 {
+        (window_ms / Window::BUCKETS as u64).max(1)
+    }
+
+    fn slot(now_ms: u64, window_ms: u64) -> u64 {
+        (now_ms / Window::width(window_ms)) & Window::SLOT_MASK
+    }
+
+    /// Counts one attempt (failed or not) in the bucket of `now_ms`: one
+    /// read-modify-write of one word (a bucket already full stays as it is).
+    fn record(&self, now_ms: u64, window_ms: u64, failed: bool) {
+        let slot = Window::slot(now_ms, window_ms);
+        let Some(bucket) = self
+            .buckets
+            .get(usize::try_from(slot % Window::BUCKETS as u64).unwrap_or(0))
+        else {
+            return;
+        };
+        let add = Window::CALL | u64::from(failed);
+        let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+            if word >> Window::SLOT_SHIFT != slot {
+                // An older turn of the ring: this slot starts afresh.
+                return Some((slot << Window::SLOT_SHIFT) | add);
+            }
+            if (word >> Window::COUNT_BITS) & Window::COUNT_MASK == Window::COUNT_MASK {
+                return None;
+            }
+            Some(word + add)
+        });
+    }
+
+    /// (attempts, failures) in the buckets of the last `window_ms` up to `now_ms`.
+    fn totals(&self, now_ms: u64, window_ms: u64) -> (u32, u32) {
+        let now = Window::slot(now_ms, window_ms);
+        let (mut calls, mut failed) = (0u64, 0u64);
+        for bucket in &self.buckets {
+            let word = bucket.load(Ordering::Relaxed);
+            let age = now.wrapping_sub(word >> Window::SLOT_SHIFT) & Window::SLOT_MASK;
+            if age < Window::BUCKETS as u64 {
+                calls += (word >> Window::COUNT_BITS) & Window::COUNT_MASK;
+                failed += word & Window::COUNT_MASK;
+            }
+        }
+        (
+            u32::try_from(calls).unwrap_or(u32::MAX),
+            u32::try_from(failed).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// Forgets everything (the breaker closed: a new start).
+    fn clear(&self) {
+        for bucket in &self.buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One server's circuit breaker. Times are milliseconds since `epoch` (its creation),
@@ -331,6 +490,10 @@ pub struct Breaker {
     opened_at: AtomicU64,
     /// A probe is out (half-open lets one call through at a time).
     probing: AtomicBool,
+    /// Why it last opened ([`Reason::pack`]).
+    opened_by: AtomicU64,
+    /// The error-rate rule's counts (untouched when `errorRatePercent` is not set).
+    window: Window,
 }
 
 impl Breaker {
@@ -341,6 +504,8 @@ impl Breaker {
             failures: AtomicU32::new(0),
             opened_at: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            opened_by: AtomicU64::new(Reason::ConsecutiveFailures.pack()),
+            window: Window::default(),
         }
     }
 
@@ -354,6 +519,20 @@ impl Breaker {
 
     pub fn failures(&self) -> u32 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why it last opened (consecutive failures before it ever did).
+    pub fn opened_by(&self) -> Reason {
+        Reason::unpack(self.opened_by.load(Ordering::Acquire))
+    }
+
+    /// (attempts, failed attempts) the error-rate window holds at `now`; zeros when the
+    /// rule is off.
+    pub fn window_counts(&self, config: &CircuitBreakerConfig, now: Instant) -> (u32, u32) {
+        match config.error_rate() {
+            Some(rule) => self.window.totals(self.ms(now), rule.window_ms),
+            None => (0, 0),
+        }
     }
 
     /// Whether an attempt may go now. Closed: one load.
@@ -383,17 +562,22 @@ impl Breaker {
                     from: BreakerState::Open,
                     to: BreakerState::HalfOpen,
                     failures,
+                    reason: Reason::CoolDownOver,
                 });
             }
         }
         Admission::Reject {
             retry_in: Duration::from_millis(cool_down.saturating_sub(elapsed)),
             failures,
+            opened_by: self.opened_by(),
         }
     }
 
     /// Records an attempt's result (`failure: None` is a success; a failure that does
     /// not count for the breaker counts as a success). Returns the transition, if any.
+    /// With `errorRatePercent` set, every attempt but a probe is also counted in the
+    /// window (one more atomic read-modify-write); a failure then opens the breaker
+    /// when it brings the window's error rate to the percentage.
     pub fn record(
         &self,
         config: &CircuitBreakerConfig,
@@ -402,6 +586,12 @@ impl Breaker {
         now: Instant,
     ) -> Option<Transition> {
         let failed = failure.is_some_and(Failure::counts_for_breaker);
+        let rule = if probe { None } else { config.error_rate() };
+        let now_ms = rule.map(|rule| {
+            let now_ms = self.ms(now);
+            self.window.record(now_ms, rule.window_ms, failed);
+            now_ms
+        });
         if !failed {
             // The happy path: a load, and a write only after failures.
             if self.failures.load(Ordering::Relaxed) != 0 {
@@ -409,12 +599,14 @@ impl Breaker {
             }
             if probe {
                 self.probing.store(false, Ordering::Release);
+                self.window.clear();
                 self.state
                     .store(state_as_u8(BreakerState::Closed), Ordering::Release);
                 return Some(Transition {
                     from: BreakerState::HalfOpen,
                     to: BreakerState::Closed,
                     failures: 0,
+                    reason: Reason::ProbeSucceeded,
                 });
             }
             return None;
@@ -425,6 +617,8 @@ impl Breaker {
             .saturating_add(1);
         if probe {
             self.opened_at.store(self.ms(now), Ordering::Release);
+            self.opened_by
+                .store(Reason::ProbeFailed.pack(), Ordering::Release);
             self.probing.store(false, Ordering::Release);
             self.state
                 .store(state_as_u8(BreakerState::Open), Ordering::Release);
@@ -432,28 +626,43 @@ impl Breaker {
                 from: BreakerState::HalfOpen,
                 to: BreakerState::Open,
                 failures,
+                reason: Reason::ProbeFailed,
             });
         }
-        if failures >= config.failure_threshold() && self.state() == BreakerState::Closed {
-            self.opened_at.store(self.ms(now), Ordering::Release);
-            let opened = self
-                .state
-                .compare_exchange(
-                    state_as_u8(BreakerState::Closed),
-                    state_as_u8(BreakerState::Open),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok();
-            if opened {
-                return Some(Transition {
-                    from: BreakerState::Closed,
-                    to: BreakerState::Open,
-                    failures,
-                });
-            }
+        if self.state() != BreakerState::Closed {
+            return None;
         }
-        None
+        let reason = if failures >= config.failure_threshold() {
+            Reason::ConsecutiveFailures
+        } else {
+            let (Some(rule), Some(now_ms)) = (rule, now_ms) else {
+                return None;
+            };
+            let (calls, failed) = self.window.totals(now_ms, rule.window_ms);
+            let over = calls >= rule.min_calls
+                && u64::from(failed) * 100 >= u64::from(rule.percent) * u64::from(calls);
+            if !over {
+                return None;
+            }
+            Reason::ErrorRate { failed, calls }
+        };
+        self.opened_at.store(self.ms(now), Ordering::Release);
+        self.opened_by.store(reason.pack(), Ordering::Release);
+        let opened = self
+            .state
+            .compare_exchange(
+                state_as_u8(BreakerState::Closed),
+                state_as_u8(BreakerState::Open),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        opened.then_some(Transition {
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            failures,
+            reason,
+        })
     }
 
     /// A probe that ended with no verdict (the caller went away, the request could not
@@ -797,6 +1006,7 @@ mod tests {
         CircuitBreakerConfig {
             failure_threshold: Some(threshold),
             cool_down_ms: Some(cool_down_ms),
+            ..CircuitBreakerConfig::default()
         }
     }
 
@@ -828,7 +1038,8 @@ mod tests {
             Some(Transition {
                 from: BreakerState::Closed,
                 to: BreakerState::Open,
-                failures: 3
+                failures: 3,
+                reason: Reason::ConsecutiveFailures
             })
         );
         assert_eq!(breaker.state(), BreakerState::Open);
@@ -837,7 +1048,8 @@ mod tests {
             breaker.admit(&config, at),
             Admission::Reject {
                 retry_in: Duration::from_millis(600),
-                failures: 3
+                failures: 3,
+                opened_by: Reason::ConsecutiveFailures
             }
         );
         // Failures of calls admitted before it opened do not reopen it nor move the
@@ -850,6 +1062,261 @@ mod tests {
             breaker.admit(&config, t0 + Duration::from_millis(1000)),
             Admission::Probe(_)
         ));
+    }
+
+    fn rate_config(percent: u32, window_ms: u64, min_calls: u32) -> CircuitBreakerConfig {
+        CircuitBreakerConfig {
+            failure_threshold: Some(5),
+            cool_down_ms: Some(1000),
+            error_rate_percent: Some(percent),
+            window_ms: Some(window_ms),
+            min_calls: Some(min_calls),
+        }
+    }
+
+    #[test]
+    fn an_error_rate_over_the_window_opens_the_breaker_below_the_consecutive_threshold() {
+        let t0 = Instant::now();
+        let config = rate_config(50, 10_000, 10);
+        let breaker = Breaker::new(t0);
+        // Success, failure, success, failure...: never two failures in a row.
+        let mut opened = None;
+        for n in 0..20u64 {
+            let at = t0 + Duration::from_millis(n * 10);
+            assert_eq!(breaker.admit(&config, at), Admission::Pass, "call {n}");
+            let failure = (n % 2 == 1).then_some(Failure::Status(503));
+            if let Some(transition) = breaker.record(&config, failure, false, at) {
+                opened = Some((n, transition));
+                break;
+            }
+            assert!(breaker.failures() <= 1);
+        }
+        // The tenth call (n = 9) is the fifth failure of ten: 50%.
+        let (n, transition) = opened.expect("the error rate opened it");
+        assert_eq!(n, 9);
+        assert_eq!(
+            transition,
+            Transition {
+                from: BreakerState::Closed,
+                to: BreakerState::Open,
+                failures: 1,
+                reason: Reason::ErrorRate {
+                    failed: 5,
+                    calls: 10
+                }
+            }
+        );
+        assert_eq!(transition.reason.as_str(), "error_rate");
+        let at = t0 + Duration::from_millis(190);
+        let Admission::Reject {
+            retry_in,
+            failures,
+            opened_by,
+        } = breaker.admit(&config, at)
+        else {
+            panic!("open: fail fast");
+        };
+        assert_eq!(retry_in, Duration::from_millis(1000 - 100));
+        assert_eq!(
+            opened_by,
+            Reason::ErrorRate {
+                failed: 5,
+                calls: 10
+            }
+        );
+        assert_eq!(
+            opened_by.describe_open(failures),
+            "after an error rate of 50% (5 of the last 10 calls failed)"
+        );
+        assert_eq!(
+            Reason::ConsecutiveFailures.describe_open(5),
+            "after 5 consecutive failures"
+        );
+    }
+
+    #[test]
+    fn fewer_calls_than_min_calls_never_open_it_by_rate() {
+        let t0 = Instant::now();
+        let config = CircuitBreakerConfig {
+            failure_threshold: Some(100),
+            ..rate_config(10, 10_000, 20)
+        };
+        let breaker = Breaker::new(t0);
+        for _ in 0..19 {
+            assert_eq!(
+                breaker.record(&config, Some(Failure::Timeout), false, t0),
+                None
+            );
+        }
+        assert_eq!(breaker.window_counts(&config, t0), (19, 19));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        let opened = breaker.record(&config, Some(Failure::Timeout), false, t0);
+        assert_eq!(
+            opened.map(|t| t.reason),
+            Some(Reason::ErrorRate {
+                failed: 20,
+                calls: 20
+            }),
+            "the twentieth call is enough"
+        );
+    }
+
+    #[test]
+    fn the_window_rolls_and_old_buckets_are_forgotten() {
+        let t0 = Instant::now();
+        // 1000 ms in ten buckets of 100 ms; the consecutive rule out of the way.
+        let config = CircuitBreakerConfig {
+            failure_threshold: Some(1000),
+            ..rate_config(30, 1000, 20)
+        };
+        let breaker = Breaker::new(t0);
+        for _ in 0..10 {
+            breaker.record(&config, Some(Failure::Connect), false, t0);
+        }
+        // 4xx are the caller's: counted as successes.
+        breaker.record(&config, Some(Failure::Status(404)), false, t0);
+        assert_eq!(breaker.window_counts(&config, t0), (11, 10));
+        let half = t0 + Duration::from_millis(550);
+        assert_eq!(breaker.window_counts(&config, half), (11, 10), "still in");
+        // A window later: the ten failures are gone. 20 successes and one failure
+        // (1 of 21) do not open it; with the old failures (11 of 32) they would have.
+        let later = t0 + Duration::from_millis(1000);
+        assert_eq!(breaker.window_counts(&config, later), (0, 0));
+        for _ in 0..20 {
+            breaker.record(&config, None, false, later);
+        }
+        assert_eq!(
+            breaker.record(&config, Some(Failure::Connect), false, later),
+            None
+        );
+        assert_eq!(breaker.window_counts(&config, later), (21, 1));
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        // Buckets spread over the window add up; the oldest drops out first.
+        let breaker = Breaker::new(t0);
+        for step in 0..10u64 {
+            let at = t0 + Duration::from_millis(step * 100);
+            breaker.record(&config, None, false, at);
+        }
+        let end = t0 + Duration::from_millis(999);
+        assert_eq!(breaker.window_counts(&config, end), (10, 0));
+        let next = t0 + Duration::from_millis(1000);
+        assert_eq!(breaker.window_counts(&config, next), (9, 0));
+    }
+
+    #[test]
+    fn a_probe_that_closes_the_breaker_clears_the_window() {
+        let t0 = Instant::now();
+        let config = rate_config(50, 60_000, 4);
+        let breaker = Breaker::new(t0);
+        for failure in [None, Some(Failure::Connect), None] {
+            assert_eq!(breaker.record(&config, failure, false, t0), None);
+        }
+        let opened = breaker.record(&config, Some(Failure::Connect), false, t0);
+        assert_eq!(
+            opened.map(|t| (t.to, t.reason)),
+            Some((
+                BreakerState::Open,
+                Reason::ErrorRate {
+                    failed: 2,
+                    calls: 4
+                }
+            ))
+        );
+        let t1 = t0 + Duration::from_millis(1000);
+        let Admission::Probe(to_half) = breaker.admit(&config, t1) else {
+            panic!("probe");
+        };
+        assert_eq!(to_half.reason, Reason::CoolDownOver);
+        let failed_probe = breaker.record(&config, Some(Failure::Connect), true, t1);
+        assert_eq!(failed_probe.map(|t| t.reason), Some(Reason::ProbeFailed));
+        assert!(matches!(
+            breaker.admit(&config, t1),
+            Admission::Reject {
+                opened_by: Reason::ProbeFailed,
+                ..
+            }
+        ));
+        let t2 = t1 + Duration::from_millis(1000);
+        assert!(matches!(breaker.admit(&config, t2), Admission::Probe(_)));
+        let closed = breaker.record(&config, None, true, t2);
+        assert_eq!(closed.map(|t| t.reason), Some(Reason::ProbeSucceeded));
+        // The window is within its 60 s, but starts afresh: 1 failure of 1 call is
+        // under min_calls.
+        assert_eq!(breaker.window_counts(&config, t2), (0, 0));
+        assert_eq!(
+            breaker.record(&config, Some(Failure::Connect), false, t2),
+            None
+        );
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn without_error_rate_percent_the_window_is_never_touched() {
+        let t0 = Instant::now();
+        let config = breaker_config(3, 1000);
+        let breaker = Breaker::new(t0);
+        for n in 0..1000u32 {
+            let failure = (n % 2 == 0).then_some(Failure::Status(500));
+            assert_eq!(breaker.record(&config, failure, false, t0), None);
+        }
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        let all_rates = rate_config(1, 10_000, 1);
+        assert_eq!(
+            breaker.window_counts(&all_rates, t0),
+            (0, 0),
+            "nothing was counted"
+        );
+    }
+
+    #[test]
+    fn the_window_counts_concurrent_attempts_exactly_and_reasons_pack() {
+        let t0 = Instant::now();
+        let config = CircuitBreakerConfig {
+            failure_threshold: Some(u32::MAX),
+            ..rate_config(100, 10_000, CircuitBreakerConfig::MAX_MIN_CALLS)
+        };
+        let breaker = Arc::new(Breaker::new(t0));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let breaker = Arc::clone(&breaker);
+                std::thread::spawn(move || {
+                    for n in 0..5_000u32 {
+                        let failure = (n % 5 == i).then_some(Failure::Other);
+                        breaker.record(&config, failure, false, t0);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        assert_eq!(breaker.window_counts(&config, t0), (20_000, 4_000));
+        for reason in [
+            Reason::ConsecutiveFailures,
+            Reason::ErrorRate {
+                failed: 7,
+                calls: 123_456,
+            },
+            Reason::ProbeFailed,
+            Reason::CoolDownOver,
+            Reason::ProbeSucceeded,
+        ] {
+            assert_eq!(Reason::unpack(reason.pack()), reason);
+        }
+        assert_eq!(
+            Reason::unpack(
+                Reason::ErrorRate {
+                    failed: u32::MAX,
+                    calls: u32::MAX
+                }
+                .pack()
+            ),
+            Reason::ErrorRate {
+                failed: (1 << 28) - 1,
+                calls: (1 << 28) - 1
+            },
+            "saturated, not mixed up"
+        );
     }
 
     #[test]

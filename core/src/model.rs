@@ -219,9 +219,10 @@ pub struct AuditConfig {
 }
 
 /// The circuit breaker: after `failureThreshold` consecutive failed attempts
-/// (connect errors, timeouts, HTTP 5xx) it opens and calls fail at once with
-/// `circuit_open`; after `coolDownMs` one probe call goes through (half-open): success
-/// closes it, failure opens it again.
+/// (connect errors, timeouts, HTTP 5xx), or, when `errorRatePercent` is set, once that
+/// share of at least `minCalls` attempts in the last `windowMs` failed, it opens and
+/// calls fail at once with `circuit_open`; after `coolDownMs` one probe call goes
+/// through (half-open): success closes it, failure opens it again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
@@ -231,11 +232,37 @@ pub struct CircuitBreakerConfig {
     /// Time open before a probe (default 30000 ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cool_down_ms: Option<u64>,
+    /// Also open when this percentage (1-100) of the attempts in the last `windowMs`
+    /// failed, failures in a row or not (default: absent, only `failureThreshold`
+    /// opens it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate_percent: Option<u32>,
+    /// The window of `errorRatePercent`, counted in ten buckets of `windowMs / 10`
+    /// (default 10000 ms; only with `errorRatePercent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
+    /// Attempts the window must hold before its error rate can open the breaker, so a
+    /// handful of calls cannot (default 20; only with `errorRatePercent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u32>,
+}
+
+/// The error-rate rule of a [`CircuitBreakerConfig`], defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorRateRule {
+    pub percent: u32,
+    pub window_ms: u64,
+    pub min_calls: u32,
 }
 
 impl CircuitBreakerConfig {
     pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
     pub const DEFAULT_COOL_DOWN_MS: u64 = 30_000;
+    pub const DEFAULT_WINDOW_MS: u64 = 10_000;
+    pub const MIN_WINDOW_MS: u64 = 100;
+    pub const MAX_WINDOW_MS: u64 = 600_000;
+    pub const DEFAULT_MIN_CALLS: u32 = 20;
+    pub const MAX_MIN_CALLS: u32 = 100_000;
 
     pub fn failure_threshold(&self) -> u32 {
         self.failure_threshold
@@ -244,6 +271,16 @@ impl CircuitBreakerConfig {
 
     pub fn cool_down_ms(&self) -> u64 {
         self.cool_down_ms.unwrap_or(Self::DEFAULT_COOL_DOWN_MS)
+    }
+
+    /// The error-rate rule; `None` (off) without `errorRatePercent`.
+    pub fn error_rate(&self) -> Option<ErrorRateRule> {
+        let percent = self.error_rate_percent?;
+        Some(ErrorRateRule {
+            percent,
+            window_ms: self.window_ms.unwrap_or(Self::DEFAULT_WINDOW_MS),
+            min_calls: self.min_calls.unwrap_or(Self::DEFAULT_MIN_CALLS).max(1),
+        })
     }
 }
 

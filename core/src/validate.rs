@@ -156,8 +156,55 @@ pub fn validate_server(server_id: &str, server: &ServerConfig) -> Vec<Problem> {
                 format!("must be between 1 and {}", MAX_TIMEOUT_MS * 10),
             ));
         }
+        validate_error_rate(breaker, &mut problems);
     }
     problems
+}
+
+/// Range checks of the breaker's error-rate rule; `windowMs` and `minCalls` mean
+/// something only with `errorRatePercent`.
+fn validate_error_rate(breaker: &CircuitBreakerConfig, problems: &mut Vec<Problem>) {
+    if breaker
+        .error_rate_percent
+        .is_some_and(|p| !(1..=100).contains(&p))
+    {
+        problems.push(Problem::new(
+            "circuitBreaker.errorRatePercent",
+            "must be between 1 and 100",
+        ));
+    }
+    let window = CircuitBreakerConfig::MIN_WINDOW_MS..=CircuitBreakerConfig::MAX_WINDOW_MS;
+    if breaker.window_ms.is_some_and(|ms| !window.contains(&ms)) {
+        problems.push(Problem::new(
+            "circuitBreaker.windowMs",
+            format!("must be between {} and {}", window.start(), window.end()),
+        ));
+    }
+    if breaker
+        .min_calls
+        .is_some_and(|n| !(1..=CircuitBreakerConfig::MAX_MIN_CALLS).contains(&n))
+    {
+        problems.push(Problem::new(
+            "circuitBreaker.minCalls",
+            format!(
+                "must be between 1 and {}",
+                CircuitBreakerConfig::MAX_MIN_CALLS
+            ),
+        ));
+    }
+    if breaker.error_rate_percent.is_none() {
+        for (name, set) in [
+            ("circuitBreaker.windowMs", breaker.window_ms.is_some()),
+            ("circuitBreaker.minCalls", breaker.min_calls.is_some()),
+        ] {
+            if set {
+                problems.push(Problem::new(
+                    name,
+                    "has no effect without circuitBreaker.errorRatePercent",
+                ));
+            }
+        }
+    }
 }
 
 /// Range checks of a server's or a tool's `retry`.
@@ -776,6 +823,92 @@ mod tests {
         )
         .expect_err("too many attempts");
         assert_eq!(problems[0].field, "retry.maxAttempts");
+    }
+
+    #[test]
+    fn the_breaker_error_rate_is_range_checked_and_needs_its_percent() {
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker":
+                {"errorRatePercent": 0, "windowMs": 99, "minCalls": 0}}),
+        )
+        .expect_err("out of range");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "circuitBreaker.errorRatePercent",
+                "circuitBreaker.windowMs",
+                "circuitBreaker.minCalls"
+            ],
+            "{problems:?}"
+        );
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker":
+                {"errorRatePercent": 101, "windowMs": 600001, "minCalls": 100001}}),
+        )
+        .expect_err("out of range");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker": {"windowMs": 5000, "minCalls": 10}}),
+        )
+        .expect_err("no percent");
+        assert_eq!(
+            problems,
+            [
+                Problem::new(
+                    "circuitBreaker.windowMs",
+                    "has no effect without circuitBreaker.errorRatePercent"
+                ),
+                Problem::new(
+                    "circuitBreaker.minCalls",
+                    "has no effect without circuitBreaker.errorRatePercent"
+                )
+            ]
+        );
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker": {"errorRate": 50}}),
+        )
+        .expect_err("unknown field");
+        assert_eq!(
+            problems[0].field, "circuitBreaker.errorRate",
+            "{problems:?}"
+        );
+        let server = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker": {"errorRatePercent": 50}}),
+        )
+        .expect("valid");
+        let breaker = server.circuit_breaker.expect("breaker");
+        assert_eq!(
+            breaker.error_rate(),
+            Some(crate::model::ErrorRateRule {
+                percent: 50,
+                window_ms: CircuitBreakerConfig::DEFAULT_WINDOW_MS,
+                min_calls: CircuitBreakerConfig::DEFAULT_MIN_CALLS
+            })
+        );
+        assert_eq!(
+            CircuitBreakerConfig::default().error_rate(),
+            None,
+            "off by default"
+        );
+        let server = parse_server(
+            "s",
+            json!({"baseUrl": "http://x", "circuitBreaker":
+                {"errorRatePercent": 100, "windowMs": 100, "minCalls": 1}}),
+        )
+        .expect("the bounds are valid");
+        assert_eq!(
+            server
+                .circuit_breaker
+                .and_then(|b| b.error_rate())
+                .map(|r| r.window_ms),
+            Some(100)
+        );
     }
 
     #[test]

@@ -33,7 +33,8 @@ use mcp_core::model::{CircuitBreakerConfig, ServerConfig, ToolBinding};
 use std::sync::atomic::Ordering;
 
 use crate::resilience::{
-    Admission, Breaker, BreakerState, Failure, Guard, Guards, NoRetry, RetryPolicy, Transition,
+    Admission, Breaker, BreakerState, Failure, Guard, Guards, NoRetry, Reason, RetryPolicy,
+    Transition,
 };
 
 /// The cause of a transport failure.
@@ -65,8 +66,14 @@ pub enum Error {
     #[error("the caller went away")]
     Cancelled,
     /// The server's circuit breaker is open: the call failed fast, without a request.
-    #[error("the circuit breaker of this REST API is open after {failures} consecutive failures; calls fail fast for {retry_in_ms} ms more")]
-    CircuitOpen { retry_in_ms: u64, failures: u32 },
+    /// The message says why it opened (consecutive failures, the error rate, a failed
+    /// probe).
+    #[error("the circuit breaker of this REST API is open {}; calls fail fast for {retry_in_ms} ms more", opened_by.describe_open(*failures))]
+    CircuitOpen {
+        retry_in_ms: u64,
+        failures: u32,
+        opened_by: Reason,
+    },
 }
 
 impl Error {
@@ -327,11 +334,16 @@ impl HttpAdapter {
                             config,
                         });
                     }
-                    Admission::Reject { retry_in, failures } => {
+                    Admission::Reject {
+                        retry_in,
+                        failures,
+                        opened_by,
+                    } => {
                         guard.rejected.fetch_add(1, Ordering::Relaxed);
                         return Err(last_error.unwrap_or(Error::CircuitOpen {
                             retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
                             failures,
+                            opened_by,
                         }));
                     }
                 }
@@ -592,7 +604,14 @@ impl Drop for ProbeToken<'_> {
     }
 }
 
+/// `tool.circuit.open|half_open|closed` with why (`reason`: `consecutive_failures`,
+/// `error_rate` with the window's `window_calls` and `window_failures`, `probe_failed`,
+/// `cool_down_over`, `probe_succeeded`).
 fn log_transition(transition: Transition, ids: &CallIds<'_>) {
+    let window = match transition.reason {
+        Reason::ErrorRate { failed, calls } => Some((calls, failed)),
+        _ => None,
+    };
     let event = match transition.to {
         BreakerState::Open => "tool.circuit.open",
         BreakerState::HalfOpen => "tool.circuit.half_open",
@@ -605,7 +624,10 @@ fn log_transition(transition: Transition, ids: &CallIds<'_>) {
         tool = ids.tool,
         from = transition.from.as_str(),
         to = transition.to.as_str(),
-        failures = transition.failures
+        reason = transition.reason.as_str(),
+        failures = transition.failures,
+        window_calls = window.map(|(calls, _)| calls),
+        window_failures = window.map(|(_, failed)| failed)
     );
 }
 
