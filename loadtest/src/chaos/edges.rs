@@ -2,7 +2,9 @@
 //! the gateway at once and held, and slow-loris clients (a request head and body sent
 //! one byte at a time) against the gateway and the admin API, while the PRD load runs.
 //! The promise: the other clients' calls do not fail, and the gateway's memory stays
-//! bounded (its resident memory before, at the peak and after is reported).
+//! bounded (its resident memory before, at the peak and after is reported). Also bodies
+//! of exactly the gateway's and the admin API's size limits and one byte past them,
+//! sent during the PRD load: the first are served, the others get a JSON 413.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -155,6 +157,252 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     fault.what = format!(
         "{FLOOD_CONNECTIONS} idle connections opened to the gateway at once, and {} slow-loris clients on the gateway and the admin API: the PRD load must not fail",
         2 * SLOW_CLIENTS
+    );
+    fault.allowed_failures = Some(0);
+    settle(ctx, fault).await
+}
+
+/// What one sized request got: its status and JSON body (`Err`: a transport failure).
+type Sized = Result<(u16, serde_json::Value), String>;
+
+/// `POST url` with `body` (chunked when `chunked`, else with its Content-Length).
+async fn send_sized(
+    client: &reqwest::Client,
+    url: url::Url,
+    body: Vec<u8>,
+    chunked: bool,
+) -> Sized {
+    if chunked {
+        return send_chunked(&url, &body).await;
+    }
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer: {e:#}"))?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// `POST url` with `body` in 64 KiB chunks (`Transfer-Encoding: chunked`), on a
+/// connection of its own, read to its end.
+async fn send_chunked(url: &url::Url, body: &[u8]) -> Sized {
+    let io = |e: std::io::Error| format!("{e}");
+    let target = addr(url).map_err(|e| format!("{e:#}"))?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(target).await.map_err(io)?;
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            url.path()
+        );
+        stream.write_all(head.as_bytes()).await.map_err(io)?;
+        for chunk in body.chunks(64 * 1024) {
+            stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await
+                .map_err(io)?;
+            stream.write_all(chunk).await.map_err(io)?;
+            stream.write_all(b"\r\n").await.map_err(io)?;
+        }
+        stream.write_all(b"0\r\n\r\n").await.map_err(io)?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.map_err(io)?;
+        Ok::<_, String>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .map_err(|_| "no answer within 30 s".to_owned())??;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                text.chars().take(80).collect::<String>()
+            )
+        })?;
+    // The JSON body, whatever the framing of the answer.
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, rest)| Some(&rest[rest.find('{')?..=rest.rfind('}')?]))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}
+
+/// `json` followed by spaces up to exactly `size` bytes (still the same JSON).
+fn padded(json: &str, size: usize) -> Vec<u8> {
+    let mut body = json.as_bytes().to_vec();
+    body.resize(size.max(body.len()), b' ');
+    body
+}
+
+fn limit_of(launch: &super::procs::Launch, flag: &str, env: &str, default: usize) -> usize {
+    launch
+        .setting(flag, env)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub async fn bodies(ctx: &mut Ctx) -> anyhow::Result<Fault> {
+    let gateway_launch =
+        super::procs::Launch::of("mcp-gateway", ctx.pids["mcp-gateway"], &ctx.log_dir)?;
+    let admin_launch = super::procs::Launch::of("mcp-admin", ctx.pids["mcp-admin"], &ctx.log_dir)?;
+    let call_limit = limit_of(
+        &gateway_launch,
+        "--max-body-bytes",
+        "MCP_MAX_BODY_BYTES",
+        1024 * 1024,
+    );
+    let admin_limit = limit_of(
+        &admin_launch,
+        "--max-body-bytes",
+        "MCP_ADMIN_MAX_BODY_BYTES",
+        8 * 1024 * 1024,
+    );
+    let quick = ctx.timing.quick;
+    let rounds = if quick { 1 } else { 5 };
+    let call_url = ctx
+        .hub
+        .gateway_url
+        .join(&format!("mcp/{}/get_fruits", ctx.ids[0]))?;
+    let import = "api/import?mode=merge";
+    let admin_urls = [
+        ("through the gateway", ctx.hub.gateway_url.join(import)?),
+        ("direct", ctx.hub.admin_url.join(import)?),
+    ];
+    let client = ctx.hub.client.clone();
+    let found: std::sync::Mutex<(Vec<String>, Vec<String>)> = Default::default();
+    let inject = async {
+        // (what, answered as expected, how many, answers seen)
+        let mut tally: Vec<(
+            String,
+            usize,
+            usize,
+            std::collections::BTreeMap<String, usize>,
+        )> = Vec::new();
+        let mut record = |what: String, ok: bool, seen: String| {
+            let entry = match tally.iter_mut().position(|t| t.0 == what) {
+                Some(at) => &mut tally[at],
+                None => {
+                    tally.push((what, 0, 0, Default::default()));
+                    let last = tally.len() - 1;
+                    &mut tally[last]
+                }
+            };
+            entry.1 += usize::from(ok);
+            entry.2 += 1;
+            *entry.3.entry(seen).or_default() += 1;
+        };
+        let seen = |answer: &Sized| match answer {
+            Ok((status, body)) => match body["error"]["code"].as_str() {
+                Some(code) => format!("{status} {code}"),
+                None => status.to_string(),
+            },
+            Err(error) => format!("transport failure: {error}"),
+        };
+        let json_413 = |answer: &Sized| matches!(answer, Ok((413, body)) if super::limits::is_error(body, "payload_too_large"));
+        for round in 0..rounds {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let at = send_sized(
+                &client,
+                call_url.clone(),
+                padded(r#"{"args":{}}"#, call_limit),
+                false,
+            )
+            .await;
+            record(
+                format!("a call of exactly {call_limit} bytes (MCP_MAX_BODY_BYTES)"),
+                matches!(at, Ok((200, _))),
+                seen(&at),
+            );
+            let over = send_sized(
+                &client,
+                call_url.clone(),
+                padded(r#"{"args":{}}"#, call_limit + 1),
+                false,
+            )
+            .await;
+            record(
+                format!("a call of {} bytes", call_limit + 1),
+                json_413(&over),
+                seen(&over),
+            );
+            let chunked = send_sized(
+                &client,
+                call_url.clone(),
+                padded(r#"{"args":{}}"#, call_limit + 1),
+                true,
+            )
+            .await;
+            record(
+                format!("a chunked call of {} bytes", call_limit + 1),
+                json_413(&chunked),
+                seen(&chunked),
+            );
+            for (how, url) in &admin_urls {
+                let empty = r#"{"servers":{},"tools":{}}"#;
+                let at = send_sized(&client, url.clone(), padded(empty, admin_limit), false).await;
+                // Served, or refused as a registration (4xx with the JSON error): not a
+                // transport failure, not a 413.
+                let handled = matches!(&at, Ok((status, body)) if (200..300).contains(status)
+                    || ((400..500).contains(status) && *status != 413 && body["error"]["code"].is_string()));
+                record(format!("an import of exactly {admin_limit} bytes (MCP_ADMIN_MAX_BODY_BYTES), {how}"), handled, seen(&at));
+                let over =
+                    send_sized(&client, url.clone(), padded(empty, admin_limit + 1), false).await;
+                record(
+                    format!("an import of {} bytes, {how}", admin_limit + 1),
+                    json_413(&over),
+                    seen(&over),
+                );
+            }
+        }
+        let mut notes = Vec::new();
+        let mut broken = Vec::new();
+        for (what, ok, n, answers) in &tally {
+            let answers: Vec<String> = answers.iter().map(|(a, k)| format!("{a} x{k}")).collect();
+            notes.push(format!(
+                "{what}: {ok} of {n} as expected ({})",
+                answers.join(", ")
+            ));
+            if ok < n {
+                broken.push(format!(
+                    "{what}: {} of {n} not as expected ({})",
+                    n - ok,
+                    answers.join(", ")
+                ));
+            }
+        }
+        if let Ok(mut found) = found.lock() {
+            *found = (notes, broken);
+        }
+        Ok(Injected::default())
+    };
+    let after = if quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut fault = window(ctx, false, after, inject).await?;
+    let (notes, broken) = found.into_inner().unwrap_or_default();
+    fault.notes = notes;
+    fault.broken = broken;
+    fault.what = format!(
+        "during the PRD load, {rounds} round(s) of: a call body of exactly the gateway's limit ({call_limit} bytes, JSON padded with spaces) and one byte past it (with a Content-Length, and chunked), an import body of exactly the admin API's limit ({admin_limit} bytes) and one byte past it (through the gateway and direct): at the limit served (or a JSON validation error), past it a JSON 413 `payload_too_large` with a message and a request id, never a transport failure; the PRD load must not fail"
     );
     fault.allowed_failures = Some(0);
     settle(ctx, fault).await

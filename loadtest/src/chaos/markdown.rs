@@ -168,7 +168,10 @@ pub fn render(
          {:.0} rps, open loop) through every fault window: {:.0} s before the injection and \
          {:.0} s after it (longer where the fault lasts longer). The REST faults hit one more \
          server, `chaos_victim` (its own mock REST API, 20 ms per answer, {:.0} rps of its own), \
-         while the 20 keep their load: their figures are the isolation figures. After each \
+         while the 20 keep their load: their figures are the isolation figures. The limit \
+         faults start the supervisor again (kill -9: its workers stay and are adopted) with a \
+         limit just above what the hub runs, register extra servers beside the 20 (deleted \
+         within the window) and start it with its own settings after. After each \
          window the suite waits until every server runs again, then compares an export of the \
          registry (`GET /api/export`) with the one taken before and counts worker processes \
          that no runtime record names.\n",

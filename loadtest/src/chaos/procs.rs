@@ -1,7 +1,8 @@
 //! Owns what the chaos suite does to processes: signals by pid, the live workers of a
 //! hub (found in `/proc` by the hub's unique key prefix on their command line), and
 //! starting a killed part again exactly as it ran (its command line, environment and
-//! folder read from `/proc` before the kill). Nothing here decides what to inject.
+//! folder read from `/proc` before the kill), or with flags over its own, and the
+//! settings it ran with. Nothing here decides what to inject.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -89,6 +90,23 @@ impl Launch {
             env,
             cwd,
             log: log_dir.join(format!("{name}.log")),
+        })
+    }
+
+    /// The value of `--flag` on its command line (the last one: later flags override),
+    /// else of the environment variable `env`.
+    pub fn setting(&self, flag: &str, env: &str) -> Option<String> {
+        let from_flag = self
+            .args
+            .windows(2)
+            .rev()
+            .find(|pair| pair[0] == flag)
+            .map(|pair| pair[1].to_string_lossy().into_owned());
+        from_flag.or_else(|| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == env)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
         })
     }
 
