@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context;
 
-use super::{Results, Step, SuiteConfig, CAPACITY_MAX_FAILURES, CAPACITY_P99_MS};
+use super::{FeatureCost, Results, Step, SuiteConfig, CAPACITY_MAX_FAILURES, CAPACITY_P99_MS};
 use crate::report::Report;
 
 pub const KEEP_MARKER: &str = "<!-- Written by hand below this line; the suite keeps it. -->";
@@ -94,8 +94,10 @@ pub(crate) fn machine(report: &std::path::Path) -> Machine {
     }
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
+    format!("{:.1} MiB", bytes as f64 / MIB)
 }
 
 fn failures(report: &Report) -> String {
@@ -231,7 +233,7 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
     if let Some(cost) = &results.gateway_cost {
         let _ = writeln!(
             out,
-            "| gateway added latency at {:.0} rps: p50 < 0.2 ms | p50 +{:.3} ms, p99 +{:.3} ms | {} |",
+            "| gateway added latency at {:.0} rps: p50 < 0.2 ms | p50 {:+.3} ms, p99 {:+.3} ms | {} |",
             cost.rate,
             cost.added_p50_ms,
             cost.added_p99_ms,
@@ -295,6 +297,7 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
             yes(worst < 15 * 1024 * 1024)
         );
     }
+    performance_rows(&mut out, results);
     out.push('\n');
 
     if let Some(prd) = &results.prd {
@@ -400,6 +403,16 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         );
         let _ = writeln!(out, "{LATENCY_HEADER}");
         latency_row(&mut out, "MCP tools/call, through the gateway", mcp);
+        out.push('\n');
+    }
+    if let Some(capacity) = &results.mcp_capacity {
+        let _ = writeln!(
+            out,
+            "Capacity of the MCP path, on a fresh hub of its own (same search and bar as the hub call API's): \
+             **{:.0} rps**.\n",
+            capacity.rate
+        );
+        steps_table(&mut out, &capacity.steps);
         out.push('\n');
     }
 
@@ -543,6 +556,43 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         }
     }
 
+    if let Some(streaming) = &results.streaming {
+        let _ = writeln!(out, "## Streaming 10 MiB\n");
+        let _ = writeln!(
+            out,
+            "One call whose REST API streams {:.0} MiB (the mock's `/test/stream/chunks`: 1 KiB chunks, no \
+             `Content-Length`, so the worker passes each on as an `output.delta` as it comes) through one worker \
+             and the gateway, on a connection of its own with a 64 KiB receive buffer. Resident memory is sampled \
+             every 50 ms; \"held\" is its peak above the level before the call.\n",
+            streaming.rest_bytes as f64 / MIB
+        );
+        let _ = writeln!(
+            out,
+            "| client | read | seconds | REST MiB/s | completed | worker RSS before -> peak (held) | gateway RSS before -> peak (held) |\n\
+             |---|---:|---:|---:|---|---|---|"
+        );
+        for (label, run) in [("fast", &streaming.fast), ("slow", &streaming.slow)] {
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {:.2} | {:.1} | {} | {} | {} |",
+                run.read_rate.map_or_else(
+                    || "as fast as it can".to_owned(),
+                    |rate| format!("{:.1} MiB/s", rate / MIB)
+                ),
+                run.seconds,
+                run.rest_mib_per_s,
+                if run.completed { "yes" } else { "**no**" },
+                held(run.worker_rss_before, run.worker_rss_peak),
+                held(run.gateway_rss_before, run.gateway_rss_peak),
+            );
+        }
+        out.push('\n');
+    }
+
+    if let Some(cost) = &results.feature_cost {
+        feature_cost(&mut out, cost);
+    }
+
     if !results.errors.is_empty() {
         let _ = writeln!(out, "## Not measured\n");
         for error in &results.errors {
@@ -551,6 +601,149 @@ pub fn render(config: &SuiteConfig, results: &Results, machine: &Machine) -> Str
         out.push('\n');
     }
     out
+}
+
+/// `before -> peak (+held)` in MiB.
+fn held(before: u64, peak: u64) -> String {
+    format!(
+        "{:.1} -> {} (+{:.1})",
+        before as f64 / MIB,
+        mib(peak),
+        peak.saturating_sub(before) as f64 / MIB
+    )
+}
+
+/// The raised bars of the performance issue (8,000 rps, CPU per call, a gateway under
+/// 0.1 ms, 8 MiB workers, the MCP path, streaming), after the PRD's own.
+fn performance_rows(out: &mut String, results: &Results) {
+    if let Some(capacity) = &results.capacity {
+        // The highest step before the first one that misses the stricter bar.
+        let strict = capacity
+            .steps
+            .iter()
+            .take_while(|s| {
+                s.report.response_ms.p99 <= 25.0 && s.report.failure_rate <= CAPACITY_MAX_FAILURES
+            })
+            .map(|s| s.report.rate_offered)
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "| full-path capacity >= 8,000 rps (p99 response <= 25 ms, failures <= {}%) | {strict:.0} rps | {} |",
+            CAPACITY_MAX_FAILURES * 100.0,
+            yes(strict >= 8000.0)
+        );
+        let cpu = |name: &str| capacity.cpu_us_per_call.get(name).copied();
+        if let (Some(workers), Some(gateway)) = (cpu("mcp-worker (all)"), cpu("mcp-gateway")) {
+            let _ = writeln!(
+                out,
+                "| CPU per call at the capacity rate: workers <= 60 µs, gateway <= 35 µs | workers {workers:.1} µs, \
+                 gateway {gateway:.1} µs (at {:.0} rps) | {} |",
+                capacity.rate,
+                yes(workers <= 60.0 && gateway <= 35.0)
+            );
+        }
+    }
+    if let Some(cost) = &results.gateway_cost {
+        let _ = writeln!(
+            out,
+            "| gateway added latency at {:.0} rps: p50 <= 0.1 ms, p99 <= 0.15 ms | p50 {:+.3} ms, p99 {:+.3} ms | {} |",
+            cost.rate,
+            cost.added_p50_ms,
+            cost.added_p99_ms,
+            yes(cost.added_p50_ms <= 0.1 && cost.added_p99_ms <= 0.15)
+        );
+    }
+    if let Some(footprint) = &results.footprint {
+        let _ = writeln!(
+            out,
+            "| worker RSS <= 8 MiB idle | p50 {}, max {} | {} |",
+            mib(footprint.idle_worker_p50),
+            mib(footprint.idle_worker_max),
+            yes(footprint.idle_worker_max <= 8 * 1024 * 1024)
+        );
+    }
+    if let (Some(call), Some(mcp)) = (&results.capacity, &results.mcp_capacity) {
+        let ratio = if mcp.rate > 0.0 {
+            call.rate / mcp.rate
+        } else {
+            f64::INFINITY
+        };
+        let _ = writeln!(
+            out,
+            "| MCP path capacity within 1.3x of the hub call API's | {:.0} rps against {:.0} rps ({ratio:.2}x) | {} |",
+            mcp.rate,
+            call.rate,
+            yes(ratio <= 1.3)
+        );
+    }
+    if let Some(streaming) = &results.streaming {
+        let slow = &streaming.slow;
+        let held = slow
+            .worker_rss_peak
+            .saturating_sub(slow.worker_rss_before)
+            .max(
+                slow.gateway_rss_peak
+                    .saturating_sub(slow.gateway_rss_before),
+            );
+        let _ = writeln!(
+            out,
+            "| streaming 10 MiB to a slow client: memory bounded (<= {} held by the worker or the gateway) | \
+             at most {} held; {:.1} MiB/s to a fast client | {} |",
+            mib(STREAM_HELD_BOUND),
+            mib(held),
+            streaming.fast.rest_mib_per_s,
+            yes(slow.completed && streaming.fast.completed && held <= STREAM_HELD_BOUND)
+        );
+    }
+}
+
+/// What a slow client may make the worker or the gateway hold while 10 MiB stream
+/// through: a fifth of the stream, so the bar fails if either buffers it.
+const STREAM_HELD_BOUND: u64 = 2 * 1024 * 1024;
+
+fn feature_cost(out: &mut String, cost: &FeatureCost) {
+    let _ = writeln!(out, "## Audit log and retries: the happy path's cost\n");
+    let _ = writeln!(
+        out,
+        "One fresh hub per variant (20 servers each, all up at once), the same mix at {:.0} rps (the capacity \
+         found above) offered to each in turn, {} rounds per variant in a mirrored order (ABC CBA ...); each row \
+         pools its rounds' calls. CPU time is µs per call of each kind of process, over that variant's rounds. \
+         CPU time the hypervisor took during the rounds (steal): {}.\n",
+        cost.rate,
+        cost.rounds,
+        percent(cost.steal_percent)
+    );
+    let _ = writeln!(
+        out,
+        "| variant | what differs | failed / offered | p50 ms | p99 ms | response p99 ms | workers µs | gateway µs | Redis µs | mock API µs |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for variant in &cost.variants {
+        let r = &variant.report;
+        let cpu = |name: &str| {
+            variant
+                .cpu_us_per_call
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} / {} ({:.3}%) | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
+            variant.name,
+            variant.differs,
+            r.failed,
+            r.offered,
+            r.failure_rate * 100.0,
+            r.latency_ms.p50,
+            r.latency_ms.p99,
+            r.response_ms.p99,
+            cpu("mcp-worker (all)"),
+            cpu("mcp-gateway"),
+            cpu("redis-server"),
+            cpu("mcp-mock-api")
+        );
+    }
+    out.push('\n');
 }
 
 const SUMMARY: &str = "## Summary against the targets";
@@ -768,5 +961,37 @@ mod tests {
             text.ends_with(&format!("{KEEP_MARKER}\n## Profiling\nbefore and after\n")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_feature_cost_has_one_row_per_variant_with_its_cpu_per_call() {
+        let variant = |name: &str, workers: f64| super::super::Variant {
+            name: name.into(),
+            differs: format!("{name} differs"),
+            report: report(0),
+            cpu_us_per_call: [
+                ("mcp-worker (all)".to_owned(), workers),
+                ("redis-server".to_owned(), 9.25),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let mut out = String::new();
+        feature_cost(
+            &mut out,
+            &FeatureCost {
+                rate: 4000.0,
+                rounds: 4,
+                steal_percent: Some(1.0),
+                variants: vec![variant("as shipped", 140.0), variant("audit off", 138.04)],
+            },
+        );
+        assert!(out.contains("at 4000 rps"), "{out}");
+        assert!(out.contains("4 rounds per variant"), "{out}");
+        assert!(
+            out.contains("| audit off | audit off differs | 0 / 100 (0.000%) | 50.015 | 99.007 | 99.007 | 138.0 | - | 9.2 | - |"),
+            "{out}"
+        );
+        assert_eq!(out.matches("differs |").count(), 3, "{out}");
     }
 }

@@ -4,6 +4,7 @@
 //! here asserts a speed.
 
 pub(crate) mod markdown;
+pub(crate) mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,10 +51,15 @@ pub struct Results {
     pub capacity: Option<Capacity>,
     pub gateway_cost: Option<GatewayCost>,
     pub mcp_path: Option<Report>,
+    pub streaming: Option<stream::Streaming>,
+    /// Capacity of the MCP Streamable HTTP path, on a fresh hub of its own.
+    pub mcp_capacity: Option<Capacity>,
     pub spawn: Option<Spawn>,
     pub restart: Vec<Restart>,
     pub footprint: Option<Footprint>,
     pub log_cost: Vec<LogCost>,
+    /// What the audit log and retries with a circuit breaker cost on the happy path.
+    pub feature_cost: Option<FeatureCost>,
     /// Scenarios that could not be measured, and why.
     pub errors: Vec<String>,
     pub wall_clock_s: f64,
@@ -153,6 +159,27 @@ pub struct LogCost {
     pub steps: Vec<Step>,
 }
 
+/// The happy-path cost of the audit log and of retries with a circuit breaker: one
+/// fresh hub per variant, all up at once (an idle hub costs next to nothing), loaded in
+/// turn at one rate in interleaved rounds (ABC CBA ...), pooled per variant.
+#[derive(Debug, Serialize)]
+pub struct FeatureCost {
+    pub rate: f64,
+    pub rounds: u32,
+    pub steal_percent: Option<f64>,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Variant {
+    pub name: String,
+    /// What differs from the first variant.
+    pub differs: String,
+    pub report: Report,
+    /// CPU µs per call by process (workers summed), over this variant's rounds.
+    pub cpu_us_per_call: BTreeMap<String, f64>,
+}
+
 struct Timing {
     warmup: Duration,
     prd: Duration,
@@ -238,6 +265,12 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<Results> {
                 Err(err) => results.errors.push(format!("MCP path: {err:#}")),
             }
 
+            eprintln!("suite: streaming 10 MiB");
+            match stream::run(&hub).await {
+                Ok(found) => results.streaming = Some(found),
+                Err(err) => results.errors.push(format!("streaming: {err:#}")),
+            }
+
             // Last of the load runs: its final step overloads the hub on purpose (and
             // leaves thousands of idle connections in the generator's and the
             // gateway's pools), so no other figure is taken in its aftermath.
@@ -298,6 +331,26 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<Results> {
                 .errors
                 .push(format!("log cost ({setting}): {err:#}")),
         }
+    }
+
+    // Hub D: the MCP path's capacity, on a fresh hub (the main one's capacity search
+    // leaves it overloaded once).
+    eprintln!("suite: MCP path capacity");
+    match mcp_capacity(&config, &mcp_text, &bench_ids, &timing).await {
+        Ok(found) => results.mcp_capacity = Some(found),
+        Err(err) => results.errors.push(format!("MCP path capacity: {err:#}")),
+    }
+
+    // Hubs E: the audit log and retries with a breaker, on and off, at the capacity rate.
+    let rate = results
+        .capacity
+        .as_ref()
+        .map_or(0.0, |c| c.rate)
+        .max(if config.quick { 500.0 } else { 2000.0 });
+    eprintln!("suite: feature cost at {rate} rps");
+    match feature_cost(&config, &scenario_text, &bench_ids, rate, &timing).await {
+        Ok(found) => results.feature_cost = Some(found),
+        Err(err) => results.errors.push(format!("feature cost: {err:#}")),
     }
 
     results.wall_clock_s = started.elapsed().as_secs_f64();
@@ -920,6 +973,142 @@ async fn log_cost(
         env,
         capacity_rps: found.rate,
         steps: found.steps,
+    })
+}
+
+async fn mcp_capacity(
+    config: &SuiteConfig,
+    mcp_text: &str,
+    bench_ids: &[String],
+    timing: &Timing,
+) -> anyhow::Result<Capacity> {
+    let hub = start_hub(config, "mcp-capacity", Vec::new(), 64).await?;
+    hub.register(&hub.bench_document(bench_ids, 1)).await?;
+    hub.wait_running(bench_ids, 1, Duration::from_secs(60))
+        .await?;
+    let scenario = Scenario::parse(mcp_text).map_err(anyhow::Error::msg)?;
+    let plan = Plan::new(scenario.with_servers(bench_ids.to_vec()));
+    capacity(&hub, &plan, timing, CAPACITY_STEPS).await
+}
+
+/// One variant of [`feature_cost`]: its hub's extra environment, and whether its
+/// servers are registered with `retry` and `circuitBreaker`.
+struct FeatureVariant {
+    name: &'static str,
+    differs: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    resilient: bool,
+}
+
+const FEATURE_VARIANTS: [FeatureVariant; 3] = [
+    FeatureVariant {
+        name: "as shipped",
+        differs: "audit log on (the default); no retry, no breaker",
+        env: &[],
+        resilient: false,
+    },
+    FeatureVariant {
+        name: "audit off",
+        differs: "`MCP_AUDIT_ENABLED=false`",
+        env: &[("MCP_AUDIT_ENABLED", "false")],
+        resilient: false,
+    },
+    FeatureVariant {
+        name: "retries + breaker",
+        differs: "every server registered with `retry: {maxAttempts: 3}` and \
+                  `circuitBreaker: {failureThreshold: 5}`",
+        env: &[],
+        resilient: true,
+    },
+];
+
+/// Rounds per variant of [`feature_cost`]; the order mirrors itself (ABC CBA ABC CBA)
+/// so a drifting machine weighs on every variant alike.
+const FEATURE_ROUNDS: usize = 4;
+
+async fn feature_cost(
+    config: &SuiteConfig,
+    scenario_text: &str,
+    bench_ids: &[String],
+    rate: f64,
+    timing: &Timing,
+) -> anyhow::Result<FeatureCost> {
+    let scenario = Scenario::parse(scenario_text).map_err(anyhow::Error::msg)?;
+    let plan = Plan::new(scenario.with_servers(bench_ids.to_vec()));
+    // Per variant: its hub, its processes, its rounds' reports and CPU µs per call.
+    let mut hubs = Vec::new();
+    for (i, variant) in FEATURE_VARIANTS.iter().enumerate() {
+        let env = variant
+            .env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let hub = start_hub(config, &format!("feature-{i}"), env, 64).await?;
+        let mut document = hub.bench_document(bench_ids, 1);
+        if variant.resilient {
+            if let Some(servers) = document["servers"].as_object_mut() {
+                for server in servers.values_mut() {
+                    server["retry"] = serde_json::json!({"maxAttempts": 3});
+                    server["circuitBreaker"] = serde_json::json!({"failureThreshold": 5});
+                }
+            }
+        }
+        hub.register(&document).await?;
+        hub.wait_running(bench_ids, 1, Duration::from_secs(60))
+            .await?;
+        let pids = all_pids(&hub).await;
+        hubs.push((hub, pids, Vec::new(), BTreeMap::new()));
+    }
+    let round = timing.cost / FEATURE_ROUNDS as u32;
+    let order: Vec<usize> = (0..FEATURE_ROUNDS)
+        .flat_map(|r| {
+            let forward: Vec<usize> = (0..hubs.len()).collect();
+            if r % 2 == 0 {
+                forward
+            } else {
+                forward.into_iter().rev().collect()
+            }
+        })
+        .collect();
+    let machine_before = procfs::MachineCpu::read();
+    let mut seen = vec![false; hubs.len()];
+    for i in order {
+        let warmup = if seen[i] {
+            timing.warmup / 3
+        } else {
+            timing.warmup
+        };
+        seen[i] = true;
+        let (hub, pids, reports, cpu) = &mut hubs[i];
+        let before = cpu_by_pid(pids);
+        let report = load(hub, &plan, rate, warmup, round).await?;
+        let after = cpu_by_pid(pids);
+        let calls = run_config(rate, warmup, round)?.schedule.total().max(1) as f64;
+        for (name, us) in cpu_per_call(pids, &before, &after, calls) {
+            // Summed over rounds of equal length; divided by the rounds below.
+            *cpu.entry(name).or_insert(0.0) += us;
+        }
+        reports.push(report);
+    }
+    let steal_percent = stolen_since(machine_before);
+    let mut variants = Vec::new();
+    for (variant, (_hub, _, reports, cpu)) in FEATURE_VARIANTS.iter().zip(hubs) {
+        let report = Report::pooled(&reports).context("no feature-cost rounds ran")?;
+        variants.push(Variant {
+            name: variant.name.to_owned(),
+            differs: variant.differs.to_owned(),
+            report,
+            cpu_us_per_call: cpu
+                .into_iter()
+                .map(|(k, v)| (k, v / FEATURE_ROUNDS as f64))
+                .collect(),
+        });
+    }
+    Ok(FeatureCost {
+        rate,
+        rounds: FEATURE_ROUNDS as u32,
+        steal_percent,
+        variants,
     })
 }
 
