@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use mcp_core::model::{RetryConfig, ServerConfig};
+use mcp_core::model::{CircuitBreakerConfig, RetryConfig, ServerConfig};
 use mcp_core::validate::MAX_TIMEOUT_MS;
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
@@ -283,6 +283,21 @@ fn constrain_models(schemas: &mut Map<String, Value>) {
             "CircuitBreakerConfig/properties/coolDownMs",
             range(1, MAX_TIMEOUT_MS * 10),
         ),
+        (
+            "CircuitBreakerConfig/properties/errorRatePercent",
+            range(1, 100),
+        ),
+        (
+            "CircuitBreakerConfig/properties/windowMs",
+            range(
+                CircuitBreakerConfig::MIN_WINDOW_MS,
+                CircuitBreakerConfig::MAX_WINDOW_MS,
+            ),
+        ),
+        (
+            "CircuitBreakerConfig/properties/minCalls",
+            range(1, u64::from(CircuitBreakerConfig::MAX_MIN_CALLS)),
+        ),
     ];
     for (pointer, (min, max)) in ranges {
         set(schemas, pointer, "minimum", min);
@@ -471,6 +486,22 @@ mod tests {
         assert_eq!(
             schemas["CircuitBreakerConfig"]["properties"]["coolDownMs"]["maximum"],
             MAX_TIMEOUT_MS * 10
+        );
+        let breaker = &schemas["CircuitBreakerConfig"]["properties"];
+        assert_eq!(
+            (
+                &breaker["errorRatePercent"]["minimum"],
+                &breaker["errorRatePercent"]["maximum"]
+            ),
+            (&json!(1), &json!(100))
+        );
+        assert_eq!(
+            breaker["windowMs"]["maximum"],
+            CircuitBreakerConfig::MAX_WINDOW_MS
+        );
+        assert_eq!(
+            breaker["minCalls"]["maximum"],
+            CircuitBreakerConfig::MAX_MIN_CALLS
         );
         assert_eq!(schemas["ToolBindingInput"]["required"], json!(["method"]));
         assert_eq!(

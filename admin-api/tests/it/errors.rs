@@ -122,6 +122,51 @@ async fn every_error_code_is_json_with_a_request_id() {
         "{body}"
     );
 
+    // The breaker's error-rate rule: ranges, and its window needs its percentage.
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/servers/rated",
+            Some(json!({"baseUrl": "http://x", "circuitBreaker":
+                {"errorRatePercent": 150, "windowMs": 10, "minCalls": 0}})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    let details = body["error"]["details"].as_array().expect("details");
+    let fields: Vec<&str> = details
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "circuitBreaker.errorRatePercent",
+            "circuitBreaker.windowMs",
+            "circuitBreaker.minCalls"
+        ],
+        "{body}"
+    );
+    assert_eq!(details[0]["message"], "must be between 1 and 100", "{body}");
+    let (status, body) = admin
+        .call(
+            Method::POST,
+            "/api/servers/rated",
+            Some(json!({"baseUrl": "http://x", "circuitBreaker": {"windowMs": 5000}})),
+        )
+        .await;
+    assert_error(status, &body, 422, "invalid_registration");
+    assert_eq!(
+        (
+            &body["error"]["details"][0]["field"],
+            &body["error"]["details"][0]["message"]
+        ),
+        (
+            &json!("circuitBreaker.windowMs"),
+            &json!("has no effect without circuitBreaker.errorRatePercent")
+        ),
+        "{body}"
+    );
+
     let bad_tool = json!({"method": "GET", "pathTemplate": "/p/{id}", "inputSchema": {"type": 5}});
     let (status, body) = admin
         .call(Method::POST, "/api/tools/fruits_api/t", Some(bad_tool))
