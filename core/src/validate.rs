@@ -493,7 +493,10 @@ fn parse_object<T: DeserializeOwned>(
         Err(err) => {
             let path = err.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            problems.push(Problem::new(field, err.into_inner().to_string()));
+            problems.push(Problem::new(
+                field,
+                without_value(err.into_inner().to_string()),
+            ));
             Err(problems)
         }
     }
@@ -517,7 +520,7 @@ fn check_field<T: DeserializeOwned>(name: &str, value: &Value) -> (Option<Value>
             })
             .collect();
         let path = err.path().to_string();
-        let message = err.into_inner().to_string();
+        let message = without_value(err.into_inner().to_string());
         let field = if path == "." {
             name.to_owned()
         } else {
@@ -531,6 +534,24 @@ fn check_field<T: DeserializeOwned>(name: &str, value: &Value) -> (Option<Value>
         }
     }
     (None, problems)
+}
+
+/// serde's message without the string it rejected (`invalid type: string "Bearer
+/// s3cret", expected struct Auth` -> `invalid type: string, expected struct Auth`): a
+/// credential put in the wrong place must not come back in an error body or a log line.
+fn without_value(message: String) -> String {
+    for kind in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(kind) else {
+            continue;
+        };
+        if let Some(end) = rest
+            .strip_prefix("string \"")
+            .and_then(|quoted| quoted.rfind("\", expected").map(|end| &quoted[end + 1..]))
+        {
+            return format!("{kind}string{end}");
+        }
+    }
+    message
 }
 
 /// Removes the entry at `keys` (object keys, outermost first); false if there is none.
@@ -569,6 +590,29 @@ fn keep_new_problems(problems: &mut Vec<Problem>, semantic: Vec<Problem>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_rejected_string_is_not_repeated_in_the_problem() {
+        let problems = parse_server(
+            "s",
+            json!({"baseUrl": "http://h", "auth": "Bearer tok-SECRET-1", "timeoutMs": "tok-SECRET-2",
+                "defaultHeaders": {"Authorization": ["tok-SECRET-3"]}}),
+        )
+        .expect_err("invalid");
+        let text = format!("{problems:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field == "auth"
+                    && p.message == "invalid type: string, expected struct Auth"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            without_value("unknown variant `basic`, expected one of `none`".into()),
+            "unknown variant `basic`, expected one of `none`"
+        );
+    }
 
     fn server(json: serde_json::Value) -> ServerConfig {
         serde_json::from_value(json).expect("server parses")

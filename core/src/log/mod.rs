@@ -80,11 +80,37 @@ pub fn sampled() -> bool {
     SAMPLER.sampled()
 }
 
+/// Dependencies that log whole requests and responses at debug level, headers and
+/// bodies included (Pingora's "Sending header to upstream RequestHeader {..}" and body
+/// events, rmcp's "response message"): credentials and admin tokens. They stay at info
+/// when `MCP_LOG_LEVEL` asks for debug or trace, unless it names them.
+const VERBATIM_DEPENDENCIES: [&str; 2] = ["pingora", "rmcp"];
+
+/// `MCP_LOG_LEVEL` as the filter's directives: `level` plus `{dependency}=info` for each
+/// of [`VERBATIM_DEPENDENCIES`] it does not name, when its default level is debug or
+/// trace (a quieter default stays as it is).
+pub fn filter_directives(level: &str) -> String {
+    let verbose = level.split(',').any(|directive| {
+        let directive = directive.trim();
+        !directive.contains('=')
+            && (directive.eq_ignore_ascii_case("debug") || directive.eq_ignore_ascii_case("trace"))
+    });
+    let mut directives = level.to_owned();
+    if verbose {
+        for target in VERBATIM_DEPENDENCIES {
+            if !level.split(',').any(|d| d.trim().starts_with(target)) {
+                directives.push_str(&format!(",{target}=info"));
+            }
+        }
+    }
+    directives
+}
+
 /// Installs the global subscriber for `service` (also bridging the `log` crate, which
 /// Pingora uses). Fails if the level filter does not parse or a subscriber is installed.
 pub fn init(service: &'static str, args: &LogArgs) -> anyhow::Result<LogGuard> {
     use anyhow::Context as _;
-    let filter = EnvFilter::try_new(&args.log_level).context("MCP_LOG_LEVEL")?;
+    let filter = EnvFilter::try_new(filter_directives(&args.log_level)).context("MCP_LOG_LEVEL")?;
     SAMPLER.set_fraction(args.log_sample);
     let (writer, guard) = batch_writer(service, std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
@@ -461,6 +487,33 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_keeps_dependencies_that_log_headers_and_bodies_at_info() {
+        assert_eq!(
+            super::filter_directives("debug"),
+            "debug,pingora=info,rmcp=info"
+        );
+        assert_eq!(
+            super::filter_directives("mcp_gateway=trace,TRACE"),
+            "mcp_gateway=trace,TRACE,pingora=info,rmcp=info"
+        );
+        // Named: the operator's choice. Quieter defaults: unchanged.
+        assert_eq!(
+            super::filter_directives("debug,pingora_proxy=debug"),
+            "debug,pingora_proxy=debug,rmcp=info"
+        );
+        assert_eq!(super::filter_directives("info"), "info");
+        assert_eq!(
+            super::filter_directives("warn,mcp_worker=debug"),
+            "warn,mcp_worker=debug"
+        );
+        for level in ["debug", "warn", "debug,rmcp=trace"] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(super::filter_directives(level)).is_ok()
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
