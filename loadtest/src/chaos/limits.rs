@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::procs::{self, Launch};
-use super::{count_in_log, ms_since, settle, window, Ctx, Fault, Injected};
+use super::{ms_since, settle, window, Ctx, Fault, Injected};
 use crate::hub::Hub;
 
 /// Servers registered beside the PRD's for the limit faults (deleted in the window).
@@ -27,10 +27,17 @@ const RUNNING: [&str; 2] = ["limit_a", "limit_b"];
 const NO_PORT: &str = "limit_no_port";
 const OVER_MAX: &str = "limit_over_max";
 const RSS: &str = "limit_rss";
-/// What one call to `RSS` makes its worker buffer (a text body from the mock).
-const LARGE_BODY: usize = 12 * 1024 * 1024;
-/// Calls to it at a time (the four of `worker_rss`).
-const LARGE_IN_FLIGHT: usize = 4;
+/// What one call to `RSS` makes its worker buffer: a text answer of 12 MiB from the
+/// mock (within MCP_WORKER_MAX_RESPONSE_BYTES, 16 MiB).
+const LARGE_BODY: u64 = 12 * 1024 * 1024;
+
+fn large_args() -> Value {
+    json!({ "bytes": LARGE_BODY })
+}
+
+/// Calls to it at a time (the two of `worker_rss`): each costs the worker, the gateway
+/// and the machine the PRD load runs on CPU, so few, and the limit close above.
+const LARGE_IN_FLIGHT: usize = 2;
 
 /// The supervisor's log and launch, read before the fault.
 struct Supervisor {
@@ -57,7 +64,8 @@ impl Supervisor {
         extra: &[&str],
         workers: usize,
     ) -> anyhow::Result<ChildProcess> {
-        let adopted_before = count_in_log(&self.log, "\"worker.adopted\"");
+        let mut tail = Tail::from_end(&self.log);
+        let mut adopted = 0;
         procs::signal(pid, Signal::SIGKILL)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while procs::alive(pid) {
@@ -69,7 +77,15 @@ impl Supervisor {
         }
         let child = self.launch.spawn_with(extra)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while count_in_log(&self.log, "\"worker.adopted\"") < adopted_before + workers {
+        loop {
+            adopted += tail
+                .lines()
+                .iter()
+                .filter(|l| l.contains("\"worker.adopted\""))
+                .count();
+            if adopted >= workers {
+                break;
+            }
             if child.has_exited() {
                 bail!("the supervisor started with {extra:?} exited");
             }
@@ -77,7 +93,7 @@ impl Supervisor {
                 Instant::now() < deadline,
                 "the supervisor started with {extra:?} did not adopt {workers} workers within 30 s"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(child)
     }
@@ -191,6 +207,23 @@ pub(super) async fn call(hub: &Hub, id: &str, tool: &str, args: Value) -> (u16, 
     }
 }
 
+/// A call to `RSS`'s `get_large` whose answer is dropped once its status is in: the
+/// worker has built the whole answer by then, and the suite's thread (the load
+/// generator's) never reads megabytes.
+async fn call_head(hub: &Hub, id: &str, args: Value) -> u16 {
+    let Ok(url) = hub.gateway_url.join(&format!("mcp/{id}/get_large")) else {
+        return 0;
+    };
+    let sent = hub
+        .client
+        .post(url)
+        .json(&json!({ "args": args }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    sent.map_or(0, |r| r.status().as_u16())
+}
+
 /// True when `body` is the hub's JSON error with `code`, a message and a request id.
 pub(super) fn is_error(body: &Value, code: &str) -> bool {
     let error = &body["error"];
@@ -199,26 +232,102 @@ pub(super) fn is_error(body: &Value, code: &str) -> bool {
         && error["request_id"].as_str().is_some_and(|r| !r.is_empty())
 }
 
-/// Lines of the supervisor's log with `event` for `server`.
-fn logged(log: &Path, event: &str, server: &str) -> Vec<Value> {
-    let needle = format!("\"{event}\"");
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["server"] == server || v["fields"]["server"] == server)
-        .collect()
+/// The lines a log file gained since a point, read piece by piece: the supervisor's
+/// log (its workers' too) grows by megabytes, and the suite shares its thread with the
+/// load generator, so the file is never read whole again.
+struct Tail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
 }
 
-/// Most worker processes of the hub seen at once until `stop` is set.
+impl Tail {
+    fn from_end(path: &Path) -> Tail {
+        Tail {
+            path: path.to_owned(),
+            offset: std::fs::metadata(path).map_or(0, |m| m.len()),
+            partial: Vec::new(),
+        }
+    }
+
+    /// The complete lines written since the last call.
+    fn lines(&mut self) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut fresh = Vec::new();
+        if let Ok(mut file) = std::fs::File::open(&self.path) {
+            if file.seek(SeekFrom::Start(self.offset)).is_ok() {
+                let _ = file.read_to_end(&mut fresh);
+            }
+        }
+        self.offset += fresh.len() as u64;
+        self.partial.extend_from_slice(&fresh);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(end + 1);
+        let done = std::mem::replace(&mut self.partial, rest);
+        String::from_utf8_lossy(&done)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The supervisor's log lines of a fault that name one of its servers or a limit.
+struct Log {
+    tail: Tail,
+    kept: Vec<Value>,
+}
+
+impl Log {
+    fn new(path: &Path) -> Log {
+        Log {
+            tail: Tail::from_end(path),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Lines with `event` for `server` so far.
+    fn logged(&mut self, event: &str, server: &str) -> Vec<Value> {
+        for line in self.tail.lines() {
+            if line.contains("\"limit_") || line.contains("\"worker.rss.exceeded\"") {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    self.kept.push(value);
+                }
+            }
+        }
+        self.kept
+            .iter()
+            .filter(|v| v["event"] == event && (server.is_empty() || v["server"] == server))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Most worker processes of the hub seen at once until `stop` is set (each look at
+/// `/proc` on the blocking pool, off the load generator's thread).
 async fn sample_workers(prefix: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
     let mut most = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        most = most.max(procs::live_workers(prefix).len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let prefix = prefix.to_owned();
+        let live = tokio::task::spawn_blocking(move || procs::live_workers(&prefix).len());
+        most = most.max(live.await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     most
+}
+
+/// Until the hub runs no more than `workers` worker processes (20 s at most).
+async fn wait_workers_down(prefix: &str, workers: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let owned = prefix.to_owned();
+        let live = tokio::task::spawn_blocking(move || procs::live_workers(&owned).len());
+        if live.await.unwrap_or(0) <= workers || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// What the injection of the worker-cap fault found, for the verdict.
@@ -282,6 +391,7 @@ pub async fn worker_cap_and_ports(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let hub = &ctx.hub;
     let inject = async {
         let mut f = Found::default();
+        let mut log = Log::new(&supervisor.log);
         let child = supervisor.restart(supervisor.pid, &flags, workers).await?;
         let t0 = Instant::now();
         *limited.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(child);
@@ -340,8 +450,8 @@ pub async fn worker_cap_and_ports(ctx: &mut Ctx) -> anyhow::Result<Fault> {
                 "{OVER_MAX} (over MCP_WORKER_MAX): not `pending` with the reason: {pending_shown}"
             ),
         );
-        let port_lines = logged(&supervisor.log, "worker.restart", NO_PORT);
-        let pending_lines = logged(&supervisor.log, "worker.pending", OVER_MAX);
+        let port_lines = log.logged("worker.restart", NO_PORT);
+        let pending_lines = log.logged("worker.pending", OVER_MAX);
         f.notes.push(format!(
             "the supervisor's log: {} `worker.restart` lines for {NO_PORT} (first: {}), {} `worker.pending` for {OVER_MAX} (first: {})",
             port_lines.len(),
@@ -456,10 +566,7 @@ pub async fn worker_cap_and_ports(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         for id in [NO_PORT, OVER_MAX] {
             delete(hub, id).await?;
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while procs::live_workers(&hub.prefix).len() > workers && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_workers_down(&hub.prefix, workers).await;
         *found.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = f;
         Ok(Injected {
             hub_recovered_ms: Some(ms_since(t0)),
@@ -523,9 +630,9 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         .max()
         .unwrap_or(0)
         / (1024 * 1024);
-    // 32 MiB above the largest worker: the PRD's workers stay well below it, and the
-    // large answers take the victim far past it.
-    let limit_mb = most_mb + 32;
+    // 20 MiB above the largest worker: the PRD's workers stay well below it, and two
+    // large answers at a time take the victim past it.
+    let limit_mb = most_mb + 20;
     let limit_s = limit_mb.to_string();
     let quick = ctx.timing.quick;
     let limited: Mutex<Option<ChildProcess>> = Mutex::new(None);
@@ -534,6 +641,7 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let mock_url = ctx.hub.mock_url.clone();
     let inject = async {
         let mut f = Found::default();
+        let mut log = Log::new(&supervisor.log);
         let child = supervisor
             .restart(supervisor.pid, &["--max-rss-mb", &limit_s], workers)
             .await?;
@@ -542,7 +650,7 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         document["servers"][RSS]["baseUrl"] = json!(format!("{mock_url}test"));
         document["tools"][RSS] = json!({"get_large": {
             "name": "get_large",
-            "description": "A text body of `bytes` bytes.",
+            "description": "A text answer of `bytes` bytes.",
             "method": "GET",
             "pathTemplate": "/large/{bytes}",
             "paramMapping": {"path": {"bytes": "bytes"}},
@@ -564,8 +672,7 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         let one = move || async move {
             let (mut ok, mut bad) = (0, 0);
             while !stop_ref.load(std::sync::atomic::Ordering::Relaxed) {
-                let (status, _, _) =
-                    call(hub_ref, RSS, "get_large", json!({ "bytes": LARGE_BODY })).await;
+                let status = call_head(hub_ref, RSS, large_args()).await;
                 if status == 200 {
                     ok += 1
                 } else {
@@ -575,8 +682,8 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             (ok, bad)
         };
         let drive = async {
-            let (a, b, c, d) = tokio::join!(one(), one(), one(), one());
-            [a, b, c, d]
+            let (a, b) = tokio::join!(one(), one());
+            [a, b]
         };
         let watch = async {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -610,16 +717,18 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             failed += bad;
         }
         let peak_mb = peak.into_inner() / (1024 * 1024);
-        let lines = logged(&supervisor.log, "worker.rss.exceeded", RSS);
-        let others =
-            count_in_log(&supervisor.log, "\"worker.rss.exceeded\"").saturating_sub(lines.len());
+        let lines = log.logged("worker.rss.exceeded", RSS);
+        let others = log
+            .logged("worker.rss.exceeded", "")
+            .len()
+            .saturating_sub(lines.len());
         f.notes.push(format!(
-            "the supervisor was killed (its {workers} workers stay) and started again with MCP_WORKER_MAX_RSS_MB={limit_mb} (the largest worker: {most_mb} MiB); {RSS}'s worker: {rss_at_start} MiB at start, driven by {LARGE_IN_FLIGHT} calls at a time each answered {} MiB by the mock, peak seen {peak_mb} MiB",
+            "the supervisor was killed (its {workers} workers stay) and started again with MCP_WORKER_MAX_RSS_MB={limit_mb} (the largest worker: {most_mb} MiB); {RSS}'s worker: {rss_at_start} MiB at start, driven by {LARGE_IN_FLIGHT} calls at a time, each answered {} MiB by the mock (the answer dropped once its status is in), peak seen {peak_mb} MiB",
             LARGE_BODY / (1024 * 1024)
         ));
         match &replaced {
             Some((record, ms)) => f.notes.push(format!(
-                "replaced {ms:.0} ms after the large calls began (pid {first_pid} -> {}); its record: status `{}`, restarts {}, last failure \"{}\"; {served} large calls served, {failed} failed (its own calls are not judged)",
+                "replaced {ms:.0} ms after the large calls began (pid {first_pid} -> {}); its record: status `{}`, restarts {}, last failure \"{}\"; {served} large calls answered 200, {failed} otherwise (its own calls are not judged)",
                 record.pid.unwrap_or_default(),
                 record.status.as_str(),
                 record.restarts,
@@ -660,10 +769,7 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             );
         }
         delete(hub, RSS).await?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while procs::live_workers(&hub.prefix).len() > workers && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_workers_down(&hub.prefix, workers).await;
         *found.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = f;
         Ok(Injected {
             hub_recovered_ms: replaced.map(|(_, ms)| ms),
