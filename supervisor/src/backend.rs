@@ -1,9 +1,11 @@
-//! Owns the seam between the supervisor's logic and the way workers run: start a
-//! worker, signal it, tell whether it lives, list the live ones. Leases, reconcile
-//! ([`crate::plan`]), slots and the status machine stay the same whatever runs the
-//! workers; only this changes. [`ProcessBackend`] forks local `mcp-worker` processes
-//! (the default); a backend that runs workers elsewhere (Kubernetes pods) implements
-//! the same trait.
+//! Owns the seams between the supervisor's logic and the way workers run. Leases,
+//! `MCP_WORKER_MAX`, idle stop and the status machine stay the same whatever runs the
+//! workers; only these change. [`WorkerBackend`] starts, signals and observes one
+//! worker per replica, driven by the slots of [`crate::supervisor`]; [`ProcessBackend`]
+//! forks local `mcp-worker` processes (the default). [`ServerBackend`] applies,
+//! removes and observes a server's workers as one whole, driven by
+//! [`crate::servers::ServerSupervisor`]; [`crate::kubernetes::KubeBackend`] implements
+//! it with one Deployment per server.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -108,4 +110,48 @@ impl WorkerBackend for ProcessBackend {
     fn rss_bytes(&self, pid: u32) -> Option<u64> {
         process::rss_bytes(pid)
     }
+}
+
+/// A backend that runs the workers of a server as one whole (Kubernetes: one Deployment
+/// of N replicas, its pods started, restarted and placed by the cluster), driven by
+/// [`crate::servers::ServerSupervisor`] with the same leases, `MCP_WORKER_MAX`, idle
+/// stop and status records as the process backend's per-replica slots. It only starts,
+/// stops and observes workers; it never reads or writes Redis.
+#[async_trait::async_trait]
+pub trait ServerBackend: Send + Sync {
+    /// Its name in logs (`MCP_WORKER_BACKEND`).
+    fn name(&self) -> &'static str;
+    /// Runs `replicas` workers of `server_id` (0: none, the server kept in place, e.g.
+    /// idle). Idempotent: applying what runs changes nothing.
+    async fn apply(&self, server_id: &str, replicas: u32) -> anyhow::Result<()>;
+    /// The name of the placement [`ServerBackend::apply`] makes for `server_id`.
+    fn placement_name(&self, server_id: &str) -> String;
+    /// Stops every worker of the placement `name` (a [`Placement::name`]) and removes it;
+    /// one already gone is fine.
+    async fn remove(&self, name: &str) -> anyhow::Result<()>;
+    /// What runs now: every placement of this registry, and the serving workers.
+    async fn observe(&self) -> anyhow::Result<Observed>;
+    /// Resolves when what [`ServerBackend::observe`] returns may have changed (a watch),
+    /// so the loop need not wait for its timer; the default never resolves.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// What runs one server's workers in a [`ServerBackend`] (a Deployment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// The backend's name for it ([`ServerBackend::remove`] takes it).
+    pub name: String,
+    /// The server it runs, when it says (one that does not is a ghost).
+    pub server_id: Option<String>,
+}
+
+/// What a [`ServerBackend`] observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub placements: Vec<Placement>,
+    /// The serving (Ready) workers of each server as `running` records: replica index,
+    /// host, port, restarts (the supervisor id and times are the loop's to set).
+    pub serving: std::collections::BTreeMap<String, Vec<mcp_core::runtime::WorkerRecord>>,
 }

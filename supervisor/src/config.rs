@@ -148,7 +148,6 @@ impl Config {
             memory_limit: self.k8s_memory_limit.clone(),
             redis_url: self.redis.redis_url.clone(),
             key_prefix: self.redis.key_prefix.clone(),
-            worker_max: self.worker_max,
         }
     }
 

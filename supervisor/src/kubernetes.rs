@@ -7,32 +7,35 @@
 //! `MCP_WORKER_ORPHAN_TIMEOUT_SECS=0` and no supervisor id, so they do not exit when the
 //! supervisor goes away.
 //!
-//! `MCP_WORKER_MAX` caps the pods of all servers together ([`cap_replicas`]: one replica
-//! per server per round, in server id order); a replica left out has a `pending` record
-//! saying so, as under the process backend. Every record write follows the state machine
-//! from the stored status ([`status_path`], checked with [`status::check_replace`]).
+//! This module only says what runs: [`KubeBackend`] is a [`ServerBackend`] (apply a
+//! server's Deployment with N replicas, delete one, observe Deployments and Ready
+//! pods), and [`run`] drives it with [`ServerSupervisor`], which holds the leases
+//! (several supervisors on one cluster each apply only the servers they hold),
+//! `MCP_WORKER_MAX`, idle stop (a Deployment scaled to 0) and the records.
 //!
-//! Layout: pure parts ([`desired_deployment`], [`cap_replicas`], [`worker_records`],
-//! [`desired_records`], [`status_path`], names and labels), the [`Cluster`] seam (the
-//! few API calls used: apply, delete, list Deployments, list Pods), [`KubeCluster`]
-//! (kube-rs behind it) and [`run`] (the reconcile loop). What this loop does not do yet:
-//! leases between several supervisors (run one supervisor replica per namespace and
-//! prefix; the chart does) and idle stop.
+//! Layout: pure parts ([`desired_deployment`], [`worker_records`], names and labels),
+//! the [`Cluster`] seam (the few API calls used: apply, delete, list Deployments, list
+//! Pods, and an optional change trigger), [`KubeCluster`] (kube-rs behind it),
+//! [`KubeBackend`] and [`run`]. Pods are listed every reconcile (events and the
+//! `MCP_SUPERVISOR_RECONCILE_INTERVAL` timer trigger one); [`KubeCluster`] does not
+//! watch them yet ([`Cluster::pods_changed`] is the hook for it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use mcp_core::runtime::{unix_millis, WorkerRecord, WorkerStatus};
+use mcp_core::runtime::{WorkerRecord, WorkerStatus};
 use mcp_core::RedisRegistry;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::status;
+use crate::backend::{Observed, Placement, ServerBackend};
+#[cfg(test)]
+use crate::servers::{cap_replicas, desired_records, pending_reason, status_path, Grant};
+use crate::servers::{Options, ServerSupervisor};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mcp-supervisor";
@@ -61,8 +64,6 @@ pub struct KubeSettings {
     /// `REDIS_URL` and `MCP_KEY_PREFIX` given to the workers (the supervisor's own).
     pub redis_url: String,
     pub key_prefix: String,
-    /// `MCP_WORKER_MAX`: worker pods of all servers together at most.
-    pub worker_max: usize,
 }
 
 /// A short stable hash (FNV-1a, 32 bits, hex) for names and label values.
@@ -289,117 +290,6 @@ pub fn worker_records(
         .collect()
 }
 
-/// One server's replicas under `MCP_WORKER_MAX`: what it asks for, what it gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grant {
-    pub wanted: u32,
-    pub granted: u32,
-}
-
-/// The replicas each server gets when the pods of all servers together may not pass
-/// `max` (`MCP_WORKER_MAX`), pure and deterministic: while the wanted replicas fit, each
-/// server gets all of its own; otherwise replicas are handed out one per server per
-/// round, servers in id order (byte order), so every server gets one before any gets a
-/// second, and the servers last in id order are the ones left short.
-pub fn cap_replicas(desired: &BTreeMap<String, u32>, max: usize) -> BTreeMap<String, Grant> {
-    let mut grants: BTreeMap<String, Grant> = desired
-        .iter()
-        .map(|(id, wanted)| {
-            let wanted = *wanted;
-            (id.clone(), Grant { wanted, granted: 0 })
-        })
-        .collect();
-    let mut room = max;
-    let mut round = 0;
-    loop {
-        let mut handed = false;
-        for grant in grants.values_mut().filter(|g| g.wanted > round) {
-            if room == 0 {
-                return grants;
-            }
-            grant.granted += 1;
-            room -= 1;
-            handed = true;
-        }
-        if !handed {
-            return grants;
-        }
-        round += 1;
-    }
-}
-
-/// The reason a `pending` record gives (the process backend's words).
-pub fn pending_reason(worker_max: usize, supervisor_id: &str) -> String {
-    format!("MCP_WORKER_MAX={worker_max} reached on supervisor {supervisor_id}")
-}
-
-/// Every server's records (pure): the `running` records of its Ready pods
-/// ([`worker_records`]), then a `pending` record (with `reason`) for each replica
-/// `MCP_WORKER_MAX` left out, numbered after the pods the Deployment may have.
-pub fn desired_records(
-    mut running: BTreeMap<String, Vec<WorkerRecord>>,
-    grants: &BTreeMap<String, Grant>,
-    supervisor_id: &str,
-    reason: &str,
-) -> BTreeMap<String, Vec<WorkerRecord>> {
-    for (id, grant) in grants {
-        if grant.granted >= grant.wanted {
-            continue;
-        }
-        let records = running.entry(id.clone()).or_default();
-        let first = (records.len() as u32).max(grant.granted);
-        for replica_idx in first..grant.wanted {
-            records.push(WorkerRecord {
-                reason: Some(reason.to_owned()),
-                ..WorkerRecord::new(replica_idx, WorkerStatus::Pending, supervisor_id)
-            });
-        }
-    }
-    running
-}
-
-/// The statuses to write, in order, to go from the stored record's status (`None`: no
-/// record) to `to` following the state machine ([`status::allowed`]): the shortest such
-/// path, ending with `to` (just `to` when the move is allowed as it is, e.g. a heartbeat
-/// of a `running` record); `None` when there is none.
-pub fn status_path(stored: Option<WorkerStatus>, to: WorkerStatus) -> Option<Vec<WorkerStatus>> {
-    use WorkerStatus::*;
-    const ALL: [WorkerStatus; 9] = [
-        Pending, Starting, Running, Unhealthy, Restarting, Stopping, Stopped, Failed, Idle,
-    ];
-    let Some(from) = stored else {
-        return Some(vec![to]);
-    };
-    if status::allowed(from, to) {
-        return Some(vec![to]);
-    }
-    // Breadth first over the nine statuses: the first path found is a shortest one, and
-    // the order of ALL makes it the same every time.
-    let mut paths: Vec<Vec<WorkerStatus>> = vec![vec![from]];
-    let mut seen = vec![from];
-    while !paths.is_empty() {
-        let mut next = Vec::new();
-        for path in paths {
-            let last = path[path.len() - 1];
-            for step in ALL {
-                if seen.contains(&step) || !status::allowed(last, step) {
-                    continue;
-                }
-                let mut longer = path.clone();
-                longer.push(step);
-                if step == to {
-                    longer.remove(0);
-                    return Some(longer);
-                }
-                seen.push(step);
-                next.push(longer);
-            }
-        }
-        paths = next;
-    }
-    None
-}
-
 /// The few API calls the backend makes, so tests can put a fake cluster behind it.
 #[async_trait]
 pub trait Cluster: Send + Sync {
@@ -409,6 +299,11 @@ pub trait Cluster: Send + Sync {
     /// The Deployments with `selector`'s labels: (name, server id annotation).
     async fn deployments(&self, selector: &str) -> anyhow::Result<Vec<(String, Option<String>)>>;
     async fn pods(&self, selector: &str) -> anyhow::Result<Vec<Pod>>;
+    /// Resolves when a Pod with `selector`'s labels may have changed (a watch); the
+    /// default never resolves, leaving the reconcile timer alone.
+    async fn pods_changed(&self, _selector: &str) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// [`Cluster`] over kube-rs, in one namespace.
@@ -490,141 +385,76 @@ pub fn selector(settings: &KubeSettings) -> String {
     )
 }
 
-/// One reconcile: apply the Deployment of every active server with the replicas
-/// `MCP_WORKER_MAX` leaves it ([`cap_replicas`]; a server left none keeps a Deployment
-/// of 0 replicas), delete the others (ghosts included: a Deployment of ours whose server
-/// is gone), and write the Ready pods as worker records and the replicas left out as
-/// `pending` ones, removing the records of pods that are gone or not ready. Returns how
-/// many Deployments it applied.
-pub async fn reconcile_once(
-    registry: &RedisRegistry,
-    cluster: &dyn Cluster,
-    settings: &KubeSettings,
-    supervisor_id: &str,
-) -> anyhow::Result<usize> {
-    let servers = registry.list_servers().await?;
-    let desired: BTreeMap<String, u32> = servers
-        .iter()
-        .filter(|(_, s)| s.active)
-        .map(|(id, s)| (id.clone(), s.replicas()))
-        .collect();
-    let grants = cap_replicas(&desired, settings.worker_max);
-    let mut applied = 0;
-    for (id, grant) in &grants {
-        let name = deployment_name(settings, id);
-        match cluster
-            .apply(&name, &desired_deployment(settings, id, grant.granted))
+/// [`ServerBackend`] over a [`Cluster`]: a server's workers are its Deployment.
+pub struct KubeBackend {
+    cluster: Arc<dyn Cluster>,
+    settings: KubeSettings,
+}
+
+impl KubeBackend {
+    pub fn new(cluster: Arc<dyn Cluster>, settings: KubeSettings) -> KubeBackend {
+        KubeBackend { cluster, settings }
+    }
+}
+
+#[async_trait]
+impl ServerBackend for KubeBackend {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn placement_name(&self, server_id: &str) -> String {
+        deployment_name(&self.settings, server_id)
+    }
+
+    async fn apply(&self, server_id: &str, replicas: u32) -> anyhow::Result<()> {
+        let name = deployment_name(&self.settings, server_id);
+        self.cluster
+            .apply(
+                &name,
+                &desired_deployment(&self.settings, server_id, replicas),
+            )
             .await
-        {
-            Ok(()) => applied += 1,
-            Err(err) => {
-                tracing::warn!(event = "k8s.apply.failed", server_id = %id, deployment = %name, error = %err)
-            }
-        }
     }
-    let selector = selector(settings);
-    for (name, server) in cluster.deployments(&selector).await? {
-        let wanted = server.as_deref().is_some_and(|s| desired.contains_key(s));
-        if !wanted {
-            tracing::info!(event = "k8s.deployment.deleted", deployment = %name, server_id = server.as_deref().unwrap_or(""));
-            if let Err(err) = cluster.delete(&name).await {
-                tracing::warn!(event = "k8s.delete.failed", deployment = %name, error = %err);
-            }
-        }
+
+    async fn remove(&self, name: &str) -> anyhow::Result<()> {
+        self.cluster.delete(name).await
     }
-    let pods = cluster.pods(&selector).await?;
-    let running = worker_records(&pods, settings.worker_port, supervisor_id, unix_millis());
-    let reason = pending_reason(settings.worker_max, supervisor_id);
-    let records = desired_records(running, &grants, supervisor_id, &reason);
-    let runtimes = registry.list_runtime().await?;
-    let mut seen = BTreeSet::new();
-    for runtime in &runtimes {
-        let id = runtime.server_id.as_str();
-        seen.insert(id.to_owned());
-        let fresh = records.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        write_records(registry, id, fresh, &runtime.workers).await?;
+
+    async fn observe(&self) -> anyhow::Result<Observed> {
+        let selector = selector(&self.settings);
+        let placements = self
+            .cluster
+            .deployments(&selector)
+            .await?
+            .into_iter()
+            .map(|(name, server_id)| Placement { name, server_id })
+            .collect();
+        let pods = self.cluster.pods(&selector).await?;
+        Ok(Observed {
+            placements,
+            serving: worker_records(&pods, self.settings.worker_port, "", 0),
+        })
     }
-    for (id, fresh) in &records {
-        if !seen.contains(id) && servers.contains_key(id) {
-            write_records(registry, id, fresh, &[]).await?;
-        }
+
+    async fn changed(&self) {
+        self.cluster.pods_changed(&selector(&self.settings)).await
     }
-    Ok(applied)
 }
 
-/// Puts `fresh` and removes the other replicas of `old` (the stored records). Each
-/// write follows the state machine from the stored status: through [`status_path`]
-/// (e.g. a `pending` replica whose pod is Ready: `starting`, then `running`), every
-/// step checked with [`status::check_replace`]; a refused one is logged as
-/// `supervisor.illegal_transition` and not written. A `running` record is written
-/// every time (its heartbeat); one equal to the stored record is not.
-async fn write_records(
-    registry: &RedisRegistry,
-    server_id: &str,
-    fresh: &[WorkerRecord],
-    old: &[WorkerRecord],
-) -> anyhow::Result<()> {
-    for record in fresh {
-        let stored_record = old.iter().find(|r| r.replica_idx == record.replica_idx);
-        if stored_record == Some(record) {
-            // A pending record as it was: nothing to write, no event.
-            continue;
-        }
-        let stored = stored_record.map(|r| r.status);
-        let path = status_path(stored, record.status).unwrap_or_else(|| vec![record.status]);
-        let mut from = stored;
-        for step in path {
-            if let Err(err) = status::check_replace(from, step) {
-                tracing::error!(event = "supervisor.illegal_transition", server = %server_id, replica = record.replica_idx, error = %err);
-                break;
-            }
-            let write = WorkerRecord {
-                status: step,
-                ..record.clone()
-            };
-            registry.put_worker_record(server_id, &write).await?;
-            from = Some(step);
-        }
-        if record.status == WorkerStatus::Pending
-            && stored != Some(WorkerStatus::Pending)
-            && from == Some(WorkerStatus::Pending)
-        {
-            tracing::info!(event = "worker.pending", server = %server_id, replica = record.replica_idx,
-                reason = record.reason.as_deref().unwrap_or(""));
-        }
-    }
-    for record in old {
-        if !fresh.iter().any(|r| r.replica_idx == record.replica_idx) {
-            registry
-                .remove_worker_record(server_id, record.replica_idx)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// Reconciles every `interval` until `cancel`; errors are logged and retried.
+/// Runs the Kubernetes backend under [`ServerSupervisor`] (leases, `MCP_WORKER_MAX`,
+/// idle stop, records) until `cancel`.
 pub async fn run(
     registry: RedisRegistry,
     cluster: Arc<dyn Cluster>,
     settings: KubeSettings,
-    supervisor_id: String,
-    interval: Duration,
+    options: Options,
     cancel: CancellationToken,
 ) {
-    let mut timer = tokio::time::interval(interval);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = timer.tick() => {}
-        }
-        if let Err(err) =
-            reconcile_once(&registry, cluster.as_ref(), &settings, &supervisor_id).await
-        {
-            tracing::warn!(event = "k8s.reconcile.failed", error = %err);
-        }
-    }
+    let backend = Arc::new(KubeBackend::new(cluster, settings));
+    ServerSupervisor::new(registry, backend, options, cancel)
+        .run()
+        .await;
 }
 
 #[cfg(test)]

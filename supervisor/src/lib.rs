@@ -8,7 +8,9 @@
 //! [`status`] (the state machine every record write passes), [`backend`] (start, signal,
 //! observe a worker: the seam a second way to run workers plugs into), [`process`] (the
 //! local-process backend's spawn, signals, `/proc`), [`health`] (`/healthz` probes),
-//! [`kubernetes`] (`MCP_WORKER_BACKEND=kubernetes`: Deployments and pods instead of processes).
+//! [`servers`] (the same leases, cap, idle stop and records for a backend that runs a
+//! server's workers as one whole), [`kubernetes`] (`MCP_WORKER_BACKEND=kubernetes`:
+//! Deployments and pods instead of processes, under [`servers`]).
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -17,6 +19,7 @@ pub mod health;
 pub mod kubernetes;
 pub mod plan;
 pub mod process;
+pub mod servers;
 pub mod slot;
 pub mod status;
 pub mod supervisor;
@@ -79,16 +82,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
             .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
         tracing::info!(event = "supervisor.started", backend = "kubernetes", supervisor_id = %config.supervisor_id(),
-            namespace = %settings.namespace, image = %settings.image, pid = std::process::id());
-        kubernetes::run(
-            registry,
-            Arc::new(cluster),
-            settings,
-            config.supervisor_id(),
-            config.reconcile_interval,
-            shutdown,
-        )
-        .await;
+            namespace = %settings.namespace, image = %settings.image, worker_max = config.worker_max, pid = std::process::id());
+        let options = servers::Options {
+            supervisor_id: config.supervisor_id(),
+            worker_max: config.worker_max,
+            idle_ttl: config.idle_ttl,
+            lease_ttl: config.lease_ttl,
+            reconcile_interval: config.reconcile_interval,
+        };
+        kubernetes::run(registry, Arc::new(cluster), settings, options, shutdown).await;
         tracing::info!(event = "supervisor.stopped");
         return Ok(());
     }

@@ -254,7 +254,6 @@ fn every_env_var_set_is_one_a_binary_reads() {
         memory_limit: None,
         redis_url: "redis://r".into(),
         key_prefix: "mcp:".into(),
-        worker_max: 64,
     };
     let worker = mcp_supervisor::kubernetes::desired_deployment(&settings, "s", 1);
     set.extend(env_names(

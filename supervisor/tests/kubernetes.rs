@@ -5,7 +5,7 @@
 //! The real gateway then reaches them through the records the backend wrote. A test
 //! against a real cluster runs when `MCP_TEST_KUBECONFIG` is set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use mcp_core::keys::Keys;
 use mcp_core::runtime::WorkerStatus;
 use mcp_core::RedisRegistry;
 use mcp_supervisor::kubernetes::{self, Cluster, KubeSettings, SERVER_ANNOTATION};
+use mcp_supervisor::servers::Options;
 use mcp_testkit::hub::{Hub, HubOptions};
 use mcp_testkit::ChildProcess;
 use serde_json::{json, Value};
@@ -204,10 +205,22 @@ impl Cluster for FakeCluster {
 }
 
 fn settings(hub: &Hub, port: u16) -> KubeSettings {
-    settings_for(&hub.redis.url(), &hub.prefix, port, 64)
+    settings_for(&hub.redis.url(), &hub.prefix, port)
 }
 
-fn settings_for(redis_url: &str, prefix: &str, port: u16, worker_max: usize) -> KubeSettings {
+/// The loop's options: `supervisor_id`, `MCP_WORKER_MAX`, `MCP_WORKER_IDLE_TTL`, a
+/// 300 ms reconcile interval and a lease of 1.5 s.
+fn loop_options(supervisor_id: &str, worker_max: usize, idle_ttl: Duration) -> Options {
+    Options {
+        supervisor_id: supervisor_id.to_owned(),
+        worker_max,
+        idle_ttl,
+        lease_ttl: Duration::from_millis(1500),
+        reconcile_interval: Duration::from_millis(300),
+    }
+}
+
+fn settings_for(redis_url: &str, prefix: &str, port: u16) -> KubeSettings {
     KubeSettings {
         namespace: "test".into(),
         image: "mcp-hub:test".into(),
@@ -220,7 +233,6 @@ fn settings_for(redis_url: &str, prefix: &str, port: u16, worker_max: usize) -> 
         memory_limit: None,
         redis_url: redis_url.to_owned(),
         key_prefix: prefix.to_owned(),
-        worker_max,
     }
 }
 
@@ -331,8 +343,7 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
         registry.clone(),
         fake.clone(),
         settings.clone(),
-        "sup-k8s".into(),
-        Duration::from_millis(300),
+        loop_options("sup-k8s", 64, Duration::ZERO),
         cancel.clone(),
     ));
     let name = kubernetes::deployment_name(&settings, "k8s_api");
@@ -506,7 +517,7 @@ async fn worker_max_caps_the_pods_of_all_servers_and_the_rest_wait_pending() {
         .expect("stopped record");
 
     let port = mcp_testkit::free_port();
-    let settings = settings_for(&redis.url(), &prefix, port, 3);
+    let settings = settings_for(&redis.url(), &prefix, port);
     let fake = Arc::new(FakeCluster::new(port));
     // cap_b's pod is Ready before the first reconcile, so that reconcile writes
     // `running` over the stored `stopped` (which the state machine allows only through
@@ -537,8 +548,7 @@ async fn worker_max_caps_the_pods_of_all_servers_and_the_rest_wait_pending() {
         registry.clone(),
         fake.clone(),
         settings.clone(),
-        "sup-k8s".into(),
-        Duration::from_millis(300),
+        loop_options("sup-k8s", 3, Duration::ZERO),
         cancel.clone(),
     ));
     let reason = "MCP_WORKER_MAX=3 reached on supervisor sup-k8s".to_owned();
@@ -578,6 +588,247 @@ async fn worker_max_caps_the_pods_of_all_servers_and_the_rest_wait_pending() {
     backend.await.expect("backend loop");
 }
 
+/// One supervisor's view of the shared fake cluster: every apply is recorded under its
+/// name, so a test can tell which supervisors applied a Deployment.
+struct Seen {
+    cluster: Arc<FakeCluster>,
+    supervisor_id: String,
+    /// Deployment name -> the supervisors that applied it.
+    applied: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+}
+
+#[async_trait]
+impl Cluster for Seen {
+    async fn apply(&self, name: &str, deployment: &Value) -> anyhow::Result<()> {
+        self.applied
+            .lock()
+            .expect("test value")
+            .entry(name.to_owned())
+            .or_default()
+            .insert(self.supervisor_id.clone());
+        self.cluster.apply(name, deployment).await
+    }
+
+    async fn delete(&self, name: &str) -> anyhow::Result<()> {
+        self.cluster.delete(name).await
+    }
+
+    async fn deployments(&self, selector: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        self.cluster.deployments(selector).await
+    }
+
+    async fn pods(&self, selector: &str) -> anyhow::Result<Vec<Pod>> {
+        self.cluster.pods(selector).await
+    }
+}
+
+/// Two supervisors with the Kubernetes backend on one registry and one cluster: each
+/// server's Deployment is applied by one of them only (the one holding its lease, which
+/// its records name). `sup-a` (`MCP_WORKER_MAX=2`) takes two of the four servers and
+/// marks the others `pending`, `sup-b` (4) takes those; when `sup-a` stops, `sup-b`
+/// takes its servers over once the lease expires, without a second pod: the pods
+/// `sup-a` applied keep serving.
+#[tokio::test]
+async fn two_supervisors_on_one_cluster_apply_each_server_once_and_take_over() {
+    let redis = mcp_testkit::RedisServer::start();
+    let prefix = mcp_testkit::unique_prefix();
+    let registry =
+        RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default()).expect("registry");
+    let ids = ["lease_a", "lease_b", "lease_c", "lease_d"];
+    for id in ids {
+        let server =
+            serde_json::from_value(json!({ "baseUrl": "http://127.0.0.1:9" })).expect("server");
+        registry.upsert_server(id, server).await.expect("server");
+    }
+    let port = mcp_testkit::free_port();
+    let settings = settings_for(&redis.url(), &prefix, port);
+    let fake = Arc::new(FakeCluster::new(port));
+    let applied: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Arc::default();
+    let start = |supervisor_id: &str, worker_max: usize, cancel: &CancellationToken| {
+        let seen = Seen {
+            cluster: fake.clone(),
+            supervisor_id: supervisor_id.to_owned(),
+            applied: applied.clone(),
+        };
+        tokio::spawn(kubernetes::run(
+            registry.clone(),
+            Arc::new(seen),
+            settings.clone(),
+            loop_options(supervisor_id, worker_max, Duration::ZERO),
+            cancel.clone(),
+        ))
+    };
+    let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
+    let loop_a = start("sup-a", 2, &cancel_a);
+    let held_by = |holder: &'static str| {
+        let registry = registry.clone();
+        async move {
+            let mut held = Vec::new();
+            for id in ids {
+                if registry.lease_holder(id).await.ok().flatten().as_deref() == Some(holder) {
+                    held.push(id);
+                }
+            }
+            held
+        }
+    };
+    let a_first = mcp_testkit::wait_until_async(
+        "sup-a holds two leases",
+        Duration::from_secs(20),
+        || async { Some(held_by("sup-a").await).filter(|held| held.len() == 2) },
+    )
+    .await;
+    let full = "MCP_WORKER_MAX=2 reached on supervisor sup-a";
+    for id in ids.iter().filter(|id| !a_first.contains(id)) {
+        wait_statuses(&registry, id, "pending on sup-a", |r| {
+            r.len() == 1 && r[0].1 == WorkerStatus::Pending && r[0].2 == full
+        })
+        .await;
+    }
+    let loop_b = start("sup-b", 4, &cancel_b);
+
+    for id in ids {
+        wait_statuses(&registry, id, "one running record", |r| {
+            r.len() == 1 && r[0].1 == WorkerStatus::Running
+        })
+        .await;
+    }
+    let name = |id: &str| kubernetes::deployment_name(&settings, id);
+    let mut owners = BTreeMap::new();
+    for id in ids {
+        let holder = registry
+            .lease_holder(id)
+            .await
+            .expect("lease")
+            .expect("held");
+        let runtime = registry.get_runtime(id).await.expect("runtime");
+        assert_eq!(
+            runtime.workers[0].supervisor_id.as_deref(),
+            Some(holder.as_str())
+        );
+        let appliers = applied.lock().expect("test value")[&name(id)].clone();
+        assert_eq!(
+            appliers,
+            BTreeSet::from([holder.clone()]),
+            "{id}: applied by its lease holder only"
+        );
+        assert_eq!(fake.pod_count(&name(id)), 1);
+        owners.insert(id, holder);
+    }
+    println!("owners: {owners:?}");
+    let b_first = held_by("sup-b").await;
+    assert_eq!(a_first.len() + b_first.len(), 4, "{owners:?}");
+    assert_eq!(a_first, held_by("sup-a").await, "sup-a kept its two");
+    let pids = |id: &str| -> Vec<u32> {
+        let all = fake.deployments.lock().expect("test value");
+        all[&name(id)].pods.iter().map(|p| p.child.pid()).collect()
+    };
+    let before: BTreeMap<&str, Vec<u32>> = ids.iter().map(|id| (*id, pids(id))).collect();
+
+    // sup-a goes away: after its leases expire, sup-b owns everything.
+    cancel_a.cancel();
+    loop_a.await.expect("loop a");
+    for id in ids {
+        mcp_testkit::wait_until_async("sup-b holds the lease", Duration::from_secs(20), || async {
+            let holder = registry.lease_holder(id).await.ok().flatten()?;
+            let runtime = registry.get_runtime(id).await.ok()?;
+            (holder == "sup-b"
+                && runtime.workers.len() == 1
+                && runtime.workers[0].status == WorkerStatus::Running
+                && runtime.workers[0].supervisor_id.as_deref() == Some("sup-b"))
+            .then_some(())
+        })
+        .await;
+        assert_eq!(fake.pod_count(&name(id)), 1, "{id}: still one pod");
+        assert_eq!(pids(id), before[id], "{id}: the same pod keeps serving");
+        assert!(applied.lock().expect("test value")[&name(id)].contains("sup-b"));
+    }
+    cancel_b.cancel();
+    loop_b.await.expect("loop b");
+}
+
+/// `MCP_WORKER_IDLE_TTL` on Kubernetes: a server whose pod served no call for the TTL is
+/// scaled to 0 and its record says `idle`; the next call through the gateway wakes it
+/// (`server.wake`), gets a new pod and is answered.
+#[tokio::test]
+async fn an_idle_server_is_scaled_to_zero_and_the_next_call_wakes_it() {
+    let mut options_hub = HubOptions::for_tests();
+    options_hub
+        .supervisor_flags
+        .insert("--enabled".into(), "false".into());
+    let hub = Hub::start(options_hub).await.expect("the hub");
+    let registry = RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
+        .expect("registry");
+    let server = serde_json::from_value(json!({ "baseUrl": hub.mock_url })).expect("server");
+    registry
+        .upsert_server("idle_api", server)
+        .await
+        .expect("server");
+    registry
+        .upsert_tool(
+            "idle_api",
+            serde_json::from_value(
+                json!({"name": "text", "method": "GET", "pathTemplate": "/test/text"}),
+            )
+            .expect("tool"),
+        )
+        .await
+        .expect("tool");
+    let port = mcp_testkit::free_port();
+    let settings = settings(&hub, port);
+    let fake = Arc::new(FakeCluster::new(port));
+    let cancel = CancellationToken::new();
+    let ttl = Duration::from_secs(2);
+    let backend = tokio::spawn(kubernetes::run(
+        registry.clone(),
+        fake.clone(),
+        settings.clone(),
+        loop_options("sup-k8s", 64, ttl),
+        cancel.clone(),
+    ));
+    let name = kubernetes::deployment_name(&settings, "idle_api");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    wait_records(&registry, "idle_api", "one running pod record", |r| {
+        r.len() == 1
+    })
+    .await;
+    let (status, body) = call(&client, &hub, "idle_api").await;
+    assert_eq!(status, 200, "{body}");
+
+    // No call for the TTL: scaled to 0, the record says idle.
+    let idle = wait_statuses(&registry, "idle_api", "the record idle", |r| {
+        r.len() == 1 && r[0].1 == WorkerStatus::Idle
+    })
+    .await;
+    println!("after {ttl:?} without a call: {idle:?}");
+    assert_eq!(fake.pod_count(&name), 0, "scaled to 0");
+    assert!(
+        fake.deployments
+            .lock()
+            .expect("test value")
+            .contains_key(&name),
+        "the Deployment stays, with 0 replicas"
+    );
+
+    // The next call wakes it through the gateway and is answered by a new pod.
+    let woken_at = std::time::Instant::now();
+    let (status, body) = call(&client, &hub, "idle_api").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tool_call.completed"), "{body}");
+    println!(
+        "call to the idle server answered in {:?}",
+        woken_at.elapsed()
+    );
+    let serial = fake.deployments.lock().expect("test value")[&name].serial;
+    assert_eq!(serial, 2, "a second pod was started for the wake");
+
+    cancel.cancel();
+    backend.await.expect("backend loop");
+}
+
 /// Against a real cluster, when `MCP_TEST_KUBECONFIG` names a kubeconfig: applies the
 /// Deployment of a throwaway server id, reads it back by the hub's labels, deletes it.
 /// Pods are not awaited (the image may not be pullable there).
@@ -606,7 +857,6 @@ async fn real_cluster_apply_list_delete_when_configured() {
         memory_limit: None,
         redis_url: "redis://127.0.0.1:6379".into(),
         key_prefix: mcp_testkit::unique_prefix(),
-        worker_max: 64,
     };
     let name = kubernetes::deployment_name(&settings, "real_cluster_test");
     cluster

@@ -16,7 +16,6 @@ fn settings() -> KubeSettings {
         memory_limit: Some("128Mi".into()),
         redis_url: "redis://redis:6379".into(),
         key_prefix: "mcp:".into(),
-        worker_max: 64,
     }
 }
 
@@ -208,14 +207,14 @@ fn replicas_left_out_by_worker_max_get_pending_records_after_the_pods() {
     let grant = |wanted, granted| Grant { wanted, granted };
     // (running records, grant, statuses by replica index)
     type Case<'a> = (u32, Grant, &'a [(u32, WorkerStatus)]);
-    use WorkerStatus::{Pending as P, Running as R};
+    use WorkerStatus::{Pending as P, Running as R, Starting as S};
     let cases: &[Case] = &[
-        // Everything granted: only the pods.
+        // Everything granted: the pods, and `starting` for a pod not Ready yet.
         (2, grant(2, 2), &[(0, R), (1, R)]),
-        (1, grant(2, 2), &[(0, R)]),
+        (1, grant(2, 2), &[(0, R), (1, S)]),
         // One left out: pending after the granted ones, also while a pod is not ready.
         (2, grant(3, 2), &[(0, R), (1, R), (2, P)]),
-        (1, grant(3, 2), &[(0, R), (2, P)]),
+        (1, grant(3, 2), &[(0, R), (1, S), (2, P)]),
         // None granted: all pending.
         (0, grant(2, 0), &[(0, P), (1, P)]),
         // A pod still Ready after a lower grant keeps its number; pending ones follow.
