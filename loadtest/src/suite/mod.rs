@@ -1016,7 +1016,7 @@ const FEATURE_VARIANTS: [FeatureVariant; 3] = [
     FeatureVariant {
         name: "retries + breaker",
         differs: "every server registered with `retry: {maxAttempts: 3}` and \
-                  `circuitBreaker: {failureThreshold: 5}`",
+                  `circuitBreaker: {failureThreshold: 5, errorRatePercent: 50}` (the rolling error-rate window on)",
         env: &[],
         resilient: true,
     },
@@ -1049,7 +1049,8 @@ async fn feature_cost(
             if let Some(servers) = document["servers"].as_object_mut() {
                 for server in servers.values_mut() {
                     server["retry"] = serde_json::json!({"maxAttempts": 3});
-                    server["circuitBreaker"] = serde_json::json!({"failureThreshold": 5});
+                    server["circuitBreaker"] =
+                        serde_json::json!({"failureThreshold": 5, "errorRatePercent": 50});
                 }
             }
         }
