@@ -975,16 +975,23 @@ pub fn compile_schema(schema: &serde_json::Value) -> Result<jsonschema::Validato
     jsonschema::validator_for(schema).map_err(|err| err.to_string())
 }
 
-/// Every violation of the schema by `args`, each with its JSON pointer.
+/// Every violation of the schema by `args`, each with its JSON pointer. A message names
+/// a rejected number, boolean or null, but never repeats a string (or an object or array,
+/// which may hold one): an argument can be a credential (one a tool sends as the REST
+/// API's `Authorization` header), and the error body and the logs must not carry it.
 pub fn check_arguments(
     validator: &jsonschema::Validator,
     args: &serde_json::Value,
 ) -> Vec<ArgumentViolation> {
+    use serde_json::Value;
     validator
         .iter_errors(args)
         .map(|err| ArgumentViolation {
             pointer: err.instance_path().to_string(),
-            message: err.to_string(),
+            message: match err.instance().as_ref() {
+                Value::Number(_) | Value::Bool(_) | Value::Null => err.to_string(),
+                _ => err.masked_with("the value").to_string(),
+            },
         })
         .collect()
 }
@@ -1007,5 +1014,25 @@ mod argument_tests {
         let mut pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
         pointers.sort_unstable();
         assert_eq!(pointers, ["", "/tags/1"]);
+    }
+
+    #[test]
+    fn a_rejected_string_is_not_repeated_in_the_message() {
+        let validator = compile_schema(&json!({
+            "type": "object",
+            "properties": {"token": {"type": "string", "pattern": "^Bearer "}, "n": {"minimum": 0}, "o": {"type": "string"}}
+        }))
+        .expect("compiles");
+        let violations = check_arguments(
+            &validator,
+            &json!({"token": "Basic tok-SECRET-1", "n": -1, "o": {"k": "tok-SECRET-2"}}),
+        );
+        let text = format!("{violations:?}");
+        assert_eq!(violations.len(), 3, "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(
+            text.contains("does not match") && text.contains("-1 is less than"),
+            "{text}"
+        );
     }
 }
