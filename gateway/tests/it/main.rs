@@ -11,6 +11,7 @@ mod mcp;
 mod openapi;
 mod resilience;
 mod rollback;
+mod secrets;
 mod streaming;
 mod web_security;
 
