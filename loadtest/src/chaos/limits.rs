@@ -425,7 +425,7 @@ pub async fn worker_cap_and_ports(ctx: &mut Ctx) -> anyhow::Result<Fault> {
                 "{id}: `{}`, reason \"{}\", last failure \"{}\"",
                 record["status"].as_str().unwrap_or("?"),
                 record["reason"].as_str().unwrap_or(""),
-                record["last_failure"].as_str().unwrap_or("")
+                record["lastFailure"].as_str().unwrap_or("")
             )
         };
         let starved_shown = runtime(hub, NO_PORT).await?;
