@@ -16,9 +16,9 @@
 //! Layout: pure parts ([`desired_deployment`], [`worker_records`], names and labels),
 //! the [`Cluster`] seam (the few API calls used: apply, delete, list Deployments, list
 //! Pods, and an optional change trigger), [`KubeCluster`] (kube-rs behind it),
-//! [`KubeBackend`] and [`run`]. Pods are listed every reconcile (events and the
-//! `MCP_SUPERVISOR_RECONCILE_INTERVAL` timer trigger one); [`KubeCluster`] does not
-//! watch them yet ([`Cluster::pods_changed`] is the hook for it).
+//! [`KubeBackend`] and [`run`]. Pods are listed every reconcile; registry events, the
+//! `MCP_SUPERVISOR_RECONCILE_INTERVAL` timer and [`KubeCluster`]'s Pod watch (any
+//! change of a Pod of ours, [`Cluster::pods_changed`]) trigger one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -310,6 +310,58 @@ pub trait Cluster: Send + Sync {
 pub struct KubeCluster {
     deployments: Api<Deployment>,
     pods: Api<Pod>,
+    /// Signalled by the Pod watch on every event (one stored permit: a burst of events
+    /// is one reconcile).
+    pods_changed: Arc<tokio::sync::Notify>,
+    /// The Pod watch task, started by the first [`Cluster::pods_changed`]; a std Mutex:
+    /// held to start it, never across an await. Aborted on drop.
+    watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// How long one Pod watch request lasts before it is made again (the API server's
+/// limit is longer; a fresh request also recovers from a lost connection).
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// Watches the Pods with `selector`'s labels and signals `changed` on every event,
+/// forever: a watch that ends or fails is made again after a second (the reconcile
+/// timer still runs meanwhile). Each new watch starts with the current Pods as
+/// `ADDED` events (resource version "0"), so nothing changed between two is missed.
+async fn watch_pods(pods: Api<Pod>, selector: String, changed: Arc<tokio::sync::Notify>) {
+    use futures::StreamExt;
+    let params = kube::api::WatchParams::default()
+        .labels(&selector)
+        .timeout(WATCH_TIMEOUT_SECS);
+    loop {
+        match pods.watch(&params, "0").await {
+            Ok(stream) => {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(_) => changed.notify_one(),
+                        Err(err) => {
+                            tracing::warn!(event = "k8s.watch.failed", error = %err);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(event = "k8s.watch.failed", error = %err),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 impl KubeCluster {
@@ -317,6 +369,8 @@ impl KubeCluster {
         KubeCluster {
             deployments: Api::namespaced(client.clone(), namespace),
             pods: Api::namespaced(client, namespace),
+            pods_changed: Arc::default(),
+            watch: std::sync::Mutex::new(None),
         }
     }
 
@@ -374,6 +428,23 @@ impl Cluster for KubeCluster {
             .list(&ListParams::default().labels(selector))
             .await?
             .items)
+    }
+
+    async fn pods_changed(&self, selector: &str) {
+        {
+            let mut watch = self
+                .watch
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if watch.is_none() {
+                *watch = Some(tokio::spawn(watch_pods(
+                    self.pods.clone(),
+                    selector.to_owned(),
+                    self.pods_changed.clone(),
+                )));
+            }
+        }
+        self.pods_changed.notified().await
     }
 }
 

@@ -427,3 +427,39 @@ async fn list_and_delete_use_the_hub_labels_and_a_gone_deployment_is_fine() {
         .is_empty());
     server.await.expect("test value");
 }
+
+#[tokio::test]
+async fn a_pod_watch_event_wakes_the_reconcile_loop() {
+    let (cluster, mut handle) = mock_cluster();
+    let selector = selector(&settings());
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("the watch");
+        assert_eq!(request.method(), http::Method::GET);
+        assert_eq!(request.uri().path(), "/api/v1/namespaces/hub/pods");
+        let query = request.uri().query().unwrap_or("").to_owned();
+        assert!(query.contains("watch=true"), "{query}");
+        assert!(query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dmcp-supervisor%2Cmcp-hub%2Fregistry%3D"), "{query}");
+        let event = json!({
+            "type": "MODIFIED",
+            "object": { "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "mcp-worker-x-1" } },
+        });
+        let mut body = serde_json::to_vec(&event).expect("test value");
+        body.push(b'\n');
+        send.send_response(
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(kube::client::Body::from(body))
+                .expect("test value"),
+        );
+        // Kept so the watch made again after this one ends waits instead of failing.
+        handle
+    });
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        cluster.pods_changed(&selector),
+    )
+    .await
+    .expect("a Pod event resolves pods_changed");
+    drop(server.await.expect("test value"));
+}
