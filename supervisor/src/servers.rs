@@ -582,20 +582,21 @@ impl ServerSupervisor {
             if grant.granted == 0 || (workers.len() as u32) < grant.granted {
                 continue;
             }
-            let mut all_idle = true;
-            for worker in workers {
+            // All of a server's workers at once: a hung one costs one probe timeout,
+            // not one per worker, in a round that also renews the leases.
+            let probes = workers.iter().map(|worker| async {
                 let (Some(host), Some(port)) = (worker.host.as_deref(), worker.port) else {
-                    all_idle = false;
-                    break;
+                    return false;
                 };
-                let probe =
-                    health::probe(&self.http, host, port, server_id, Duration::from_secs(2)).await;
-                if !probe.is_ok_and(|h| h.idle_ms >= ttl_ms) {
-                    all_idle = false;
-                    break;
-                }
-            }
-            if !all_idle {
+                health::probe(&self.http, host, port, server_id, Duration::from_secs(2))
+                    .await
+                    .is_ok_and(|h| h.idle_ms >= ttl_ms)
+            });
+            if !futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .all(|idle| idle)
+            {
                 continue;
             }
             tracing::info!(event = "worker.idle", server = %server_id, replicas = grant.granted,
