@@ -2,7 +2,8 @@
 //! [`crate::backend`]) on a claimed port, wait for `/healthz`, watch the process (a child's exit is noticed at once
 //! through `wait`, an adopted process through a fast pid poll), probe health on an
 //! interval, restart with exponential back-off, stop gracefully (SIGTERM, then SIGKILL),
-//! and keep the runtime record true at every step.
+//! and keep the runtime record true at every step. No free port in the worker port range
+//! is no failure: the replica waits `pending` and tries again shortly, without back-off.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,9 @@ const FAILED_AFTER: u32 = 5;
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How often an adopted (non-child) process is checked for life.
 const ADOPTED_POLL: Duration = Duration::from_millis(100);
+/// How often a replica waiting `pending` for a free port tries to claim one again (no
+/// failure counted, no back-off).
+const PORT_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotKey {
@@ -155,6 +159,8 @@ fn new_record(ctx: &Ctx, key: &SlotKey) -> WorkerRecord {
 
 enum SpawnResult {
     Running,
+    /// Every port of the worker port range is taken: not a failure, the replica waits.
+    NoPort,
     Failed(String),
     Ended(Option<AfterStop>),
 }
@@ -179,6 +185,12 @@ impl Slot {
             if self.proc.is_none() {
                 match self.spawn_and_wait(&reason).await {
                     SpawnResult::Running => {}
+                    SpawnResult::NoPort => {
+                        if let Some(end) = self.wait_for_port().await {
+                            return end;
+                        }
+                        continue;
+                    }
                     SpawnResult::Failed(why) => {
                         self.failure(&why).await;
                         if let Some(end) = self.back_off().await {
@@ -230,10 +242,16 @@ impl Slot {
     async fn spawn_and_wait(&mut self, reason: &str) -> SpawnResult {
         // Until a process starts, a failure has no pid or port to report.
         self.ended = (None, None);
-        self.transition(WorkerStatus::Starting, None).await;
-        let Some(port) = self.claim_port().await else {
-            return SpawnResult::Failed("no free port in the worker port range".into());
+        // The port first: with none free the replica waits `pending`, never `starting`.
+        let port = match self.claim_port().await {
+            Ok(Some(port)) => port,
+            Ok(None) => return SpawnResult::NoPort,
+            Err(why) => {
+                self.transition(WorkerStatus::Starting, None).await;
+                return SpawnResult::Failed(why);
+            }
         };
+        self.transition(WorkerStatus::Starting, None).await;
         let spec = WorkerSpec {
             server_id: &self.key.server_id,
             replica_idx: self.key.replica_idx,
@@ -567,7 +585,9 @@ impl Slot {
         tracing::warn!(event = "worker.terminated", server = %self.key.server_id, replica = self.key.replica_idx, pid = self.record.pid, port = self.record.port, reason = %why);
     }
 
-    async fn claim_port(&mut self) -> Option<u16> {
+    /// A port of the worker port range for a new process: `Ok(None)` when every one is
+    /// claimed or held by another process, `Err` when Redis could not say.
+    async fn claim_port(&mut self) -> Result<Option<u16>, String> {
         let mut skip: Vec<u16> = Vec::new();
         for _ in 0..32 {
             let claimed = match self
@@ -581,14 +601,15 @@ impl Slot {
                 )
                 .await
             {
-                Ok(claimed) => claimed?,
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => return Ok(None),
                 Err(err) => {
                     tracing::warn!(event = "supervisor.port.failed", server = %self.key.server_id, error = %err);
-                    return None;
+                    return Err(format!("could not claim a port: {err}"));
                 }
             };
             if self.ctx.backend.port_is_free(self.ctx.bind_host, claimed) {
-                return Some(claimed);
+                return Ok(Some(claimed));
             }
             tracing::info!(
                 event = "supervisor.port.foreign",
@@ -598,7 +619,51 @@ impl Slot {
             self.release_port(claimed).await;
             skip.push(claimed);
         }
-        None
+        Ok(None)
+    }
+
+    /// Why a replica waits for a port, naming the range and its settings.
+    fn no_port_reason(&self) -> String {
+        let last = u32::from(self.ctx.base_port) + u32::from(self.ctx.port_count) - 1;
+        format!(
+            "no free port in the worker port range {}-{last} (MCP_WORKER_BASE_PORT, MCP_WORKER_PORT_COUNT); waiting for one to free up",
+            self.ctx.base_port
+        )
+    }
+
+    /// No port is free: the replica waits `pending` (no failure counted, no back-off)
+    /// and tries again after [`PORT_RETRY`]. The record and the `worker.pending` line
+    /// are written when it begins to wait, not at every try. `Some` when the slot must
+    /// end instead.
+    async fn wait_for_port(&mut self) -> Option<Option<AfterStop>> {
+        let why = self.no_port_reason();
+        if self.record.status != WorkerStatus::Pending
+            || self.record.reason.as_deref() != Some(why.as_str())
+        {
+            // A record that cannot say `pending` at once (a restart after a crash)
+            // passes through the states the state machine names.
+            let path = crate::servers::status_path(Some(self.record.status), WorkerStatus::Pending)
+                .unwrap_or_default();
+            self.record.last_failure = Some(why.clone());
+            self.record.last_failure_at = Some(unix_millis());
+            for step in path {
+                self.transition(step, Some(why.clone())).await;
+            }
+            tracing::info!(event = "worker.pending", server = %self.key.server_id, replica = self.key.replica_idx,
+                base_port = self.ctx.base_port, port_count = self.ctx.port_count, reason = %why);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PORT_RETRY) => None,
+            () = self.cancel.cancelled() => Some(None),
+            command = self.commands.recv() => match command {
+                Some(Command::Stop { reason, then }) => {
+                    self.stop(then, &reason).await;
+                    Some(Some(then))
+                }
+                Some(Command::Restart { .. }) => None,
+                None => Some(None),
+            },
+        }
     }
 
     async fn release_port(&self, port: u16) {

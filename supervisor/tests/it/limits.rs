@@ -328,3 +328,80 @@ async fn two_running_one_pending(
     )
     .await
 }
+
+#[tokio::test]
+async fn with_no_free_port_a_server_waits_pending_not_failed() {
+    let hub = Hub::start().await;
+    let supervisor = hub.supervisor("sup-a", &["--port-count", "1"]);
+    for id in ["p1", "p2"] {
+        hub.register(id, json!({})).await;
+    }
+    let ((running_id, running), (waiting_id, waiting)) = mcp_testkit::wait_until_async(
+        "one running and one pending",
+        Duration::from_secs(20),
+        || async {
+            let mut running = None;
+            let mut pending = None;
+            for id in ["p1", "p2"] {
+                let Some(record) = hub.records(id).await.into_iter().next() else {
+                    continue;
+                };
+                match record.status {
+                    WorkerStatus::Running if record.pid.is_some() => running = Some((id, record)),
+                    WorkerStatus::Pending => pending = Some((id, record)),
+                    _ => {}
+                }
+            }
+            running.zip(pending)
+        },
+    )
+    .await;
+    assert_eq!(running.port, Some(hub.base_port));
+    let expected = format!(
+        "no free port in the worker port range {0}-{0} (MCP_WORKER_BASE_PORT, MCP_WORKER_PORT_COUNT)",
+        hub.base_port
+    );
+    let reason = waiting.reason.clone().unwrap_or_default();
+    assert!(reason.contains(&expected), "reason: {reason}");
+    assert_eq!(waiting.pid, None);
+    assert_eq!(waiting.restarts, 0);
+
+    // It keeps waiting, retried without failures or back-off (with 100 ms back-off it
+    // was `failed` within 1.5 s): 2 s, several retries, still `pending`, one log line.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(2) {
+        let record = hub.records(waiting_id).await.into_iter().next();
+        let record = record.expect("the waiting record stays");
+        assert_eq!(
+            record.status,
+            WorkerStatus::Pending,
+            "after {:?}: {record:?}",
+            window.elapsed()
+        );
+        assert_eq!(record.restarts, 0, "{record:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pending_lines = events_of(&supervisor, "worker.pending", waiting_id);
+    assert_eq!(pending_lines.len(), 1, "once per change: {pending_lines:?}");
+    assert!(
+        pending_lines[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&expected)),
+        "{pending_lines:?}"
+    );
+    assert!(events_of(&supervisor, "worker.restart", waiting_id).is_empty());
+
+    // The port frees up: the waiting server starts within a few reconcile intervals.
+    hub.registry
+        .delete_server(running_id)
+        .await
+        .expect("delete");
+    let deleted = Instant::now();
+    let started = hub.wait_running(waiting_id, Duration::from_secs(5)).await;
+    println!(
+        "{waiting_id} running {} ms after {running_id} was deleted",
+        deleted.elapsed().as_millis()
+    );
+    assert_eq!(started.port, Some(hub.base_port));
+    call_worker(&started).await;
+}
