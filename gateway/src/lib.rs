@@ -85,6 +85,11 @@ pub fn build(
                 .context("building the HTTP client")?,
         )
     };
+    // Rollback mode's adapter and audit writer count what the gateway does itself.
+    let own = rollback.as_ref().map(|adapter| metrics::Own {
+        adapter: adapter.clone(),
+        audit: audit.clone(),
+    });
     let settings = proxy::Settings {
         admin_addr,
         max_body_bytes: config.max_body_bytes,
@@ -118,7 +123,7 @@ pub fn build(
     server.add_service(proxy_service);
     server.add_service(background_service("registry watcher", watcher));
     let metrics =
-        metrics::MetricsService::bind(config.metrics_listen, routes).with_context(|| {
+        metrics::MetricsService::bind(config.metrics_listen, routes, own).with_context(|| {
             format!(
                 "binding the metrics listener {} (MCP_GATEWAY_METRICS_LISTEN)",
                 config.metrics_listen

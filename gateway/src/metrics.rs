@@ -4,10 +4,11 @@
 //! `/metrics`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use mcp_core::runtime::{BreakerState, RetriesByReason};
+use mcp_core::runtime::{BreakerState, Resilience, RetriesByReason};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::proto::MetricFamily;
@@ -68,7 +69,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
 /// Said in the HELP of every metric [`worker_families`] makes.
 const AS_OF: &str = "as of the worker's last health probe (the supervisor copies its \
 /healthz into its runtime record at each probe; the gateway's table takes the record at \
-its next MCP_GATEWAY_RECONCILE_INTERVAL reload, or at once on a breaker state change)";
+its next MCP_GATEWAY_RECONCILE_INTERVAL reload, or at once on a breaker state change); \
+replica=\"gateway\": the gateway's own, in rollback mode, since it started, read at the scrape";
 
 /// `mcp_breaker_state`'s value for a state.
 pub fn breaker_state_value(state: BreakerState) -> i64 {
@@ -79,20 +81,92 @@ pub fn breaker_state_value(state: BreakerState) -> i64 {
     }
 }
 
+/// The `replica` label of the gateway's own counters in rollback mode: never a worker's
+/// (theirs are numbers).
+pub const GATEWAY_REPLICA: &str = "gateway";
+
+/// What the gateway counts itself in rollback mode, where it runs the calls: the retry
+/// budgets, breakers and counters of its own adapter, and its audit writer's counts.
+/// Cheap to clone (both share their counters with the proxy's copies).
+#[derive(Clone)]
+pub struct Own {
+    pub adapter: mcp_adapter::http::HttpAdapter,
+    pub audit: mcp_core::audit::Sink,
+}
+
 /// The workers' circuit breaker, retry and audit counters, by server and replica, from
 /// the runtime records of `table`'s routable workers (running or unhealthy): what each
 /// worker's `/healthz` showed at its last health probe. Built afresh at each scrape (no
 /// state kept here: a worker that restarts starts its counters from zero, which
 /// Prometheus reads as a counter reset). Resilience metrics appear once a call of a
 /// server with `retry` or `circuitBreaker` made them; audit ones when auditing is on.
-pub fn worker_families(table: &Table) -> Vec<MetricFamily> {
+/// In rollback mode (`own`), the gateway's own counters are added under the same names
+/// with `replica="gateway"`, read live at the scrape: its guard of each server in
+/// `table` that a guarded call made, and its audit writer's counts (`server=""`: one
+/// writer for every server).
+pub fn worker_families(table: &Table, own: Option<&Own>) -> Vec<MetricFamily> {
     // `None` only for a bad definition (constants: every test run would see it).
-    worker_registry(table)
+    worker_registry(table, own)
         .map(|registry| registry.gather())
         .unwrap_or_default()
 }
 
-fn worker_registry(table: &Table) -> Option<Registry> {
+/// The metric vectors [`worker_registry`] fills.
+struct Families {
+    retries: IntCounterVec,
+    refused: IntCounterVec,
+    opened: IntCounterVec,
+    rejected: IntCounterVec,
+    audit_written: IntCounterVec,
+    audit_dropped: IntCounterVec,
+    state: IntGaugeVec,
+    failures: IntGaugeVec,
+}
+
+impl Families {
+    fn resilience(&self, server: &str, replica: &str, r: &Resilience) -> Option<()> {
+        for (reason, count) in RetriesByReason::REASONS
+            .into_iter()
+            .zip(r.retries_by_reason.counts())
+        {
+            self.retries
+                .get_metric_with_label_values(&[server, replica, reason])
+                .ok()?
+                .inc_by(count);
+        }
+        let labels = [server, replica];
+        for (vec, n) in [
+            (&self.refused, r.retries_refused_by_budget),
+            (&self.opened, r.opened),
+            (&self.rejected, r.rejected),
+        ] {
+            vec.get_metric_with_label_values(&labels).ok()?.inc_by(n);
+        }
+        self.state
+            .get_metric_with_label_values(&labels)
+            .ok()?
+            .set(breaker_state_value(r.state));
+        self.failures
+            .get_metric_with_label_values(&labels)
+            .ok()?
+            .set(i64::from(r.consecutive_failures));
+        Some(())
+    }
+
+    fn audit(&self, server: &str, replica: &str, written: u64, dropped: u64) -> Option<()> {
+        for (vec, n) in [
+            (&self.audit_written, written),
+            (&self.audit_dropped, dropped),
+        ] {
+            vec.get_metric_with_label_values(&[server, replica])
+                .ok()?
+                .inc_by(n);
+        }
+        Some(())
+    }
+}
+
+fn worker_registry(table: &Table, own: Option<&Own>) -> Option<Registry> {
     let registry = Registry::new();
     let counter = |name: &str, help: &str, labels: &[&str]| {
         let vec = IntCounterVec::new(
@@ -154,53 +228,51 @@ MCP_AUDIT_BUFFER was full, or their batch failed to be written)",
         "mcp_breaker_consecutive_failures",
         "Failed attempts in a row counted by each worker's circuit breaker",
     )?;
+    let families = Families {
+        retries,
+        refused,
+        opened,
+        rejected,
+        audit_written,
+        audit_dropped,
+        state,
+        failures,
+    };
     for (server, route) in &table.servers {
         for record in route.records.values() {
             if !record.status.is_routable() {
                 continue;
             }
             let replica = record.replica_idx.to_string();
-            let labels = [server.as_str(), replica.as_str()];
             if let Some(r) = &record.resilience {
-                for (reason, count) in RetriesByReason::REASONS
-                    .into_iter()
-                    .zip(r.retries_by_reason.counts())
-                {
-                    retries
-                        .get_metric_with_label_values(&[server.as_str(), replica.as_str(), reason])
-                        .ok()?
-                        .inc_by(count);
-                }
-                let add = |vec: &IntCounterVec, n: u64| -> Option<()> {
-                    vec.get_metric_with_label_values(&labels).ok()?.inc_by(n);
-                    Some(())
-                };
-                add(&refused, r.retries_refused_by_budget)?;
-                add(&opened, r.opened)?;
-                add(&rejected, r.rejected)?;
-                state
-                    .get_metric_with_label_values(&labels)
-                    .ok()?
-                    .set(breaker_state_value(r.state));
-                failures
-                    .get_metric_with_label_values(&labels)
-                    .ok()?
-                    .set(i64::from(r.consecutive_failures));
+                families.resilience(server, &replica, r)?;
             }
             if let Some(a) = &record.audit {
-                for (vec, n) in [(&audit_written, a.written), (&audit_dropped, a.dropped)] {
-                    vec.get_metric_with_label_values(&labels).ok()?.inc_by(n);
-                }
+                families.audit(server, &replica, a.written, a.dropped)?;
             }
         }
+        // One read lock per server, at scrape time only.
+        if let Some(guard) = own.and_then(|own| own.adapter.find_guard(server)) {
+            families.resilience(server, GATEWAY_REPLICA, &guard.snapshot())?;
+        }
+    }
+    if let Some(own) = own.filter(|own| own.audit.is_enabled()) {
+        let stats = own.audit.stats();
+        families.audit(
+            "",
+            GATEWAY_REPLICA,
+            stats.written.load(Ordering::Relaxed),
+            stats.dropped.load(Ordering::Relaxed),
+        )?;
     }
     Some(registry)
 }
 
-/// The Prometheus text of the gateway's own metrics and of the workers' in `table`.
-pub fn render(table: &Table) -> String {
+/// The Prometheus text of the gateway's own metrics and of the workers' in `table`
+/// (with, in rollback mode, the gateway's own resilience and audit counters).
+pub fn render(table: &Table, own: Option<&Own>) -> String {
     let mut families = METRICS.registry.gather();
-    families.extend(worker_families(table));
+    families.extend(worker_families(table, own));
     let mut buffer = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&families, &mut buffer);
     String::from_utf8(buffer).unwrap_or_default()
@@ -213,17 +285,24 @@ pub struct MetricsService {
     addr: SocketAddr,
     /// The routing table, whose runtime records hold the workers' counters.
     routes: Arc<Routes>,
+    /// The gateway's own counters, in rollback mode.
+    own: Option<Own>,
     /// Taken once by `start`.
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 impl MetricsService {
-    pub fn bind(addr: SocketAddr, routes: Arc<Routes>) -> std::io::Result<MetricsService> {
+    pub fn bind(
+        addr: SocketAddr,
+        routes: Arc<Routes>,
+        own: Option<Own>,
+    ) -> std::io::Result<MetricsService> {
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         Ok(MetricsService {
             addr,
             routes,
+            own,
             listener: std::sync::Mutex::new(Some(listener)),
         })
     }
@@ -247,9 +326,10 @@ impl BackgroundService for MetricsService {
         };
         tracing::info!(event = "gateway.metrics.listening", addr = %self.addr);
         let routes = Arc::clone(&self.routes);
+        let own = self.own.clone();
         let app = axum::Router::new().route(
             "/metrics",
-            axum::routing::get(move || async move { render(&routes.load()) }),
+            axum::routing::get(move || async move { render(&routes.load(), own.as_ref()) }),
         );
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -302,7 +382,7 @@ mod tests {
         );
         let mut table = Table::default();
         table.servers.insert("api".into(), route);
-        let text = render(&table);
+        let text = render(&table, None);
         for line in [
             r#"mcp_worker_retries_total{reason="connect",replica="1",server="api"} 1"#,
             r#"mcp_worker_retries_total{reason="status_503",replica="1",server="api"} 3"#,
@@ -328,7 +408,32 @@ mod tests {
             text.contains("as of the worker's last health probe"),
             "{text}"
         );
+        // Rollback mode: the gateway's own guard of a server in the table, by its name.
+        let own = Own {
+            adapter: mcp_adapter::http::HttpAdapter::new(Default::default()).expect("adapter"),
+            audit: mcp_core::audit::Sink::disabled(),
+        };
+        own.adapter
+            .guard("api")
+            .count_retry(mcp_adapter::resilience::Failure::Timeout);
+        own.adapter
+            .guard("gone")
+            .count_retry(mcp_adapter::resilience::Failure::Connect);
+        let text = render(&table, Some(&own));
+        for line in [
+            r#"mcp_worker_retries_total{reason="timeout",replica="gateway",server="api"} 1"#,
+            r#"mcp_breaker_state{replica="gateway",server="api"} 0"#,
+            r#"mcp_worker_retries_total{reason="connect",replica="1",server="api"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        // A server no longer in the table, and a disabled audit writer: left out.
+        assert!(!text.contains("gone"), "{text}");
+        assert!(!text.contains(r#"server="""#), "{text}");
         // No worker counters: only the gateway's own metrics.
-        assert!(!render(&Table::default()).contains("mcp_breaker_state"));
+        assert!(!render(&Table::default(), None).contains("mcp_breaker_state"));
     }
 }

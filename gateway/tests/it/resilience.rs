@@ -4,7 +4,8 @@
 //! and closed again after the API recovers and the half-open probe succeeds; the call
 //! refused while open is in the audit log with `error: circuit_open`. The same counters
 //! on the gateway's `/metrics`: retries by reason, the breaker's state, opened and
-//! rejected counts.
+//! rejected counts. In rollback mode the gateway's own guards and audit writer count
+//! the calls it runs itself: `/metrics` shows them with `replica="gateway"`.
 
 use std::time::Duration;
 
@@ -266,4 +267,96 @@ async fn the_gateway_metrics_show_retries_by_reason_and_the_breaker_open() {
     let by_reason = &runtime["workers"][0]["resilience"]["retriesByReason"];
     assert_eq!(by_reason["status_502"], 2, "{runtime}");
     assert_eq!(by_reason["status_504"], 1, "{runtime}");
+}
+
+#[tokio::test]
+async fn in_rollback_mode_the_gateway_metrics_show_its_own_retries_and_breaker() {
+    let stack = Stack::start(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    set_fault(&stack, json!({"status": 502})).await;
+    let server = json!({"baseUrl": stack.mock_url, "timeoutMs": 5000,
+        "retry": {"maxAttempts": 3, "baseDelayMs": 10, "maxDelayMs": 20},
+        "circuitBreaker": {"failureThreshold": 5, "coolDownMs": 60000}});
+    stack
+        .registry
+        .upsert_server("rb_api", serde_json::from_value(server).expect("server"))
+        .await
+        .expect("server");
+    let tool = json!({"name": "get", "method": "GET",
+        "pathTemplate": format!("/fault/{KEY}/test/echo")});
+    stack
+        .registry
+        .upsert_tool("rb_api", serde_json::from_value(tool).expect("tool"))
+        .await
+        .expect("tool");
+    mcp_testkit::wait_until_async(
+        "the gateway to see rb_api/get",
+        Duration::from_secs(10),
+        || async {
+            let info: Value = stack
+                .client
+                .get(format!("{}/mcp/rb_api", stack.base))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (info["tools"] == 1).then_some(())
+        },
+    )
+    .await;
+    // 502 three times: two retries, three failures in a row.
+    let body = call_server(&stack, "rb_api").await;
+    assert!(body.contains("tool_call.error"), "{body}");
+    // 504: the fourth failure is retried, the fifth opens the breaker.
+    set_fault(&stack, json!({"status": 504})).await;
+    let body = call_server(&stack, "rb_api").await;
+    assert!(body.contains("tool_call.error"), "{body}");
+    // Open: failed fast.
+    let body = call_server(&stack, "rb_api").await;
+    assert!(body.contains("circuit_open"), "{body}");
+
+    let labels = r#"replica="gateway",server="rb_api""#;
+    let series = |name: &str| format!("{name}{{{labels}}}");
+    let retries =
+        |reason: &str| format!(r#"mcp_worker_retries_total{{reason="{reason}",{labels}}}"#);
+    // Read live at the scrape; the audit writer appends its three entries in the
+    // background: waited for.
+    let written = r#"mcp_audit_written_total{replica="gateway",server=""}"#;
+    let text = stack
+        .metrics_when(|text| sample(text, written) == Some(3.0))
+        .await;
+    assert_eq!(sample(&text, &retries("status_502")), Some(2.0), "{text}");
+    assert_eq!(sample(&text, &retries("status_504")), Some(1.0), "{text}");
+    for reason in ["connect", "timeout", "status_503"] {
+        assert_eq!(
+            sample(&text, &retries(reason)),
+            Some(0.0),
+            "{reason}: {text}"
+        );
+    }
+    for (name, value) in [
+        ("mcp_breaker_state", 2.0),
+        ("mcp_breaker_opened_total", 1.0),
+        ("mcp_breaker_rejected_total", 1.0),
+        ("mcp_breaker_consecutive_failures", 5.0),
+        ("mcp_worker_retries_refused_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, &series(name)), Some(value), "{name}: {text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"mcp_audit_dropped_total{replica="gateway",server=""}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    // No worker runs: no numbered replica; servers without retry or breaker: no series.
+    assert!(!text.contains(r#"replica="0""#), "{text}");
+    assert!(!text.contains(r#"server="fruits_api""#), "{text}");
 }
