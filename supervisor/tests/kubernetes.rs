@@ -294,11 +294,11 @@ async fn call(client: &reqwest::Client, hub: &Hub, server_id: &str) -> (u16, Str
     (status, response.text().await.unwrap_or_default())
 }
 
-#[tokio::test]
-async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records() {
+/// A hub whose gateway routes to workers but runs no process supervisor (the
+/// Kubernetes backend under test is the only writer of worker records), with one
+/// server `id` on the mock API and its tool `text`.
+async fn hub_with_text_server(id: &str) -> (Hub, RedisRegistry) {
     let mut options = HubOptions::for_tests();
-    // The gateway routes to workers, but no process supervisor runs: the Kubernetes
-    // backend below is the only writer of worker records.
     options
         .supervisor_flags
         .insert("--enabled".into(), "false".into());
@@ -306,13 +306,10 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
     let registry = RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
         .expect("registry");
     let server = serde_json::from_value(json!({ "baseUrl": hub.mock_url })).expect("server");
-    registry
-        .upsert_server("k8s_api", server)
-        .await
-        .expect("server");
+    registry.upsert_server(id, server).await.expect("server");
     registry
         .upsert_tool(
-            "k8s_api",
+            id,
             serde_json::from_value(
                 json!({"name": "text", "method": "GET", "pathTemplate": "/test/text"}),
             )
@@ -320,6 +317,12 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
         )
         .await
         .expect("tool");
+    (hub, registry)
+}
+
+#[tokio::test]
+async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records() {
+    let (hub, registry) = hub_with_text_server("k8s_api").await;
 
     let port = mcp_testkit::free_port();
     let settings = settings(&hub, port);
@@ -752,28 +755,7 @@ async fn two_supervisors_on_one_cluster_apply_each_server_once_and_take_over() {
 /// (`server.wake`), gets a new pod and is answered.
 #[tokio::test]
 async fn an_idle_server_is_scaled_to_zero_and_the_next_call_wakes_it() {
-    let mut options_hub = HubOptions::for_tests();
-    options_hub
-        .supervisor_flags
-        .insert("--enabled".into(), "false".into());
-    let hub = Hub::start(options_hub).await.expect("the hub");
-    let registry = RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
-        .expect("registry");
-    let server = serde_json::from_value(json!({ "baseUrl": hub.mock_url })).expect("server");
-    registry
-        .upsert_server("idle_api", server)
-        .await
-        .expect("server");
-    registry
-        .upsert_tool(
-            "idle_api",
-            serde_json::from_value(
-                json!({"name": "text", "method": "GET", "pathTemplate": "/test/text"}),
-            )
-            .expect("tool"),
-        )
-        .await
-        .expect("tool");
+    let (hub, registry) = hub_with_text_server("idle_api").await;
     let port = mcp_testkit::free_port();
     let settings = settings(&hub, port);
     let fake = Arc::new(FakeCluster::new(port));

@@ -187,15 +187,9 @@ impl Stack {
             "the gateway to see the workers",
             Duration::from_secs(10),
             || async {
-                let info: Value = self
-                    .client
-                    .get(format!("{}/mcp/{server_id}", self.base))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let info = self
+                    .try_get_json_at(&format!("{}/mcp/{server_id}", self.base))
+                    .await?;
                 (info["workers"].as_u64()? as usize >= n).then_some(info)
             },
         )
@@ -266,6 +260,11 @@ impl Stack {
     /// GET `path` on the gateway, parsed as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.get_json_at(&format!("{}{path}", self.base)).await
+    }
+
+    /// [`Stack::get_json_at`] for a wait loop: `None` while it cannot be sent or read.
+    pub async fn try_get_json_at(&self, url: &str) -> Option<Value> {
+        self.client.get(url).send().await.ok()?.json().await.ok()
     }
 
     /// GET of a whole `url` (the mock API's, the admin API's), parsed as JSON.

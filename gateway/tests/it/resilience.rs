@@ -123,15 +123,9 @@ async fn the_runtime_record_shows_the_breaker_open_then_closed() {
         "the refused call's audit entry",
         Duration::from_secs(10),
         || async {
-            let page: Value = stack
-                .client
-                .get(format!("{}/api/audit?server=breaker_api", stack.admin_url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let page = stack
+                .try_get_json_at(&format!("{}/api/audit?server=breaker_api", stack.admin_url))
+                .await?;
             page["entries"]
                 .as_array()?
                 .iter()
@@ -296,15 +290,9 @@ async fn in_rollback_mode_the_gateway_metrics_show_its_own_retries_and_breaker()
         "the gateway to see rb_api/get",
         Duration::from_secs(10),
         || async {
-            let info: Value = stack
-                .client
-                .get(format!("{}/mcp/rb_api", stack.base))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let info = stack
+                .try_get_json_at(&format!("{}/mcp/rb_api", stack.base))
+                .await?;
             (info["tools"] == 1).then_some(())
         },
     )

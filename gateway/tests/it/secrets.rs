@@ -364,6 +364,23 @@ impl Probe {
         serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
+    /// POSTs `body` (JSON, possibly malformed) to `url` with `bearer`, records the
+    /// answer as `place`, and asserts it was refused with a 4xx.
+    async fn post_refused(&mut self, place: &str, url: String, bearer: &str, body: String) {
+        let response = self
+            .stack
+            .client
+            .post(url)
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        let (status, text) = self.out.response(place, response).await;
+        assert!((400..500).contains(&status), "{place}: {status} {text}");
+    }
+
     fn request_id(&mut self) -> String {
         self.n_requests += 1;
         format!("sec-{}", self.n_requests)
@@ -767,21 +784,14 @@ async fn no_secret_reaches_a_log_a_metric_an_error_an_event_or_the_export() {
         ),
     ] {
         for target in [&base, &admin_url] {
-            let response = probe
-                .stack
-                .client
-                .post(format!("{target}/api/servers/sec_raw"))
-                .bearer_auth(m("admin-token"))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .expect("sent");
-            let (status, text) = probe
-                .out
-                .response(&format!("admin {what} registration at {target}"), response)
+            probe
+                .post_refused(
+                    &format!("admin {what} registration at {target}"),
+                    format!("{target}/api/servers/sec_raw"),
+                    &m("admin-token"),
+                    body.clone(),
+                )
                 .await;
-            assert!((400..500).contains(&status), "{what}: {status} {text}");
         }
     }
     probe
@@ -922,21 +932,14 @@ async fn no_secret_reaches_a_log_a_metric_an_error_an_event_or_the_export() {
             ),
         ),
     ] {
-        let response = probe
-            .stack
-            .client
-            .post(format!("{base}/mcp/sec_argument/echo_token"))
-            .bearer_auth(m("caller-auth"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("sent");
-        let (status, text) = probe
-            .out
-            .response(&format!("gateway {what}"), response)
+        probe
+            .post_refused(
+                &format!("gateway {what}"),
+                format!("{base}/mcp/sec_argument/echo_token"),
+                &m("caller-auth"),
+                body,
+            )
             .await;
-        assert!((400..500).contains(&status), "{what}: {status} {text}");
     }
     for (method, path) in [
         (reqwest::Method::GET, "/nope"),

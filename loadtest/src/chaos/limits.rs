@@ -119,39 +119,41 @@ async fn register(hub: &Hub, ids: &[&str]) -> anyhow::Result<()> {
     hub.register(&hub.bench_document(&ids, 1)).await
 }
 
-async fn delete(hub: &Hub, id: &str) -> anyhow::Result<()> {
-    let url = hub.admin_url.join(&format!("api/servers/{id}"))?;
+/// `method path` on the admin API; the response, when it is a success.
+async fn admin(
+    hub: &Hub,
+    method: reqwest::Method,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Response> {
     let response = hub
         .client
-        .delete(url)
-        .timeout(Duration::from_secs(10))
+        .request(method.clone(), hub.admin_url.join(path)?)
+        .timeout(timeout)
         .send()
         .await
-        .with_context(|| format!("DELETE /api/servers/{id}"))?;
+        .with_context(|| format!("{method} /{path}"))?;
     anyhow::ensure!(
         response.status().is_success(),
-        "DELETE /api/servers/{id}: {}",
+        "{method} /{path}: {}",
         response.status()
     );
+    Ok(response)
+}
+
+async fn delete(hub: &Hub, id: &str) -> anyhow::Result<()> {
+    let path = format!("api/servers/{id}");
+    admin(hub, reqwest::Method::DELETE, &path, Duration::from_secs(10)).await?;
     Ok(())
 }
 
 /// The first worker record of `id` as the admin API shows it.
 async fn runtime(hub: &Hub, id: &str) -> anyhow::Result<Value> {
-    let url = hub.admin_url.join(&format!("api/servers/{id}/runtime"))?;
-    let response = hub
-        .client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .with_context(|| format!("GET /api/servers/{id}/runtime"))?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "GET /api/servers/{id}/runtime: {}",
-        response.status()
-    );
-    let body: Value = response.json().await?;
+    let path = format!("api/servers/{id}/runtime");
+    let body: Value = admin(hub, reqwest::Method::GET, &path, Duration::from_secs(5))
+        .await?
+        .json()
+        .await?;
     Ok(body["workers"][0].clone())
 }
 
@@ -273,6 +275,9 @@ impl Tail {
     }
 }
 
+/// How long a log line may take to reach the file after what it tells of.
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
 /// The supervisor's log lines of a fault that name one of its servers or a limit.
 struct Log {
     tail: Tail,
@@ -284,6 +289,20 @@ impl Log {
         Log {
             tail: Tail::from_end(path),
             kept: Vec::new(),
+        }
+    }
+
+    /// [`Log::logged`] once there is one, or what there is (none) after `timeout`: a
+    /// line reaches the file up to the log writer's batch window after the state it
+    /// tells of is visible in Redis.
+    async fn wait_logged(&mut self, event: &str, server: &str, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.logged(event, server);
+            if !lines.is_empty() || Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -452,8 +471,8 @@ pub async fn worker_cap_and_ports(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             ),
         );
         // Waiting for a port is not a crash: one `worker.pending` line, no restarts.
-        let port_lines = log.logged("worker.pending", NO_PORT);
-        let pending_lines = log.logged("worker.pending", OVER_MAX);
+        let port_lines = log.wait_logged("worker.pending", NO_PORT, LOG_WAIT).await;
+        let pending_lines = log.wait_logged("worker.pending", OVER_MAX, LOG_WAIT).await;
         f.notes.push(format!(
             "the supervisor's log: {} `worker.pending` lines for {NO_PORT} (first: {}), {} `worker.pending` for {OVER_MAX} (first: {})",
             port_lines.len(),
@@ -719,7 +738,7 @@ pub async fn worker_rss(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             failed += bad;
         }
         let peak_mb = peak.into_inner() / (1024 * 1024);
-        let lines = log.logged("worker.rss.exceeded", RSS);
+        let lines = log.wait_logged("worker.rss.exceeded", RSS, LOG_WAIT).await;
         let others = log
             .logged("worker.rss.exceeded", "")
             .len()

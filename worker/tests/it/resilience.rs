@@ -33,16 +33,24 @@ async fn set_fault(hub: &WorkerHarness, fault: Value) {
     assert_eq!(status, 200);
 }
 
-async fn hits(client: &reqwest::Client, mock_url: &str) -> u64 {
-    let body: Value = client
-        .get(format!("{mock_url}/control/faults/{KEY}/hits"))
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client
+        .get(&url)
         .send()
         .await
-        .expect("hits")
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
         .await
-        .expect("json");
-    body["hits"].as_u64().expect("a count")
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+async fn hits(client: &reqwest::Client, mock_url: &str) -> u64 {
+    hits_of(client, mock_url, KEY).await
+}
+
+/// The worker's `/healthz`.
+async fn healthz(hub: &WorkerHarness) -> Value {
+    get_json(&hub.client, format!("{}/healthz", hub.base)).await
 }
 
 fn last(events: &[SseEvent]) -> &SseEvent {
@@ -129,15 +137,7 @@ async fn a_503_with_retry_after_is_retried_after_the_asked_wait_then_succeeds() 
         (&retry["server"], &retry["tool"]),
         (&json!("svc"), &json!("get"))
     );
-    let health: Value = hub
-        .client
-        .get(format!("{}/healthz", hub.base))
-        .send()
-        .await
-        .expect("healthz")
-        .json()
-        .await
-        .expect("json");
+    let health = healthz(&hub).await;
     assert_eq!(health["resilience"]["retries"], 1, "{health}");
     assert_eq!(health["resilience"]["state"], "closed", "{health}");
 }
@@ -306,15 +306,7 @@ async fn connect_refused_is_retried_then_the_breaker_fails_fast_and_closes_after
     let (_, events) = hub.call("get", json!({})).await;
     assert_eq!(last(&events).event, "tool_call.completed", "{events:?}");
     assert_eq!(hits(&hub.client, &api).await, 2);
-    let health: Value = hub
-        .client
-        .get(format!("{}/healthz", hub.base))
-        .send()
-        .await
-        .expect("healthz")
-        .json()
-        .await
-        .expect("json");
+    let health = healthz(&hub).await;
     let resilience = &health["resilience"];
     assert_eq!(
         (
@@ -335,14 +327,7 @@ async fn connect_refused_is_retried_then_the_breaker_fails_fast_and_closes_after
 
 /// Requests under `/fault/{key}/` the mock counted for `key`.
 async fn hits_of(client: &reqwest::Client, mock_url: &str, key: &str) -> u64 {
-    let body: Value = client
-        .get(format!("{mock_url}/control/faults/{key}/hits"))
-        .send()
-        .await
-        .expect("hits")
-        .json()
-        .await
-        .expect("json");
+    let body = get_json(client, format!("{mock_url}/control/faults/{key}/hits")).await;
     body["hits"].as_u64().expect("a count")
 }
 
@@ -447,15 +432,7 @@ async fn an_error_rate_below_the_consecutive_threshold_opens_the_breaker_and_fai
         (3, 3),
         "nothing reached the REST API while open"
     );
-    let health: Value = hub
-        .client
-        .get(format!("{}/healthz", hub.base))
-        .send()
-        .await
-        .expect("healthz")
-        .json()
-        .await
-        .expect("json");
+    let health = healthz(&hub).await;
     let resilience = &health["resilience"];
     assert_eq!(
         (
