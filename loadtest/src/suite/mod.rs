@@ -165,6 +165,8 @@ pub struct LogCost {
 #[derive(Debug, Serialize)]
 pub struct FeatureCost {
     pub rate: f64,
+    /// The capacity the main hub's search found (`rate` is at least a floor).
+    pub capacity_rps: f64,
     pub rounds: u32,
     pub steal_percent: Option<f64>,
     pub variants: Vec<Variant>,
@@ -342,14 +344,16 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<Results> {
     }
 
     // Hubs E: the audit log and retries with a breaker, on and off, at the capacity rate.
-    let rate = results
-        .capacity
-        .as_ref()
-        .map_or(0.0, |c| c.rate)
-        .max(if config.quick { 500.0 } else { 2000.0 });
+    let capacity_rps = results.capacity.as_ref().map_or(0.0, |c| c.rate);
+    let rate = capacity_rps.max(if config.quick { 500.0 } else { 2000.0 });
     eprintln!("suite: feature cost at {rate} rps");
     match feature_cost(&config, &scenario_text, &bench_ids, rate, &timing).await {
-        Ok(found) => results.feature_cost = Some(found),
+        Ok(found) => {
+            results.feature_cost = Some(FeatureCost {
+                capacity_rps,
+                ..found
+            })
+        }
         Err(err) => results.errors.push(format!("feature cost: {err:#}")),
     }
 
@@ -1107,6 +1111,7 @@ async fn feature_cost(
     }
     Ok(FeatureCost {
         rate,
+        capacity_rps: rate,
         rounds: FEATURE_ROUNDS as u32,
         steal_percent,
         variants,
