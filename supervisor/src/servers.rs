@@ -373,24 +373,14 @@ impl ServerSupervisor {
         }
     }
 
-    /// Takes or renews the lease of `server_id`: `Some(true)` held, `Some(false)` held
-    /// by another supervisor, `None` when Redis could not say (keep what runs).
     async fn take_lease(&self, server_id: &str) -> Option<bool> {
-        match self
-            .registry
-            .acquire_lease(
-                server_id,
-                &self.options.supervisor_id,
-                self.options.lease_ttl.as_millis() as u64,
-            )
-            .await
-        {
-            Ok(held) => Some(held),
-            Err(err) => {
-                tracing::warn!(event = "supervisor.lease.failed", server = %server_id, error = %err);
-                None
-            }
-        }
+        take_lease(
+            &self.registry,
+            server_id,
+            &self.options.supervisor_id,
+            self.options.lease_ttl,
+        )
+        .await
     }
 
     /// Brings the backend and the records in line with the registry. Safe to call at
@@ -666,6 +656,27 @@ impl ServerSupervisor {
                     .remove_worker_record(server_id, record.replica_idx)
                     .await;
             }
+        }
+    }
+}
+
+/// Takes or renews the lease of `server_id` for `supervisor_id` (both backends' loops):
+/// `Some(true)` held, `Some(false)` held by another supervisor, `None` when Redis could
+/// not say (keep what runs).
+pub(crate) async fn take_lease(
+    registry: &RedisRegistry,
+    server_id: &str,
+    supervisor_id: &str,
+    ttl: Duration,
+) -> Option<bool> {
+    match registry
+        .acquire_lease(server_id, supervisor_id, ttl.as_millis() as u64)
+        .await
+    {
+        Ok(held) => Some(held),
+        Err(err) => {
+            tracing::warn!(event = "supervisor.lease.failed", server = %server_id, error = %err);
+            None
         }
     }
 }

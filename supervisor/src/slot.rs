@@ -479,6 +479,12 @@ impl Slot {
         tracing::info!(event = "worker.restart", server = %self.key.server_id, replica = self.key.replica_idx, pid,
             port, reason = self.record.last_failure.as_deref().unwrap_or(""), backoff_ms = delay.as_millis() as u64, restarts = self.record.restarts + 1);
         self.record.restarts += 1;
+        self.wait_or_command(delay).await
+    }
+
+    /// Waits `delay` while answering commands: `None` to go on (the wait is over, or a
+    /// restart was asked for: now), `Some` when the slot must end (stopped, cancelled).
+    async fn wait_or_command(&mut self, delay: Duration) -> Option<Option<AfterStop>> {
         tokio::select! {
             () = tokio::time::sleep(delay) => None,
             () = self.cancel.cancelled() => Some(None),
@@ -487,7 +493,6 @@ impl Slot {
                     self.stop(then, &reason).await;
                     Some(Some(then))
                 }
-                // A restart request during back-off: restart now.
                 Some(Command::Restart { .. }) => None,
                 None => Some(None),
             },
@@ -652,18 +657,7 @@ impl Slot {
             tracing::info!(event = "worker.pending", server = %self.key.server_id, replica = self.key.replica_idx,
                 base_port = self.ctx.base_port, port_count = self.ctx.port_count, reason = %why);
         }
-        tokio::select! {
-            () = tokio::time::sleep(PORT_RETRY) => None,
-            () = self.cancel.cancelled() => Some(None),
-            command = self.commands.recv() => match command {
-                Some(Command::Stop { reason, then }) => {
-                    self.stop(then, &reason).await;
-                    Some(Some(then))
-                }
-                Some(Command::Restart { .. }) => None,
-                None => Some(None),
-            },
-        }
+        self.wait_or_command(PORT_RETRY).await
     }
 
     async fn release_port(&self, port: u16) {

@@ -360,25 +360,14 @@ impl Supervisor {
         });
     }
 
-    /// Takes or renews the lease of `server_id`: `Some(true)` held, `Some(false)` held
-    /// by another supervisor, `None` when Redis could not say (keep what runs).
     async fn take_lease(&self, server_id: &str) -> Option<bool> {
-        match self
-            .ctx
-            .registry
-            .acquire_lease(
-                server_id,
-                &self.ctx.supervisor_id,
-                self.lease_ttl.as_millis() as u64,
-            )
-            .await
-        {
-            Ok(held) => Some(held),
-            Err(err) => {
-                tracing::warn!(event = "supervisor.lease.failed", server = %server_id, error = %err);
-                None
-            }
-        }
+        crate::servers::take_lease(
+            &self.ctx.registry,
+            server_id,
+            &self.ctx.supervisor_id,
+            self.lease_ttl,
+        )
+        .await
     }
 
     /// Brings the slots in line with the registry. Safe to call at any time.
