@@ -113,8 +113,8 @@ impl From<mcp_core::registry::Error> for ApiError {
         match err {
             Error::Unavailable(_) => ApiError::Unavailable(err),
             Error::ServerNotFound(id) => ApiError::server_not_found(&id),
-            Error::MaskedSecret => {
-                ApiError::Invalid(vec![Problem::new("auth.value", err.to_string())])
+            Error::MaskedSecret(ref field) => {
+                ApiError::Invalid(vec![Problem::new(field.clone(), err.to_string())])
             }
             Error::Invalid(problems) => ApiError::Invalid(problems),
             other => ApiError::Internal(other.into()),

@@ -25,7 +25,8 @@ pub struct ServerConfig {
     pub base_url: String,
     #[serde(default)]
     pub auth: Auth,
-    /// Headers sent with every call of this server's tools.
+    /// Headers sent with every call of this server's tools. The values of those named
+    /// like credentials ([`is_credential_header`]) are masked as `auth.value` is.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub default_headers: BTreeMap<String, String>,
     #[serde(default = "default_true")]
@@ -70,12 +71,49 @@ impl ServerConfig {
         self.audit.is_some_and(|audit| audit.include_arguments)
     }
 
-    /// A copy fit for an API response or a log line: the secret replaced by [`MASKED_SECRET`].
+    /// A copy fit for an API response or a log line: the secret and the values of the
+    /// credential default headers ([`is_credential_header`]) replaced by [`MASKED_SECRET`].
     pub fn masked(&self) -> ServerConfig {
         let mut copy = self.clone();
         copy.auth = copy.auth.masked();
+        for (name, value) in &mut copy.default_headers {
+            if is_credential_header(name) {
+                MASKED_SECRET.clone_into(value);
+            }
+        }
         copy
     }
+
+    /// The default headers whose value is the mask: posting one back keeps the value
+    /// stored for that header.
+    pub fn masked_default_headers(&self) -> impl Iterator<Item = &str> {
+        self.default_headers
+            .iter()
+            .filter(|(_, value)| value.as_str() == MASKED_SECRET)
+            .map(|(name, _)| name.as_str())
+    }
+}
+
+/// Whether a header's value is a credential, going by its name (case-insensitive):
+/// `Authorization`, `Proxy-Authorization`, `Cookie`, any name ending in `key` (`X-Api-Key`,
+/// `Ocp-Apim-Subscription-Key`), and any name holding `auth`, `token`, `secret`, `passw`,
+/// `session`, `signature` or `credential`. A default header named so is masked in every
+/// API response, export and event the admin API serves.
+pub fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "cookie"
+        || name.ends_with("key")
+        || [
+            "auth",
+            "token",
+            "secret",
+            "passw",
+            "session",
+            "signature",
+            "credential",
+        ]
+        .iter()
+        .any(|part| name.contains(part))
 }
 
 /// How the worker authenticates to the REST API.
@@ -369,6 +407,7 @@ pub fn path_placeholders(template: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn existing_hub_json_round_trips_unchanged() {
@@ -412,6 +451,44 @@ mod tests {
         assert!(!format!("{auth:?}").contains("s3cret"));
         assert_eq!(auth.masked().value.as_deref(), Some(MASKED_SECRET));
         assert!(auth.masked().value_is_masked());
+    }
+
+    #[test]
+    fn credential_default_headers_are_masked_and_the_others_kept() {
+        let server: ServerConfig = serde_json::from_value(json!({
+            "baseUrl": "http://x",
+            "defaultHeaders": {
+                "Authorization": "Bearer s3cret", "X-Api-Key": "k3y", "cookie": "sid=1",
+                "X-Auth-Token": "t0k", "Ocp-Apim-Subscription-Key": "sub",
+                "Accept": "application/json", "X-Tenant": "acme"
+            }
+        }))
+        .expect("server");
+        let masked = server.masked();
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "cookie",
+            "X-Auth-Token",
+            "Ocp-Apim-Subscription-Key",
+        ] {
+            assert_eq!(masked.default_headers[name], MASKED_SECRET, "{name}");
+        }
+        assert_eq!(masked.default_headers["Accept"], "application/json");
+        assert_eq!(masked.default_headers["X-Tenant"], "acme");
+        let mut posted: Vec<&str> = masked.masked_default_headers().collect();
+        posted.sort_unstable();
+        assert_eq!(
+            posted,
+            [
+                "Authorization",
+                "Ocp-Apim-Subscription-Key",
+                "X-Api-Key",
+                "X-Auth-Token",
+                "cookie"
+            ]
+        );
+        assert_eq!(server.masked_default_headers().count(), 0);
     }
 
     #[test]

@@ -39,9 +39,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A masked secret was sent for a server that has no stored secret to keep.
-    #[error("auth.value is the mask the API hands out; send the real secret")]
-    MaskedSecret,
+    /// A masked secret was sent for a server that has no stored secret to keep; the
+    /// field is named (`auth.value`, `defaultHeaders.<name>`).
+    #[error("{0} is the mask the API hands out and no value is stored for it; send the real one")]
+    MaskedSecret(String),
     /// An import cannot be applied to the registry as it stands (checked before any
     /// write); every problem is listed with its field in the document.
     #[error("the document cannot be imported: {}", .0.iter().map(|p| format!("{}: {}", p.field, p.message)).collect::<Vec<_>>().join("; "))]
@@ -155,10 +156,13 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PUBLISH_LUA}{body}"))
 }
 
-/// KEYS: version, servers. ARGV: channel, id, config, event, placeholder. A non-empty
-/// placeholder (a quoted JSON string) stands for the stored secret in config and event:
-/// it is replaced by the stored `auth.value` inside the script, so keeping the secret is
-/// atomic with the write. No stored secret: `{-1, 0}` and nothing is written.
+/// KEYS: version, servers. ARGV: channel, id, config, event, kept. A non-empty `kept` is
+/// a JSON array of `[field, placeholder]` pairs, `field` being `auth` or
+/// `header:<name>`: each placeholder (a quoted JSON string) stands for a stored secret
+/// in config and event (`auth.value`, or the stored default header of that name, its
+/// case ignored) and is replaced by it inside the script, so keeping the secrets is
+/// atomic with the write. A secret not stored: `{-1, i}` (`i` its pair, from 1) and
+/// nothing is written.
 static UPSERT_SERVER: LazyLock<Script> = LazyLock::new(|| {
     script(&format!(
         "{WRITE_SERVER_LUA}return {{created, publish(event)}}\n"
@@ -189,23 +193,46 @@ const WRITE_SERVER_LUA: &str = r#"
 local config, event = ARGV[3], ARGV[4]
 if ARGV[5] ~= '' then
   local stored = redis.call('HGET', KEYS[2], ARGV[2])
-  local secret = nil
+  local cfg = nil
   if stored then
-    local ok, cfg = pcall(cjson.decode, stored)
-    if ok and type(cfg) == 'table' and type(cfg.auth) == 'table' and type(cfg.auth.value) == 'string' then
-      secret = cfg.auth.value
-    end
+    local ok, decoded = pcall(cjson.decode, stored)
+    if ok and type(decoded) == 'table' then cfg = decoded end
   end
-  if not secret then return {-1, 0} end
-  local function splice(text)
-    local i, j = string.find(text, ARGV[5], 1, true)
-    if not i then error('the stored-secret placeholder is missing') end
+  local function stored_secret(field)
+    if not cfg then return nil end
+    if field == 'auth' then
+      if type(cfg.auth) == 'table' and type(cfg.auth.value) == 'string' then return cfg.auth.value end
+      return nil
+    end
+    local name = string.match(field, '^header:(.*)$')
+    if not name or type(cfg.defaultHeaders) ~= 'table' then return nil end
+    if type(cfg.defaultHeaders[name]) == 'string' then return cfg.defaultHeaders[name] end
+    for k, v in pairs(cfg.defaultHeaders) do
+      if type(k) == 'string' and type(v) == 'string' and string.lower(k) == string.lower(name) then return v end
+    end
+    return nil
+  end
+  local function splice(text, placeholder, secret)
+    local i, j = string.find(text, placeholder, 1, true)
+    if not i then error('a stored-secret placeholder is missing') end
     return string.sub(text, 1, i - 1) .. str(secret) .. string.sub(text, j + 1)
   end
-  config, event = splice(config), splice(event)
+  for n, pair in ipairs(cjson.decode(ARGV[5])) do
+    local secret = stored_secret(pair[1])
+    if not secret then return {-1, n} end
+    config, event = splice(config, pair[2], secret), splice(event, pair[2], secret)
+  end
 end
 local created = redis.call('HSET', KEYS[2], ARGV[2], config)
 "#;
+
+/// The document field of a `kept` entry of [`WRITE_SERVER_LUA`].
+fn masked_field(kept: &str) -> String {
+    match kept.strip_prefix("header:") {
+        Some(name) => format!("defaultHeaders.{name}"),
+        None => "auth.value".to_owned(),
+    }
+}
 
 /// KEYS: version, servers, tools. ARGV: channel, server id, tool name, tool, event.
 static UPSERT_TOOL: LazyLock<Script> = LazyLock::new(|| {
@@ -474,15 +501,27 @@ impl RedisRegistry {
         if server.name.is_empty() {
             server.name = server_id.to_owned();
         }
-        // The script swaps the stored secret in for a one-off placeholder, so a
-        // concurrent write cannot slip between reading the secret and writing it back.
-        let placeholder = if server.auth.value_is_masked() {
+        // The script swaps each stored secret in for a one-off placeholder, so a
+        // concurrent write cannot slip between reading a secret and writing it back.
+        let mut kept: Vec<(String, String)> = Vec::new();
+        let mut placeholder = |field: String| {
             let token = format!("mcp-hub:stored-secret:{}", uuid::Uuid::new_v4().simple());
-            let quoted = to_json(&token);
-            server.auth.value = Some(token);
-            quoted
-        } else {
+            kept.push((field, to_json(&token)));
+            token
+        };
+        if server.auth.value_is_masked() {
+            server.auth.value = Some(placeholder("auth".to_owned()));
+        }
+        let masked_headers: Vec<String> =
+            server.masked_default_headers().map(str::to_owned).collect();
+        for name in masked_headers {
+            let token = placeholder(format!("header:{name}"));
+            server.default_headers.insert(name, token);
+        }
+        let kept_arg = if kept.is_empty() {
             String::new()
+        } else {
+            to_json(&kept)
         };
         let event = EventKind::ServerUpsert {
             server_id: server_id.to_owned(),
@@ -502,7 +541,7 @@ impl RedisRegistry {
             .arg(server_id)
             .arg(to_json(&server))
             .arg(event_body(&event))
-            .arg(placeholder);
+            .arg(kept_arg);
         for tool in tools {
             let event = EventKind::ToolUpsert {
                 server_id: server_id.to_owned(),
@@ -516,7 +555,11 @@ impl RedisRegistry {
         }
         let (created, version): (i64, u64) = self.conn.write_script(&invocation).await?;
         if created < 0 {
-            return Err(Error::MaskedSecret);
+            let field = usize::try_from(version)
+                .ok()
+                .and_then(|n| kept.get(n.checked_sub(1)?))
+                .map_or("auth", |(field, _)| field.as_str());
+            return Err(Error::MaskedSecret(masked_field(field)));
         }
         Ok(WriteOutcome {
             created: created == 1,
@@ -863,17 +906,34 @@ impl RedisRegistry {
     ) -> Result<ImportSummary> {
         let mut problems = Vec::new();
         for (server_id, config) in &doc.servers {
+            let masked_headers: Vec<&str> = config.masked_default_headers().collect();
+            if !config.auth.value_is_masked() && masked_headers.is_empty() {
+                continue;
+            }
+            let stored = self.get_server(server_id).await?;
             if config.auth.value_is_masked()
-                && self
-                    .get_server(server_id)
-                    .await?
-                    .and_then(|stored| stored.auth.value)
+                && stored
+                    .as_ref()
+                    .and_then(|s| s.auth.value.as_ref())
                     .is_none()
             {
                 problems.push(crate::validate::Problem::new(
                     format!("servers.{server_id}.auth.value"),
                     "is the mask the API hands out and no secret is stored for this server; send the real secret",
                 ));
+            }
+            for name in masked_headers {
+                let kept = stored.as_ref().is_some_and(|s| {
+                    s.default_headers
+                        .keys()
+                        .any(|stored| stored.eq_ignore_ascii_case(name))
+                });
+                if !kept {
+                    problems.push(crate::validate::Problem::new(
+                        format!("servers.{server_id}.defaultHeaders.{name}"),
+                        "is the mask the API hands out and no value is stored for this header; send the real one",
+                    ));
+                }
             }
         }
         if !problems.is_empty() {

@@ -36,6 +36,7 @@ cases!(
     demo_data_round_trips_through_redis,
     a_tool_needs_its_server,
     a_masked_secret_keeps_the_stored_one,
+    a_masked_default_header_keeps_the_stored_one,
     stats_equal_a_recount_after_random_writes,
     version_strictly_increases_under_concurrent_writers,
     runtime_records_are_listed_per_server_and_replica,
@@ -186,7 +187,7 @@ async fn a_masked_secret_keeps_the_stored_one(registry: RedisRegistry) {
     let version = registry.version().await.expect("version");
     assert!(matches!(
         registry.upsert_server("new", masked_new).await,
-        Err(Error::MaskedSecret)
+        Err(Error::MaskedSecret(field)) if field == "auth.value"
     ));
     assert_eq!(registry.get_server("new").await.expect("get"), None);
     assert_eq!(
@@ -194,6 +195,63 @@ async fn a_masked_secret_keeps_the_stored_one(registry: RedisRegistry) {
         version,
         "nothing written, nothing published"
     );
+}
+
+/// A default header posted back as the mask keeps the value stored under its name (its
+/// case ignored); a mask for a header with nothing stored writes nothing and names it.
+async fn a_masked_default_header_keeps_the_stored_one(registry: RedisRegistry) {
+    let config: ServerConfig = serde_json::from_value(json!({
+        "baseUrl": "http://x",
+        "defaultHeaders": {"Authorization": "Bearer h3ader", "X-Api-Key": "k3y", "Accept": "text/plain"}
+    }))
+    .expect("server");
+    registry.upsert_server("s", config).await.expect("upsert");
+    let stored = registry
+        .get_server("s")
+        .await
+        .expect("get")
+        .expect("exists");
+    let mut posted = stored.masked();
+    assert_eq!(posted.default_headers["Authorization"], MASKED_SECRET);
+    assert_eq!(posted.default_headers["Accept"], "text/plain");
+    let key = posted.default_headers.remove("X-Api-Key").expect("key");
+    posted.default_headers.insert("x-api-key".into(), key);
+    posted
+        .default_headers
+        .insert("Accept".into(), "application/json".into());
+    registry
+        .upsert_server("s", posted.clone())
+        .await
+        .expect("upsert masked");
+    let kept = registry
+        .get_server("s")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(kept.default_headers["Authorization"], "Bearer h3ader");
+    assert_eq!(
+        kept.default_headers["x-api-key"], "k3y",
+        "found by name, case ignored"
+    );
+    assert_eq!(
+        kept.default_headers["Accept"], "application/json",
+        "the rest as sent"
+    );
+
+    posted
+        .default_headers
+        .insert("X-Other-Token".into(), MASKED_SECRET.into());
+    let version = registry.version().await.expect("version");
+    assert!(matches!(
+        registry.upsert_server("s", posted).await,
+        Err(Error::MaskedSecret(field)) if field == "defaultHeaders.X-Other-Token"
+    ));
+    assert_eq!(
+        registry.get_server("s").await.expect("get"),
+        Some(kept),
+        "nothing written"
+    );
+    assert_eq!(registry.version().await.expect("version"), version);
 }
 
 /// The stored secret is swapped in by the write script itself: whatever characters it
@@ -205,7 +263,7 @@ async fn a_kept_secret_survives_any_characters_and_reaches_the_event(registry: R
     let mut config: ServerConfig = serde_json::from_value(json!({
         "baseUrl": "http://x",
         "auth": {"type": "header", "key": "X-Key", "value": secret},
-        "defaultHeaders": {"X-Mask": MASKED_SECRET},
+        "defaultHeaders": {"X-Header-Secret": secret, "X-Plain": "1"},
         "futureField": {"empty": [], "n": 1.5}
     }))
     .expect("server");
@@ -217,6 +275,9 @@ async fn a_kept_secret_survives_any_characters_and_reaches_the_event(registry: R
     assert!(matches!(events.next().await, Some(Update::Reload(_))));
 
     config.auth.value = Some(MASKED_SECRET.into());
+    config
+        .default_headers
+        .insert("X-Header-Secret".into(), MASKED_SECRET.into());
     config.active = false;
     let outcome = registry
         .upsert_server("s", config.clone())
@@ -225,11 +286,14 @@ async fn a_kept_secret_survives_any_characters_and_reaches_the_event(registry: R
     assert!(!outcome.created);
     let mut expected = config.clone();
     expected.auth.value = Some(secret.into());
+    expected
+        .default_headers
+        .insert("X-Header-Secret".into(), secret.into());
     expected.name = "s".into();
     assert_eq!(
         registry.get_server("s").await.expect("get"),
         Some(expected.clone()),
-        "the secret is kept and everything else, the other mask included, is as sent"
+        "the secrets are kept and everything else is as sent"
     );
     let update = tokio::time::timeout(Duration::from_secs(10), events.next())
         .await

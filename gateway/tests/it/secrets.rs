@@ -27,11 +27,9 @@
 //! The caller's own credentials (an `Authorization` header on every call, a wrong admin
 //! token) must appear nowhere, relayed output included: the hub must not forward them.
 //!
-//! Known open ([`KNOWN_OPEN`]): `defaultHeaders` are configuration, returned in clear by
-//! the admin API (a server's view, the export, `/api/events`); a credential put there
-//! (`Authorization: Bearer ...`) shows. Masking credential-named default headers needs the
-//! registry's write script to keep a masked one as it keeps a masked `auth.value`. Until
-//! then a credential belongs in `auth` (kind `header` covers `Authorization: Basic`).
+//! Credential-named default headers (`Authorization`, `X-Api-Key`, ...) are masked by
+//! the admin API like `auth.value` (a server's view, the export, `/api/events`), and a
+//! masked one posted back (the dashboard's edit) keeps the stored value: checked below.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -121,22 +119,6 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Findings accepted for now (see the module's doc): (marker, where it shows).
-const KNOWN_OPEN: [(&str, &[&str]); 1] = [(
-    "default",
-    &["/api/servers/sec_default", "/api/export", "/api/events"],
-)];
-
-fn known_open(finding: &str) -> bool {
-    KNOWN_OPEN.iter().any(|(marker, places)| {
-        finding.starts_with(&format!("`{marker}` in "))
-            && places.iter().any(|place| {
-                let head = finding.split(": ...").next().unwrap_or("");
-                head.contains(place)
-            })
-    })
 }
 
 /// (where, text).
@@ -800,22 +782,25 @@ async fn no_secret_reaches_a_log_a_metric_an_error_an_event_or_the_export() {
     probe
         .admin_both(reqwest::Method::DELETE, "/api/tools/sec_bearer/nope", None)
         .await;
-    // The dashboard's round trip: the masked config posted back keeps the secret.
-    let view = probe
-        .admin_ok(reqwest::Method::GET, "/api/servers/sec_bearer", None)
-        .await;
-    let mut config = view.clone();
-    if let Some(object) = config.as_object_mut() {
-        object.remove("id");
-        object.remove("toolCount");
+    // The dashboard's round trip: the masked config posted back keeps the secret (and a
+    // credential default header's value; the calls below show both are still sent).
+    for server in ["sec_bearer", "sec_default"] {
+        let path = format!("/api/servers/{server}");
+        let mut config = probe.admin_ok(reqwest::Method::GET, &path, None).await;
+        if server == "sec_default" {
+            assert_eq!(
+                config["defaultHeaders"]["Authorization"], "********",
+                "a credential default header is masked"
+            );
+        }
+        if let Some(object) = config.as_object_mut() {
+            object.remove("id");
+            object.remove("toolCount");
+        }
+        probe
+            .admin_ok(reqwest::Method::POST, &path, Some(config))
+            .await;
     }
-    probe
-        .admin_ok(
-            reqwest::Method::POST,
-            "/api/servers/sec_bearer",
-            Some(config),
-        )
-        .await;
 
     // ---- tool calls: successes (the echo relays each credential) and every error ----
     let callers = [
@@ -1202,19 +1187,12 @@ async fn no_secret_reaches_a_log_a_metric_an_error_an_event_or_the_export() {
     // ---- the search ----
     let mut findings = find(&probe.markers.all(), &probe.out.hub);
     findings.extend(find(&probe.markers.caller, &probe.out.relayed));
-    let (open, findings): (Vec<String>, Vec<String>) =
-        findings.into_iter().partition(|f| known_open(f));
-    assert!(
-        !open.is_empty(),
-        "the known open exposure is gone: remove it from KNOWN_OPEN"
-    );
     let searched_bytes: usize = probe.out.hub.iter().map(|(_, t)| t.len()).sum();
     eprintln!(
-        "secrets: searched {} outputs ({searched_bytes} bytes, {n_log_lines} log lines) and {} relayed results for {} markers; {} known open",
+        "secrets: searched {} outputs ({searched_bytes} bytes, {n_log_lines} log lines) and {} relayed results for {} markers",
         probe.out.hub.len(),
         probe.out.relayed.len(),
         probe.markers.all().len(),
-        open.len()
     );
     if !findings.is_empty() {
         let kept = log_dir.keep();
