@@ -433,6 +433,145 @@ async function main() {
       }
     });
 
+    await check('the server form edits the breaker\'s error-rate fields, with the API\'s messages', async () => {
+      const id = 'e2e_breaker_form';
+      const field = (label: string) => page.locator('.field', { has: page.getByLabel(label, { exact: true }) });
+      try {
+        await page.goto(`${dashboard}servers/new`);
+        await page.getByLabel('Server id').fill(id);
+        await page.getByLabel('Base URL').fill(hub.mock);
+        await page.getByLabel('Guard this REST API with a circuit breaker', { exact: false }).check();
+        // Out of range: the admin API's 422 names each field, shown next to it.
+        await page.getByLabel('Error rate (%)').fill('150');
+        await page.getByLabel('Window (ms)').fill('50');
+        await page.getByLabel('Minimum calls').fill('0');
+        await page.getByRole('button', { name: 'Create server' }).click();
+        await field('Error rate (%)').getByText('must be between 1 and 100').waitFor();
+        await field('Window (ms)').getByText('must be between 100 and 600000').waitFor();
+        await field('Minimum calls').getByText('must be between 1 and 100000').waitFor();
+        await shot(page, 'server-form-breaker-errors');
+        // Not a number: the API's JSON type error, as it words it.
+        await page.getByLabel('Error rate (%)').fill('50');
+        await page.getByLabel('Minimum calls').fill('10');
+        await page.getByLabel('Window (ms)').fill('5s');
+        await page.getByRole('button', { name: 'Create server' }).click();
+        await field('Window (ms)').getByText('invalid type: string, expected u64').waitFor();
+        // The rule's fields without the rate: the API says they would do nothing.
+        await page.getByLabel('Error rate (%)').fill('');
+        await page.getByLabel('Window (ms)').fill('5000');
+        await page.getByRole('button', { name: 'Create server' }).click();
+        await field('Window (ms)').getByText('has no effect without circuitBreaker.errorRatePercent').waitFor();
+        await page.getByLabel('Failures in a row').fill('3');
+        await page.getByLabel('Cool-down (ms)').fill('60000');
+        await page.getByLabel('Error rate (%)').fill('50');
+        await page.getByRole('button', { name: 'Create server' }).click();
+        await page.waitForURL(new RegExp(`/dashboard/servers/${id}$`));
+        const expected = { failureThreshold: 3, coolDownMs: 60000, errorRatePercent: 50, windowMs: 5000, minCalls: 10 };
+        const stored = await api<{ circuitBreaker?: Record<string, number> }>(hub, `/api/servers/${id}`);
+        assert(JSON.stringify(stored.circuitBreaker) === JSON.stringify(expected), `stored ${JSON.stringify(stored.circuitBreaker)}`);
+        // Reloaded: the detail page and the form show what was saved.
+        await page.reload();
+        const rule = page.getByTestId('settings-breaker');
+        await rule.getByText('opens after 3 failures in a row or when 50% of at least 10 attempts in 5.00 s failed; one probe after 60.00 s open').waitFor();
+        await shot(page, 'server-detail-breaker-settings');
+        await page.getByRole('link', { name: 'Edit', exact: true }).first().click();
+        await page.getByLabel('Error rate (%)').waitFor();
+        for (const [label, value] of [['Failures in a row', '3'], ['Cool-down (ms)', '60000'], ['Error rate (%)', '50'], ['Window (ms)', '5000'], ['Minimum calls', '10']]) {
+          const shown = await page.getByLabel(label, { exact: true }).inputValue();
+          assert(shown === value, `${label} shows ${shown}, saved ${value}`);
+        }
+        await shot(page, 'server-form-breaker');
+        // Unticked: saved without a breaker.
+        await page.getByLabel('Guard this REST API with a circuit breaker', { exact: false }).uncheck();
+        await page.getByRole('button', { name: 'Save server' }).click();
+        await page.waitForURL(new RegExp(`/dashboard/servers/${id}$`));
+        await page.getByTestId('settings-breaker').getByText('none').waitFor();
+        const after = await api<{ circuitBreaker?: unknown }>(hub, `/api/servers/${id}`);
+        assert(after.circuitBreaker === undefined, `breaker left: ${JSON.stringify(after.circuitBreaker)}`);
+      } finally {
+        await page.goto(`${dashboard}servers`);
+        const gone = await fetch(`${hub.admin}/api/servers/${id}`, { method: 'DELETE' });
+        assert(gone.ok, `delete ${id}: ${gone.status}`);
+      }
+    });
+
+    await check('a masked credential header has a hint, and saving the form keeps its stored value', async () => {
+      const id = 'e2e_headers';
+      const stored = 'e2e-stored-header-key-0123';
+      try {
+        await page.goto(`${dashboard}servers/new`);
+        await page.getByLabel('Server id').fill(id);
+        await page.getByLabel('Base URL').fill(hub.mock);
+        const headers = page.locator('fieldset', { has: page.locator('legend', { hasText: 'Default headers' }) });
+        await headers.getByRole('button', { name: '+ Add' }).click();
+        await page.getByLabel('Default headers: Header 1').fill('X-Api-Key');
+        await page.getByLabel('Default headers: Value 1').fill(stored);
+        await headers.getByRole('button', { name: '+ Add' }).click();
+        await page.getByLabel('Default headers: Header 2').fill('Accept');
+        await page.getByLabel('Default headers: Value 2').fill('application/json');
+        const hints = headers.getByTestId('kv-hint');
+        await hints.getByText('A credential: stored, and shown as ******** from now on.').waitFor();
+        assert((await hints.count()) === 1, `${await hints.count()} hints for one credential header`);
+        await page.getByRole('button', { name: 'Create server' }).click();
+        await page.waitForURL(new RegExp(`/dashboard/servers/${id}$`));
+        const tool = await fetch(`${hub.admin}/api/tools/${id}/echo`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ name: 'echo', method: 'GET', pathTemplate: '/test/echo' }),
+        });
+        assert(tool.ok, `create tool: ${tool.status}`);
+        const settings = (await page.getByTestId('settings').textContent()) ?? '';
+        assert(settings.includes('X-Api-Key: ********') && !settings.includes(stored), `headers shown: ${settings}`);
+        // The edit form (headers in the registry's order: Accept, X-Api-Key): the mask in
+        // the value, the hint next to it, the other header plain.
+        await page.getByRole('link', { name: 'Edit', exact: true }).first().click();
+        const value = page.getByLabel('Default headers: Value 2');
+        await value.waitFor();
+        assert((await page.getByLabel('Default headers: Header 2').inputValue()) === 'X-Api-Key', 'second header is not X-Api-Key');
+        assert((await value.inputValue()) === '********', `value shows ${await value.inputValue()}`);
+        const hint = page.getByText('******** keeps the stored value; type a new one to replace it.');
+        await hint.waitFor();
+        assert((await value.getAttribute('aria-describedby')) === (await hint.getAttribute('id')), 'the hint does not describe the value');
+        assert((await page.getByLabel('Default headers: Value 1').getAttribute('aria-describedby')) === null, 'Accept has a hint');
+        assert(!(await page.content()).includes(stored), 'the stored header value is in the form');
+        await shot(page, 'server-form-masked-header');
+        // Saved without touching the header: the REST API still gets the stored value.
+        await page.getByLabel('Display name').fill('Headers kept');
+        await page.getByRole('button', { name: 'Save server' }).click();
+        await page.waitForURL(new RegExp(`/dashboard/servers/${id}$`));
+        await page.getByRole('heading', { name: 'Headers kept' }).waitFor();
+        const body = await waitUntil('a call through the gateway', 20_000, async () => {
+          const r = await fetch(`${hub.gateway}/mcp/${id}/echo`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ args: {} }),
+          });
+          const text = await r.text();
+          return r.ok && text.includes('x-api-key') ? text : undefined;
+        });
+        assert(body.includes(stored), `the REST API did not get the stored value: ${body.slice(0, 400)}`);
+        assert(!body.includes('********'), 'the REST API got the mask');
+        // A new value typed over the mask replaces it.
+        await page.getByRole('link', { name: 'Edit', exact: true }).first().click();
+        await page.getByLabel('Default headers: Value 2').fill('e2e-new-header-key');
+        await page.getByText('A credential: stored, and shown as ******** from now on.').waitFor();
+        await page.getByRole('button', { name: 'Save server' }).click();
+        await page.waitForURL(new RegExp(`/dashboard/servers/${id}$`));
+        await waitUntil('the new header value at the REST API', 20_000, async () => {
+          const r = await fetch(`${hub.gateway}/mcp/${id}/echo`, {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ args: {} }),
+          });
+          return (await r.text()).includes('e2e-new-header-key');
+        });
+      } finally {
+        await page.goto(`${dashboard}servers`);
+        const gone = await fetch(`${hub.admin}/api/servers/${id}`, { method: 'DELETE' });
+        assert(gone.ok, `delete ${id}: ${gone.status}`);
+      }
+    });
+
     await check('Restart asks first, then the new worker appears live', async () => {
       await page.goto(`${dashboard}servers/${SERVER}`);
       const [before] = await waitUntil('a running worker', 15_000, async () => {

@@ -5,10 +5,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SseParser } from './sse.ts';
 import { pointerTokens } from './validator.ts';
-import { serverState } from './status.ts';
+import { breakerRule, serverState } from './status.ts';
 import type { ServerRuntime, ServerView, WorkerRecord } from './types.ts';
 import { QueryClient, QueryObserver } from '@tanstack/react-query';
 import { applyEvent } from './events.ts';
+import { isCredentialHeader } from './secrets.ts';
 
 test('SSE frames split anywhere, with any line end', () => {
   const text = 'event: tool_call.started\r\ndata: {"a":1}\r\n\r\n: comment\n\nevent: output.delta\rdata: x\rdata: y\r\r';
@@ -107,4 +108,20 @@ test('a worker event that arrives while the runtime is being fetched refetches i
     unsubscribe();
     client.clear();
   }
+});
+
+test('credential-named headers follow the admin API\'s rule (core is_credential_header)', () => {
+  for (const name of ['Authorization', 'proxy-authorization', 'Cookie', 'X-Api-Key', 'Ocp-Apim-Subscription-Key', 'X-Auth-Token', 'X-Client-Secret', 'X-Password', 'X-Session-Id', 'X-Signature', 'X-Credential', 'monkey'])
+    assert.equal(isCredentialHeader(name), true, name);
+  for (const name of ['Accept', 'X-Team', 'Content-Type', 'X-Keys', 'User-Agent', 'Cookies'])
+    assert.equal(isCredentialHeader(name), false, name);
+});
+
+test('a breaker\'s rule in words, the defaults filled in', () => {
+  assert.equal(breakerRule({}), 'opens after 5 failures in a row; one probe after 30.00 s open');
+  assert.equal(
+    breakerRule({ failureThreshold: 1, coolDownMs: 600000, errorRatePercent: 50, windowMs: 5000, minCalls: 1 }),
+    'opens after 1 failure in a row or when 50% of at least 1 attempt in 5.00 s failed; one probe after 600.00 s open',
+  );
+  assert.equal(breakerRule({ errorRatePercent: 25 }), 'opens after 5 failures in a row or when 25% of at least 20 attempts in 10.00 s failed; one probe after 30.00 s open');
 });

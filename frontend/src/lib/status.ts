@@ -1,7 +1,7 @@
 // Owns how worker records read on screen: one state per server from its replicas, the
-// badge tone of each status, and time formatting.
+// badge tone of each status, time formatting, and a circuit breaker's rule in words.
 
-import type { ServerView, WorkerRecord, WorkerStatus } from './types';
+import type { CircuitBreakerConfig, ServerView, WorkerRecord, WorkerStatus } from './types';
 
 export type Tone = 'ok' | 'warn' | 'bad' | 'idle';
 
@@ -87,4 +87,16 @@ export function formatMs(ms?: number): string {
   if (ms < 10) return `${ms.toFixed(2)} ms`;
   if (ms < 1000) return `${ms.toFixed(1)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** When a circuit breaker opens and probes, its defaults filled in as the worker fills
+ *  them (core::model::CircuitBreakerConfig). */
+export function breakerRule(cb: CircuitBreakerConfig): string {
+  const threshold = cb.failureThreshold ?? 5;
+  const parts = [`opens after ${threshold} failure${threshold === 1 ? '' : 's'} in a row`];
+  if (cb.errorRatePercent !== undefined) {
+    const minCalls = Math.max(cb.minCalls ?? 20, 1);
+    parts.push(`or when ${cb.errorRatePercent}% of at least ${minCalls} attempt${minCalls === 1 ? '' : 's'} in ${formatMs(cb.windowMs ?? 10_000)} failed`);
+  }
+  return `${parts.join(' ')}; one probe after ${formatMs(cb.coolDownMs ?? 30_000)} open`;
 }

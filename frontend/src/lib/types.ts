@@ -19,7 +19,20 @@ export interface ServerConfig {
   timeoutMs?: number;
   replicas?: number;
   retry?: Record<string, unknown>;
-  circuitBreaker?: { failureThreshold?: number; coolDownMs?: number };
+  circuitBreaker?: CircuitBreakerConfig;
+  audit?: { includeArguments?: boolean };
+}
+
+/** core::model::CircuitBreakerConfig: every field optional, the API's defaults fill in. */
+export interface CircuitBreakerConfig {
+  failureThreshold?: number;
+  coolDownMs?: number;
+  /** 1-100; absent: the error-rate rule is off. */
+  errorRatePercent?: number;
+  /** 100-600000 (default 10000); only with `errorRatePercent`. */
+  windowMs?: number;
+  /** 1-100000 (default 20); only with `errorRatePercent`. */
+  minCalls?: number;
 }
 
 export interface ServerView extends ServerConfig {

@@ -7,7 +7,7 @@ import { Link, useLocation } from 'wouter';
 import { api, ApiError, enc } from '../lib/api';
 import { markDeleted, unmarkDeleted } from '../lib/events';
 import { useRuntime, useServer, useTools } from '../lib/queries';
-import { ago, formatMs, formatTime, serverState } from '../lib/status';
+import { ago, breakerRule, formatMs, formatTime, serverState } from '../lib/status';
 import { StatusBadge } from '../components/Badge';
 import { ConfirmButton } from '../components/Confirm';
 import { ErrorMessage, Loading } from '../components/QueryState';
@@ -264,6 +264,22 @@ export function ServerDetail({ id }: { id: string }) {
             <dt>Replicas</dt>
             <dd>
               {state.running}/{s.replicas ?? 1} running
+            </dd>
+            <dt>Circuit breaker</dt>
+            <dd data-testid="settings-breaker">
+              {s.circuitBreaker ? (
+                <>
+                  {breakerRule(s.circuitBreaker)}
+                  <div className="muted small mono">
+                    {(['failureThreshold', 'coolDownMs', 'errorRatePercent', 'windowMs', 'minCalls'] as const)
+                      .filter((f) => s.circuitBreaker?.[f] !== undefined)
+                      .map((f) => `${f} ${s.circuitBreaker?.[f]}`)
+                      .join(' · ') || 'all defaults'}
+                  </div>
+                </>
+              ) : (
+                <span className="muted">none</span>
+              )}
             </dd>
             <dt>Headers</dt>
             <dd>

@@ -1,7 +1,9 @@
 // Create or edit a server. The admin API is the judge: its 422 lists every problem by
 // field (`baseUrl`, `auth.key`, …) and each is shown next to its field. The stored
 // secret is never sent to the page: left empty on edit, the mask is posted back and
-// the admin API keeps the stored value.
+// the admin API keeps the stored value; so does a credential default header's mask
+// (the hint under it says so). What the form does not edit (retry, audit, fields
+// this version does not know) is posted back as it was.
 
 import { useState, type FormEvent } from 'react';
 import { useQueryClient } from '@tanstack/react-query';
@@ -12,9 +14,12 @@ import { unmarkDeleted } from '../lib/events';
 import { Field } from '../components/Field';
 import { fromPairs, KeyValueEditor, toPairs, type Pairs } from '../components/KeyValue';
 import { ErrorMessage, Loading } from '../components/QueryState';
-import type { AuthType, ServerConfig, ServerView } from '../lib/types';
+import { isCredentialHeader, MASK } from '../lib/secrets';
+import type { AuthType, CircuitBreakerConfig, ServerConfig, ServerView } from '../lib/types';
 
-const MASK = '********';
+/** The breaker's fields as the registration spells them, in the form's order. */
+const BREAKER_FIELDS = ['failureThreshold', 'coolDownMs', 'errorRatePercent', 'windowMs', 'minCalls'] as const;
+type BreakerField = (typeof BREAKER_FIELDS)[number];
 
 interface Draft {
   id: string;
@@ -28,6 +33,10 @@ interface Draft {
   timeoutMs: string;
   replicas: string;
   active: boolean;
+  /** Whether the registration has a `circuitBreaker` (an empty one means the defaults). */
+  breaker: boolean;
+  /** Each breaker field as typed; empty: absent (the API's default). */
+  breakerFields: Record<BreakerField, string>;
 }
 
 function draftOf(server?: ServerView): Draft {
@@ -43,25 +52,50 @@ function draftOf(server?: ServerView): Draft {
     timeoutMs: server?.timeoutMs !== undefined ? String(server.timeoutMs) : '',
     replicas: server?.replicas !== undefined ? String(server.replicas) : '',
     active: server?.active ?? true,
+    breaker: Boolean(server?.circuitBreaker),
+    breakerFields: Object.fromEntries(
+      BREAKER_FIELDS.map((f) => [f, server?.circuitBreaker?.[f] !== undefined ? String(server.circuitBreaker[f]) : '']),
+    ) as Record<BreakerField, string>,
   };
 }
 
-function bodyOf(d: Draft): Partial<ServerConfig> & Record<string, unknown> {
+/** A typed number as JSON: a number when it reads as one, else the text as typed, so
+ *  the admin API judges it and its message is shown (`NaN` would be posted as null). */
+function numberOf(text: string): number | string | undefined {
+  const t = text.trim();
+  if (t === '') return undefined;
+  return /^-?\d+(\.\d+)?$/.test(t) ? Number(t) : t;
+}
+
+function breakerOf(d: Draft): CircuitBreakerConfig | undefined {
+  if (!d.breaker) return undefined;
+  const out: Record<string, number | string> = {};
+  for (const f of BREAKER_FIELDS) {
+    const value = numberOf(d.breakerFields[f]);
+    if (value !== undefined) out[f] = value;
+  }
+  return out as CircuitBreakerConfig;
+}
+
+function bodyOf(d: Draft, existing?: ServerView): Partial<ServerConfig> & Record<string, unknown> {
   const auth: Record<string, string> = { type: d.authType };
   if (d.authType === 'header' || d.authType === 'query') auth.key = d.authKey;
   if (d.authType !== 'none') {
     if (d.authValue) auth.value = d.authValue;
     else if (d.hasSecret) auth.value = MASK;
   }
-  const number = (text: string) => (text.trim() === '' ? undefined : Number(text.trim()));
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  const { id, toolCount, ...kept } = existing ?? ({} as Partial<ServerView>);
   return {
+    ...kept,
     name: d.name.trim() || d.id,
     baseUrl: d.baseUrl.trim(),
     auth: auth as unknown as ServerConfig['auth'],
     defaultHeaders: fromPairs(d.headers),
     active: d.active,
-    timeoutMs: number(d.timeoutMs),
-    replicas: number(d.replicas),
+    timeoutMs: numberOf(d.timeoutMs) as number | undefined,
+    replicas: numberOf(d.replicas) as number | undefined,
+    circuitBreaker: breakerOf(d),
   };
 }
 
@@ -85,7 +119,7 @@ function FormBody({ existing }: { existing?: ServerView }) {
     }
     setBusy(true);
     try {
-      await api.post(`api/servers/${enc(id)}`, bodyOf({ ...draft, id }));
+      await api.post(`api/servers/${enc(id)}`, bodyOf({ ...draft, id }, existing));
       unmarkDeleted(id);
       await client.invalidateQueries({ queryKey: ['servers'] });
       await client.invalidateQueries({ queryKey: ['server', id] });
@@ -98,9 +132,19 @@ function FormBody({ existing }: { existing?: ServerView }) {
   };
 
   const secretLabel = draft.authType === 'bearer' ? 'Bearer token' : draft.authType === 'header' ? 'Header value' : 'Query value';
+  const breakerShown = draft.breaker ? BREAKER_FIELDS.map((f) => `circuitBreaker.${f}`) : [];
   const others = error?.details.filter(
-    (p) => !['id', 'name', 'baseUrl', 'auth', 'defaultHeaders', 'timeoutMs', 'replicas', 'active'].some((f) => p.field === f || p.field.startsWith(`${f}.`)),
+    (p) =>
+      !['id', 'name', 'baseUrl', 'auth', 'defaultHeaders', 'timeoutMs', 'replicas', 'active'].some((f) => p.field === f || p.field.startsWith(`${f}.`)) &&
+      !breakerShown.includes(p.field),
   );
+  const setBreakerField = (f: BreakerField, value: string) => set('breakerFields', { ...draft.breakerFields, [f]: value });
+  const headerHint = (key: string, value: string) => {
+    if (!isCredentialHeader(key)) return undefined;
+    return value === MASK
+      ? `${MASK} keeps the stored value; type a new one to replace it.`
+      : 'A credential: stored, and shown as ******** from now on.';
+  };
 
   return (
     <form className="form card" onSubmit={submit} noValidate aria-label={editing ? 'Edit server' : 'New server'}>
@@ -181,8 +225,49 @@ function FormBody({ existing }: { existing?: ServerView }) {
         valueLabel="Value"
         pairs={draft.headers}
         onChange={(h) => set('headers', h)}
+        valueHint={headerHint}
         error={error?.details.filter((d) => d.field.startsWith('defaultHeaders')).map((d) => `${d.field}: ${d.message}`).join('; ') || undefined}
       />
+      <fieldset className="breaker" data-testid="breaker-fields">
+        <legend>Circuit breaker</legend>
+        <label className="check">
+          <input type="checkbox" name="breaker" checked={draft.breaker} onChange={(e) => set('breaker', e.target.checked)} /> Guard this REST API
+          with a circuit breaker (empty fields take the defaults)
+        </label>
+        {draft.breaker && (
+          <div className="form-grid">
+            <Field label="Failures in a row" error={problem('circuitBreaker.failureThreshold')} hint="Consecutive failed attempts that open it; default 5.">
+              {(p) => (
+                <input {...p} name="failureThreshold" inputMode="numeric" value={draft.breakerFields.failureThreshold} onChange={(e) => setBreakerField('failureThreshold', e.target.value)} placeholder="5" />
+              )}
+            </Field>
+            <Field label="Cool-down (ms)" error={problem('circuitBreaker.coolDownMs')} hint="Time open before one probe call; default 30000.">
+              {(p) => (
+                <input {...p} name="coolDownMs" inputMode="numeric" value={draft.breakerFields.coolDownMs} onChange={(e) => setBreakerField('coolDownMs', e.target.value)} placeholder="30000" />
+              )}
+            </Field>
+            <Field
+              label="Error rate (%)"
+              error={problem('circuitBreaker.errorRatePercent')}
+              hint="1-100: also open when this share of the window's attempts failed; empty: off."
+            >
+              {(p) => (
+                <input {...p} name="errorRatePercent" inputMode="numeric" value={draft.breakerFields.errorRatePercent} onChange={(e) => setBreakerField('errorRatePercent', e.target.value)} placeholder="off" />
+              )}
+            </Field>
+            <Field label="Window (ms)" error={problem('circuitBreaker.windowMs')} hint="The error rate's window, 100-600000; default 10000 (only with an error rate).">
+              {(p) => (
+                <input {...p} name="windowMs" inputMode="numeric" value={draft.breakerFields.windowMs} onChange={(e) => setBreakerField('windowMs', e.target.value)} placeholder="10000" />
+              )}
+            </Field>
+            <Field label="Minimum calls" error={problem('circuitBreaker.minCalls')} hint="Attempts the window must hold first, 1-100000; default 20 (only with an error rate).">
+              {(p) => (
+                <input {...p} name="minCalls" inputMode="numeric" value={draft.breakerFields.minCalls} onChange={(e) => setBreakerField('minCalls', e.target.value)} placeholder="20" />
+              )}
+            </Field>
+          </div>
+        )}
+      </fieldset>
       <label className="check">
         <input type="checkbox" name="active" checked={draft.active} onChange={(e) => set('active', e.target.checked)} /> Active (workers
         run, calls are accepted)
