@@ -423,7 +423,7 @@ async function main() {
         });
         await page.locator('[data-testid=worker-breaker][data-breaker=open]').waitFor({ timeout: 10_000 });
         const text = (await page.getByTestId('worker-breaker').textContent()) ?? '';
-        assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text), `breaker shown: ${text}`);
+        assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text) && /in a row \(opens at 2\)/.test(text), `breaker shown: ${text}`);
         await shot(page, 'server-detail-breaker-open');
       } finally {
         // Off its page first: a deleted server's page would fetch a 404.

@@ -48,7 +48,8 @@ function Breaker({ server, resilience }: { server: ServerView; resilience?: Resi
     <>
       <span className={`badge ${BREAKER_LABEL[r.state][1]}`}>{BREAKER_LABEL[r.state][0]}</span>{' '}
       <span className="muted small">
-        {r.consecutiveFailures} failures in a row · opened {r.opened}× · {r.rejected} rejected · {r.retries} retries
+        {r.consecutiveFailures} failures in a row
+        {server.circuitBreaker ? ` (opens at ${server.circuitBreaker.failureThreshold ?? 5})` : ''} · opened {r.opened}× · {r.rejected} rejected · {r.retries} retries
         {r.retriesRefusedByBudget > 0 ? ` (${r.retriesRefusedByBudget} refused by budget)` : ''}
       </span>
     </>
