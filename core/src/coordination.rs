@@ -117,12 +117,14 @@ impl RedisRegistry {
         Ok(held == 1)
     }
 
-    pub async fn release_lease(&self, server_id: &str, owner: &str) -> Result<()> {
-        let _: i64 = self
+    /// Gives up `owner`'s lease of a server (compare-and-delete: a lease another
+    /// supervisor holds by now is left alone); true when it was `owner`'s and is gone.
+    pub async fn release_lease(&self, server_id: &str, owner: &str) -> Result<bool> {
+        let deleted: i64 = self
             .connection()
             .write_script(RELEASE_LEASE.key(self.keys().lease(server_id)).arg(owner))
             .await?;
-        Ok(())
+        Ok(deleted == 1)
     }
 
     /// Who holds a server's lease, if anyone.
@@ -183,5 +185,61 @@ impl RedisRegistry {
             server_id: server_id.to_owned(),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::keys::Keys;
+    use crate::RedisRegistry;
+
+    /// A release gives up only the caller's own lease, on one Redis and on a Cluster
+    /// (the script declares its one key).
+    async fn check_release(registry: &RedisRegistry) {
+        assert!(registry
+            .acquire_lease("s1", "sup-a", 60_000)
+            .await
+            .expect("take"));
+        assert!(!registry
+            .acquire_lease("s1", "sup-b", 60_000)
+            .await
+            .expect("taken"));
+        assert!(!registry
+            .release_lease("s1", "sup-b")
+            .await
+            .expect("not b's"));
+        assert_eq!(
+            registry
+                .lease_holder("s1")
+                .await
+                .expect("holder")
+                .as_deref(),
+            Some("sup-a")
+        );
+        assert!(registry.release_lease("s1", "sup-a").await.expect("a's"));
+        assert_eq!(registry.lease_holder("s1").await.expect("holder"), None);
+        assert!(!registry.release_lease("s1", "sup-a").await.expect("gone"));
+        assert!(registry
+            .acquire_lease("s1", "sup-b", 60_000)
+            .await
+            .expect("free again"));
+    }
+
+    #[tokio::test]
+    async fn release_lease_deletes_only_the_callers_own_lease() {
+        let redis = mcp_testkit::RedisServer::start();
+        let keys = Keys::new(&mcp_testkit::unique_prefix());
+        let registry =
+            RedisRegistry::new(&redis.url(), keys, Default::default()).expect("registry");
+        check_release(&registry).await;
+    }
+
+    #[tokio::test]
+    async fn release_lease_works_on_a_cluster() {
+        let cluster = mcp_testkit::RedisCluster::start();
+        let keys = Keys::new(&mcp_testkit::unique_prefix());
+        let registry =
+            RedisRegistry::new(&cluster.url(), keys, Default::default()).expect("registry");
+        check_release(&registry).await;
     }
 }

@@ -26,6 +26,7 @@ use mcp_core::RedisRegistry;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Placement, ServerBackend};
+use crate::health::Health;
 use crate::{health, plan, status};
 
 /// What the loop needs besides the registry and the backend.
@@ -175,13 +176,28 @@ pub fn status_path(stored: Option<WorkerStatus>, to: WorkerStatus) -> Option<Vec
 
 /// Whether two records say the same apart from when they were written and probed: a
 /// fresh one equal to the stored one is a heartbeat, not a change.
+/// The worker's counters (retries, audit entries) are heartbeat too; only the
+/// breaker's state is a change (published: the dashboard follows events).
 pub fn same_record(a: &WorkerRecord, b: &WorkerRecord) -> bool {
     let quiet = |r: &WorkerRecord| WorkerRecord {
         updated_at: 0,
         last_heartbeat: None,
+        resilience: None,
+        audit: None,
         ..r.clone()
     };
-    quiet(a) == quiet(b)
+    quiet(a) == quiet(b) && a.resilience.map(|r| r.state) == b.resilience.map(|r| r.state)
+}
+
+/// Copies what each probed worker reports (its breaker and retry counters, its audit
+/// writer's counters) into its record, as the process backend's health check does.
+pub fn apply_health(records: &mut [WorkerRecord], health: &BTreeMap<u32, Health>) {
+    for record in records {
+        if let Some(health) = health.get(&record.replica_idx) {
+            record.resilience = health.resilience;
+            record.audit = health.audit;
+        }
+    }
 }
 
 /// One round of ghost clean-up (pure): the placements to remove now, and those to keep
@@ -243,7 +259,9 @@ pub async fn write_records(
         let stored_record = old.iter().find(|r| r.replica_idx == record.replica_idx);
         if let Some(stored_record) = stored_record.filter(|s| same_record(s, record)) {
             if record.status == WorkerStatus::Running
-                && record.last_heartbeat != stored_record.last_heartbeat
+                && (record.last_heartbeat != stored_record.last_heartbeat
+                    || record.resilience != stored_record.resilience
+                    || record.audit != stored_record.audit)
             {
                 registry.touch_worker_record(server_id, record).await?;
             }
@@ -326,8 +344,9 @@ impl ServerSupervisor {
 
     /// Reconciles on events, on the backend's watch and every reconcile interval, until
     /// cancelled; records this supervisor's liveness every second meanwhile. The
-    /// workers keep running after it returns (the backend owns them), and its leases
-    /// expire by themselves.
+    /// workers keep running after it returns (the backend owns them); its leases are
+    /// given up ([`release_leases`]), so another supervisor applies the same
+    /// placements at its next reconcile instead of after `MCP_SUPERVISOR_LEASE_TTL`.
     pub async fn run(mut self) {
         let heartbeat = tokio::spawn(heartbeat(
             self.registry.clone(),
@@ -354,6 +373,18 @@ impl ServerSupervisor {
             }
         }
         heartbeat.abort();
+        // No round runs any more: nothing of ours writes after the release.
+        release_leases(
+            &self.registry,
+            &self.owned,
+            &self.options.supervisor_id,
+            "supervisor shutdown",
+        )
+        .await;
+        let _ = self
+            .registry
+            .remove_supervisor(&self.options.supervisor_id)
+            .await;
     }
 
     async fn on_event(&mut self, kind: EventKind) {
@@ -482,7 +513,8 @@ impl ServerSupervisor {
         }
 
         let observed = self.backend.observe().await?;
-        let asleep = self.stop_idle(&grants, &observed.serving).await;
+        let health = self.probe_serving(&observed.serving).await;
+        let asleep = self.stop_idle(&grants, &observed.serving, &health);
         self.clean_ghosts(&observed.placements, &desired).await;
 
         // Records of the servers we own.
@@ -492,9 +524,14 @@ impl ServerSupervisor {
             .into_iter()
             .filter(|(id, _)| self.owned.contains(id) && !self.idle.contains(id))
             .collect();
-        for record in serving.values_mut().flatten() {
-            record.supervisor_id = Some(me.clone());
-            record.last_heartbeat = Some(now);
+        for (server_id, records) in serving.iter_mut() {
+            for record in records.iter_mut() {
+                record.supervisor_id = Some(me.clone());
+                record.last_heartbeat = Some(now);
+            }
+            if let Some(health) = health.get(server_id) {
+                apply_health(records, health);
+            }
         }
         let reason = pending_reason(self.options.worker_max, &me);
         let mut fresh = desired_records(serving, &grants, &me, &reason);
@@ -553,14 +590,50 @@ impl ServerSupervisor {
             .await;
     }
 
+    /// Probes the `/healthz` of every serving worker of the owned, awake servers, all
+    /// at once (a hung one costs one probe timeout in a round that also renews the
+    /// leases): what they report goes into their records and decides idle stops. A
+    /// worker that does not answer is left out (its pod's probes are the kubelet's).
+    async fn probe_serving(
+        &self,
+        serving: &BTreeMap<String, Vec<WorkerRecord>>,
+    ) -> BTreeMap<String, BTreeMap<u32, Health>> {
+        let probes = serving
+            .iter()
+            .filter(|(id, _)| self.owned.contains(*id) && !self.idle.contains(*id))
+            .flat_map(|(server_id, workers)| workers.iter().map(move |w| (server_id, w)))
+            .filter_map(|(server_id, worker)| {
+                let host = worker.host.clone()?;
+                let port = worker.port?;
+                let replica = worker.replica_idx;
+                Some(async move {
+                    let probed =
+                        health::probe(&self.http, &host, port, server_id, PROBE_TIMEOUT).await;
+                    (server_id, replica, probed.ok())
+                })
+            });
+        let mut health: BTreeMap<String, BTreeMap<u32, Health>> = BTreeMap::new();
+        for (server_id, replica, probed) in futures::future::join_all(probes).await {
+            if let Some(probed) = probed {
+                health
+                    .entry(server_id.clone())
+                    .or_default()
+                    .insert(replica, probed);
+            }
+        }
+        health
+    }
+
     /// Puts to sleep each owned server whose wanted workers all serve and all report
-    /// (`/healthz` `idle_ms`) no call for `MCP_WORKER_IDLE_TTL`, and returns them: the
-    /// caller writes their records (`stopping`, then `idle`) and only then scales them
-    /// to 0, so the gateways stop routing to a worker before it goes.
-    async fn stop_idle(
+    /// (`/healthz` `idle_ms`, from this round's [`Self::probe_serving`]) no call for
+    /// `MCP_WORKER_IDLE_TTL`, and returns them: the caller writes their records
+    /// (`stopping`, then `idle`) and only then scales them to 0, so the gateways stop
+    /// routing to a worker before it goes.
+    fn stop_idle(
         &mut self,
         grants: &BTreeMap<String, Grant>,
         serving: &BTreeMap<String, Vec<WorkerRecord>>,
+        health: &BTreeMap<String, BTreeMap<u32, Health>>,
     ) -> Vec<String> {
         let mut asleep = Vec::new();
         if self.options.idle_ttl.is_zero() {
@@ -572,21 +645,13 @@ impl ServerSupervisor {
             if grant.granted == 0 || (workers.len() as u32) < grant.granted {
                 continue;
             }
-            // All of a server's workers at once: a hung one costs one probe timeout,
-            // not one per worker, in a round that also renews the leases.
-            let probes = workers.iter().map(|worker| async {
-                let (Some(host), Some(port)) = (worker.host.as_deref(), worker.port) else {
-                    return false;
-                };
-                health::probe(&self.http, host, port, server_id, Duration::from_secs(2))
-                    .await
-                    .is_ok_and(|h| h.idle_ms >= ttl_ms)
+            let reported = health.get(server_id);
+            let all_idle = workers.iter().all(|worker| {
+                reported
+                    .and_then(|h| h.get(&worker.replica_idx))
+                    .is_some_and(|h| h.idle_ms >= ttl_ms)
             });
-            if !futures::future::join_all(probes)
-                .await
-                .into_iter()
-                .all(|idle| idle)
-            {
+            if !all_idle {
                 continue;
             }
             tracing::info!(event = "worker.idle", server = %server_id, replicas = grant.granted,
@@ -680,6 +745,51 @@ pub(crate) async fn take_lease(
         }
     }
 }
+
+/// Gives up `supervisor_id`'s leases of `server_ids` (both backends, at a clean
+/// shutdown, once nothing of theirs runs here any more), so another supervisor takes
+/// those servers at its next reconcile instead of after `MCP_SUPERVISOR_LEASE_TTL`.
+/// Each is a compare-and-delete: a lease another supervisor holds by now is left alone.
+/// All of them together get [`RELEASE_WITHIN`]; what is left then expires by itself.
+pub(crate) async fn release_leases(
+    registry: &RedisRegistry,
+    server_ids: &BTreeSet<String>,
+    supervisor_id: &str,
+    reason: &str,
+) -> usize {
+    let release = async {
+        let mut released = 0;
+        for server_id in server_ids {
+            match registry.release_lease(server_id, supervisor_id).await {
+                Ok(true) => {
+                    released += 1;
+                    tracing::info!(event = "supervisor.lease.released", server = %server_id, reason);
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(event = "supervisor.lease.failed", server = %server_id, error = %err);
+                }
+            }
+        }
+        released
+    };
+    match tokio::time::timeout(RELEASE_WITHIN, release).await {
+        Ok(released) => released,
+        Err(_) => {
+            tracing::warn!(
+                event = "supervisor.lease.failed",
+                reason = "release timed out; the rest expire by themselves"
+            );
+            0
+        }
+    }
+}
+
+/// How long a round waits for a worker's `/healthz`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a shutdown spends giving up leases at most (Redis may be away).
+const RELEASE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Records supervisor `id`'s liveness every second (other supervisors read it).
 async fn heartbeat(registry: RedisRegistry, id: String, cancel: CancellationToken) {

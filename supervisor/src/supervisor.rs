@@ -846,14 +846,36 @@ impl Supervisor {
         for (_, slot) in std::mem::take(&mut self.slots) {
             let _ = tokio::time::timeout_at(deadline, slot.task).await;
         }
+        // Processes being killed (ghosts, duplicates) finish dying first, too.
+        while !lock(&self.stopping).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Give up the lease of every owned server none of whose workers still runs
+        // here, so another supervisor takes it at its next reconcile instead of after
+        // the lease TTL. A server with a live worker keeps its lease: with
+        // MCP_SUPERVISOR_STOP_WORKERS_ON_EXIT=false (the default) its workers are left
+        // for this supervisor to adopt when it is back (another one, on another
+        // machine, would start a second set beside them), and a worker that did not
+        // die within the stop timeout must not get a replacement beside it.
+        let running: BTreeSet<String> = self
+            .live_workers()
+            .into_values()
+            .map(|args| args.server_id)
+            .collect();
+        let free: BTreeSet<String> = self.owned.difference(&running).cloned().collect();
+        let released = crate::servers::release_leases(
+            &self.ctx.registry,
+            &free,
+            &self.ctx.supervisor_id,
+            "supervisor shutdown, no worker left running",
+        )
+        .await;
+        tracing::info!(
+            event = "supervisor.leases.released",
+            released,
+            kept = self.owned.len() - free.len()
+        );
         if stop {
-            for server_id in &self.owned {
-                let _ = self
-                    .ctx
-                    .registry
-                    .release_lease(server_id, &self.ctx.supervisor_id)
-                    .await;
-            }
             let _ = self
                 .ctx
                 .registry

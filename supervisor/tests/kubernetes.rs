@@ -426,6 +426,18 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
         "call through the gateway to {}: {status}, pod idle {idle_before} ms -> {idle_after} ms",
         records[0].0
     );
+    // What the pod's /healthz reports (here its audit writer's counters) reaches its
+    // record, as under the process backend.
+    let audit = mcp_testkit::wait_until_async(
+        "the pod's audit counters in its record",
+        Duration::from_secs(20),
+        || async {
+            let runtime = registry.get_runtime("k8s_api").await.ok()?;
+            runtime.workers.first()?.audit.filter(|a| a.written >= 1)
+        },
+    )
+    .await;
+    println!("the pod's record: audit {audit:?}");
 
     // Two replicas -> two pods on two addresses, both routable.
     let mut config = registry
@@ -628,9 +640,9 @@ impl Cluster for Seen {
 /// Two supervisors with the Kubernetes backend on one registry and one cluster: each
 /// server's Deployment is applied by one of them only (the one holding its lease, which
 /// its records name). `sup-a` (`MCP_WORKER_MAX=2`) takes two of the four servers and
-/// marks the others `pending`, `sup-b` (4) takes those; when `sup-a` stops, `sup-b`
-/// takes its servers over once the lease expires, without a second pod: the pods
-/// `sup-a` applied keep serving.
+/// marks the others `pending`, `sup-b` (4) takes those; when `sup-a` dies (its loop
+/// aborted: no clean shutdown, no lease released), `sup-b` takes its servers over once
+/// the lease expires, without a second pod: the pods `sup-a` applied keep serving.
 #[tokio::test]
 async fn two_supervisors_on_one_cluster_apply_each_server_once_and_take_over() {
     let redis = mcp_testkit::RedisServer::start();
@@ -728,9 +740,10 @@ async fn two_supervisors_on_one_cluster_apply_each_server_once_and_take_over() {
     };
     let before: BTreeMap<&str, Vec<u32>> = ids.iter().map(|id| (*id, pids(id))).collect();
 
-    // sup-a goes away: after its leases expire, sup-b owns everything.
-    cancel_a.cancel();
-    loop_a.await.expect("loop a");
+    // sup-a dies: after its leases expire, sup-b owns everything.
+    loop_a.abort();
+    let _ = loop_a.await;
+    cancel_a.cancel(); // its heartbeat task, which the abort left running
     for id in ids {
         mcp_testkit::wait_until_async("sup-b holds the lease", Duration::from_secs(20), || async {
             let holder = registry.lease_holder(id).await.ok().flatten()?;
@@ -745,6 +758,90 @@ async fn two_supervisors_on_one_cluster_apply_each_server_once_and_take_over() {
         assert_eq!(fake.pod_count(&name(id)), 1, "{id}: still one pod");
         assert_eq!(pids(id), before[id], "{id}: the same pod keeps serving");
         assert!(applied.lock().expect("test value")[&name(id)].contains("sup-b"));
+    }
+    cancel_b.cancel();
+    loop_b.await.expect("loop b");
+}
+
+/// A supervisor that stops cleanly (SIGTERM cancels its root token, as here) gives its
+/// leases up: the standby applies the same Deployments and owns the servers at its next
+/// reconcile, long before the lease TTL (60 s here), and the pods keep serving.
+#[tokio::test]
+async fn a_supervisor_that_stops_cleanly_hands_its_servers_over_long_before_the_lease_ttl() {
+    let redis = mcp_testkit::RedisServer::start();
+    let prefix = mcp_testkit::unique_prefix();
+    let registry =
+        RedisRegistry::new(&redis.url(), Keys::new(&prefix), Default::default()).expect("registry");
+    let ids = ["stop_a", "stop_b"];
+    for id in ids {
+        let server =
+            serde_json::from_value(json!({ "baseUrl": "http://127.0.0.1:9" })).expect("server");
+        registry.upsert_server(id, server).await.expect("server");
+    }
+    let port = mcp_testkit::free_port();
+    let settings = settings_for(&redis.url(), &prefix, port);
+    let fake = Arc::new(FakeCluster::new(port));
+    let start = |supervisor_id: &str, cancel: &CancellationToken| {
+        let options = Options {
+            lease_ttl: Duration::from_secs(60),
+            ..loop_options(supervisor_id, 64, Duration::ZERO)
+        };
+        tokio::spawn(kubernetes::run(
+            registry.clone(),
+            fake.clone(),
+            settings.clone(),
+            options,
+            cancel.clone(),
+        ))
+    };
+    let holder = |id: &'static str| {
+        let registry = registry.clone();
+        async move { registry.lease_holder(id).await.ok().flatten() }
+    };
+    let (cancel_a, cancel_b) = (CancellationToken::new(), CancellationToken::new());
+    let loop_a = start("sup-a", &cancel_a);
+    for id in ids {
+        wait_statuses(&registry, id, "running on sup-a", |r| {
+            r.len() == 1 && r[0].1 == WorkerStatus::Running
+        })
+        .await;
+        assert_eq!(holder(id).await.as_deref(), Some("sup-a"));
+    }
+    let loop_b = start("sup-b", &cancel_b);
+    let name = |id: &str| kubernetes::deployment_name(&settings, id);
+    let pids = |id: &str| -> Vec<u32> {
+        let all = fake.deployments.lock().expect("test value");
+        all[&name(id)].pods.iter().map(|p| p.child.pid()).collect()
+    };
+    let before: BTreeMap<&str, Vec<u32>> = ids.iter().map(|id| (*id, pids(id))).collect();
+
+    let stopped_at = std::time::Instant::now();
+    cancel_a.cancel();
+    loop_a.await.expect("loop a");
+    for id in ids {
+        // Free, or sup-b's already (its reconcile may run between the two).
+        assert_ne!(
+            holder(id).await.as_deref(),
+            Some("sup-a"),
+            "{id}: released when sup-a stopped"
+        );
+    }
+    for id in ids {
+        mcp_testkit::wait_until_async("sup-b owns it", Duration::from_secs(20), || async {
+            let runtime = registry.get_runtime(id).await.ok()?;
+            (holder(id).await.as_deref() == Some("sup-b")
+                && runtime.workers.len() == 1
+                && runtime.workers[0].status == WorkerStatus::Running
+                && runtime.workers[0].supervisor_id.as_deref() == Some("sup-b"))
+            .then_some(())
+        })
+        .await;
+    }
+    let took = stopped_at.elapsed();
+    println!("sup-b owns both servers {took:?} after sup-a stopped (lease TTL 60 s)");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    for id in ids {
+        assert_eq!(pids(id), before[id], "{id}: the same pod keeps serving");
     }
     cancel_b.cancel();
     loop_b.await.expect("loop b");

@@ -95,6 +95,52 @@ fn a_record_that_differs_only_in_its_times_is_a_heartbeat() {
         ..a.clone()
     };
     assert!(!same_record(&a, &other_owner));
+    // The worker's counters ride on the heartbeat; its breaker's state is a change.
+    let breaker = |state| mcp_core::runtime::Resilience {
+        state,
+        consecutive_failures: 0,
+        retries: 0,
+        retries_by_reason: Default::default(),
+        retries_refused_by_budget: 0,
+        rejected: 0,
+        opened: 0,
+    };
+    let counted = WorkerRecord {
+        resilience: Some(mcp_core::runtime::Resilience {
+            retries: 7,
+            ..breaker(mcp_core::runtime::BreakerState::Closed)
+        }),
+        ..a.clone()
+    };
+    let closed = WorkerRecord {
+        resilience: Some(breaker(mcp_core::runtime::BreakerState::Closed)),
+        ..a.clone()
+    };
+    assert!(same_record(&closed, &counted));
+    let open = WorkerRecord {
+        resilience: Some(breaker(mcp_core::runtime::BreakerState::Open)),
+        ..a.clone()
+    };
+    assert!(!same_record(&closed, &open));
+}
+
+#[test]
+fn probed_health_fills_the_records_it_names() {
+    let mut records = vec![running(0), running(1)];
+    let audit: mcp_core::runtime::AuditCounters =
+        serde_json::from_value(serde_json::json!({"written": 3})).expect("audit");
+    let health = BTreeMap::from([(
+        1,
+        crate::health::Health {
+            pid: 9,
+            idle_ms: 0,
+            resilience: None,
+            audit: Some(audit),
+        },
+    )]);
+    apply_health(&mut records, &health);
+    assert_eq!(records[0].audit, None);
+    assert_eq!(records[1].audit, Some(audit));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 
-use crate::{alive, call_worker, events_of, Hub};
+use crate::{alive, call_worker, events_of, holds_for, Hub};
 
 #[tokio::test]
 async fn two_supervisors_never_duplicate_and_one_takes_over_from_the_other() {
@@ -332,4 +332,192 @@ async fn taking_over_an_unhealthy_worker_stays_within_the_worker_cap() {
         "the replacement ran beside the worker it replaces (MCP_WORKER_MAX=1)"
     );
     call_worker(&after).await;
+}
+
+/// A supervisor stopped with SIGTERM that stops its workers
+/// (`--stop-workers-on-exit true`) gives up its leases once they are stopped: the other
+/// supervisor runs its servers at its next reconcile, far sooner than the lease TTL
+/// (30 s here), and never beside a worker of the stopped one.
+#[tokio::test]
+async fn a_supervisor_stopped_with_sigterm_hands_its_servers_over_long_before_the_lease_ttl() {
+    let hub = Hub::start().await;
+    let servers = ["h1", "h2"];
+    let mut sup_a = hub.supervisor(
+        "sup-a",
+        &["--lease-ttl", "30s", "--stop-workers-on-exit", "true"],
+    );
+    for id in servers {
+        hub.register(id, json!({})).await;
+    }
+    for id in servers {
+        hub.wait_record(
+            &format!("{id} on sup-a"),
+            id,
+            Duration::from_secs(30),
+            |r| r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-a"),
+        )
+        .await;
+    }
+    // sup-b is past its start-up adoption: its reconcile loop is what takes them.
+    let sup_b = hub.supervisor("sup-b", &["--lease-ttl", "30s"]);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    // Every check below also samples the worker processes: never two for one server.
+    let most = AtomicUsize::new(0);
+    let sample = || {
+        let pids = hub.worker_pids();
+        most.fetch_max(
+            pids.values().map(Vec::len).max().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    };
+
+    sup_a.signal(Signal::SIGTERM);
+    let termed_at = Instant::now();
+    assert!(sup_a.wait_exit(Duration::from_secs(20)).success());
+    let exited = termed_at.elapsed();
+    for id in servers {
+        assert_ne!(
+            hub.registry
+                .lease_holder(id)
+                .await
+                .expect("lease")
+                .as_deref(),
+            Some("sup-a"),
+            "{id}: sup-a gave its lease up before it exited"
+        );
+    }
+    for id in servers {
+        hub.wait_record(
+            &format!("{id} on sup-b"),
+            id,
+            Duration::from_secs(30),
+            |r| {
+                sample();
+                r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-b")
+            },
+        )
+        .await;
+    }
+    let took = termed_at.elapsed();
+    println!(
+        "SIGTERM to sup-a: exited after {exited:?}, both servers running on sup-b after {took:?} (lease TTL 30 s)"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the takeover waited for the lease TTL: {took:?}"
+    );
+    sample();
+    assert_eq!(
+        most.into_inner(),
+        1,
+        "a server ran twice during the takeover"
+    );
+    for id in servers {
+        assert_eq!(
+            hub.registry
+                .lease_holder(id)
+                .await
+                .expect("lease")
+                .as_deref(),
+            Some("sup-b")
+        );
+        call_worker(&hub.records(id).await[0]).await;
+    }
+    let mut released: Vec<String> = sup_a
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["event"] == "supervisor.lease.released")
+        .filter_map(|l| l["server"].as_str().map(str::to_owned))
+        .collect();
+    released.sort();
+    assert_eq!(released, servers);
+}
+
+/// With its workers left running (the default), a supervisor stopped with SIGTERM keeps
+/// the lease of a server whose worker still runs (it adopts that worker when it is
+/// back; another supervisor must not start a second one beside it) and gives up that
+/// of a server with no worker (idle here), which the other supervisor takes at once.
+#[tokio::test]
+async fn sigterm_keeps_the_lease_of_a_worker_left_running_and_gives_up_the_others() {
+    let hub = Hub::start().await;
+    let flags = ["--lease-ttl", "30s", "--idle-ttl", "4s"];
+    let mut sup_a = hub.supervisor("sup-a", &flags);
+    hub.register("sleepy", json!({})).await;
+    hub.wait_record(
+        "sleepy idle on sup-a",
+        "sleepy",
+        Duration::from_secs(30),
+        |r| r.status == WorkerStatus::Idle && r.supervisor_id.as_deref() == Some("sup-a"),
+    )
+    .await;
+    hub.register("busy", json!({})).await;
+    let busy = hub
+        .wait_record("busy on sup-a", "busy", Duration::from_secs(30), |r| {
+            r.status == WorkerStatus::Running && r.supervisor_id.as_deref() == Some("sup-a")
+        })
+        .await;
+    let busy_pid = busy.pid.expect("pid");
+    let sup_b = hub.supervisor("sup-b", &flags);
+    sup_b.wait_for_event("supervisor.adopted", Duration::from_secs(20));
+    // A call now: busy is 4 s from idle, the shutdown takes a fraction of that.
+    call_worker(&busy).await;
+
+    sup_a.signal(Signal::SIGTERM);
+    let termed_at = Instant::now();
+    assert!(sup_a.wait_exit(Duration::from_secs(20)).success());
+    assert_eq!(
+        hub.registry
+            .lease_holder("busy")
+            .await
+            .expect("lease")
+            .as_deref(),
+        Some("sup-a"),
+        "busy's worker runs on: its lease is kept"
+    );
+    let took = mcp_testkit::wait_until_async(
+        "sup-b to hold sleepy's lease",
+        Duration::from_secs(10),
+        || async {
+            let holder = hub.registry.lease_holder("sleepy").await.ok().flatten()?;
+            (holder == "sup-b").then(|| termed_at.elapsed())
+        },
+    )
+    .await;
+    println!(
+        "sleepy (idle, no worker) taken by sup-b {took:?} after SIGTERM to sup-a (lease TTL 30 s)"
+    );
+    let sleepy = hub.records("sleepy").await;
+    assert_eq!(
+        sleepy[0].status,
+        WorkerStatus::Idle,
+        "it stays idle: {sleepy:?}"
+    );
+    // Five reconciles of sup-b: busy keeps its one worker, the one sup-a left.
+    holds_for(
+        "busy has one worker, sup-a's",
+        Duration::from_millis(1500),
+        || hub.worker_pids().get("busy") == Some(&vec![busy_pid]),
+    )
+    .await;
+    assert_eq!(
+        hub.registry
+            .lease_holder("busy")
+            .await
+            .expect("lease")
+            .as_deref(),
+        Some("sup-a")
+    );
+    // sup-a back: it adopts its worker.
+    let sup_a = hub.supervisor("sup-a", &flags);
+    let adopted = mcp_testkit::wait_until(
+        "sup-a to adopt busy's worker",
+        Duration::from_secs(20),
+        || {
+            events_of(&sup_a, "worker.adopted", "busy")
+                .into_iter()
+                .next()
+        },
+    );
+    assert_eq!(adopted["pid"], busy_pid, "adopted, not restarted");
+    call_worker(&hub.records("busy").await[0]).await;
 }
