@@ -140,8 +140,8 @@ fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
 pub const REDACTED: &str = "[redacted]";
 
 /// The arguments as JSON with secrets taken out: every argument sent as a header that
-/// carries credentials (the server's auth header, `Authorization`, `Proxy-Authorization`,
-/// `Cookie`) and every string holding the server's `auth.value` or a default header's
+/// carries credentials (the server's auth header, or one named as a credential:
+/// [`redact_credential_headers`]) and every string holding the server's `auth.value` or a default header's
 /// value become [`REDACTED`].
 pub fn redacted_args(
     args: &Map<String, Value>,
@@ -162,16 +162,17 @@ pub fn redacted_args(
     serde_json::to_string(&copy).unwrap_or_default()
 }
 
-/// Arguments a tool sends as credential headers, redacted before the rest.
+/// Arguments a tool sends as credential headers, redacted before the rest: a header
+/// the admin API masks in `defaultHeaders` ([`mcp_core::model::is_credential_header`]:
+/// `Authorization`, `Cookie`, `X-Api-Key`, `X-Session-Token`, ...) or the server's auth
+/// header.
 pub fn redact_credential_headers(
     args: &mut Map<String, Value>,
     headers: &std::collections::BTreeMap<String, String>,
     auth_key: Option<&str>,
 ) {
     for (header, arg) in headers {
-        let credential = ["authorization", "proxy-authorization", "cookie"]
-            .iter()
-            .any(|h| header.eq_ignore_ascii_case(h))
+        let credential = mcp_core::model::is_credential_header(header)
             || auth_key.is_some_and(|k| header.eq_ignore_ascii_case(k));
         if credential {
             if let Some(value) = args.get_mut(arg) {
@@ -226,17 +227,30 @@ mod tests {
         args.insert("token".into(), json!("abc"));
         args.insert("key".into(), json!("def"));
         args.insert("plain".into(), json!("ghi"));
+        args.insert("session".into(), json!("jkl"));
+        args.insert("proxy".into(), json!("mno"));
         let headers = [
             ("Authorization".to_owned(), "token".to_owned()),
             ("X-Key".to_owned(), "key".to_owned()),
             ("X-Trace".to_owned(), "plain".to_owned()),
+            ("X-Session-Token".to_owned(), "session".to_owned()),
+            ("Proxy-Authorization".to_owned(), "proxy".to_owned()),
         ]
         .into_iter()
         .collect();
-        redact_credential_headers(&mut args, &headers, Some("x-key"));
+        redact_credential_headers(&mut args, &headers, None);
         assert_eq!(args["token"], REDACTED);
-        assert_eq!(args["key"], REDACTED);
+        assert_eq!(args["key"], REDACTED, "a name ending in key");
+        assert_eq!(args["session"], REDACTED);
+        assert_eq!(args["proxy"], REDACTED);
         assert_eq!(args["plain"], "ghi");
+        let mut args = Map::new();
+        args.insert("plain".into(), json!("ghi"));
+        let headers = [("X-Trace".to_owned(), "plain".to_owned())]
+            .into_iter()
+            .collect();
+        redact_credential_headers(&mut args, &headers, Some("x-trace"));
+        assert_eq!(args["plain"], REDACTED, "the server's auth header");
     }
 
     #[test]
