@@ -74,6 +74,17 @@ pub struct Config {
     /// YAML's `grace_period_seconds`, else 5; never Pingora's own 300).
     #[arg(long, env = "MCP_GATEWAY_GRACE_PERIOD_SECS")]
     pub grace_period_secs: Option<u64>,
+    /// Most client connections open at once (0 = no cap). At the cap the oldest
+    /// connection that has not sent a byte yet is closed for the newcomer; when all
+    /// have sent data the newcomer gets 503 `too_many_connections`. Each connection
+    /// holds about 72 KiB of buffers, so 4096 bound them to about 290 MiB.
+    #[arg(long, env = "MCP_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// A new client connection that sends nothing for this long is closed (0 = off:
+    /// only Pingora's own 60 s). Applies to a connection's first byte only; idle
+    /// keep-alive connections are Pingora's.
+    #[arg(long, env = "MCP_GATEWAY_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub first_byte_timeout: Duration,
     /// Pingora worker threads (0 = from the YAML, else 1).
     #[arg(long, env = "MCP_GATEWAY_THREADS", default_value_t = 0)]
     pub threads: usize,

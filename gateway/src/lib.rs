@@ -4,12 +4,14 @@
 //! listener. It never writes the registry (its one publish is `server.wake`).
 //!
 //! Layout: [`config`] (flags), [`routes`] (URL space), [`table`] (routing table),
-//! [`watcher`] (keeps the table equal to Redis), [`proxy`] (the request path),
+//! [`watcher`] (keeps the table equal to Redis), [`connections`] (the connection cap
+//! in front of the request path), [`proxy`] (the request path),
 //! [`rollback`] (calls without workers), [`guard`] (Host, Origin and content-type
 //! rules), [`errors`] (JSON errors), [`metrics`].
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connections;
 pub mod errors;
 pub mod guard;
 pub mod metrics;
@@ -26,6 +28,7 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::table::Routes;
@@ -108,8 +111,12 @@ pub fn build(
         settings,
         &server.configuration,
     );
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "mcp-gateway");
+    let capped = connections::Capped::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        config.max_connections,
+        config.first_byte_timeout,
+    );
+    let mut proxy_service = Service::new("mcp-gateway".to_string(), capped);
     proxy_service.endpoints().add_listener(
         ListenerConfig::tcp(config.listen.to_string())
             .l4_buffer(L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)),

@@ -12,7 +12,7 @@ use mcp_core::runtime::{BreakerState, Resilience, RetriesByReason};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::table::{Routes, Table};
 
@@ -21,6 +21,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
     pub errors: IntCounterVec,
+    /// Client connections closed or refused by the connection cap, by reason
+    /// ([`crate::connections::Shed`]).
+    pub connections_shed: IntCounterVec,
+    /// Client connections holding a slot of the cap.
+    pub connections_open: IntGauge,
 }
 
 /// One set per process. The definitions are constants, so building them cannot fail
@@ -55,14 +60,35 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["code", "server"],
     )
     .expect("constant metric definition");
+    let connections_shed = IntCounterVec::new(
+        Opts::new(
+            "mcp_gateway_connections_shed_total",
+            "Client connections shed at MCP_GATEWAY_MAX_CONNECTIONS or \
+MCP_GATEWAY_FIRST_BYTE_TIMEOUT (reason: evicted_idle, refused, first_byte_timeout)",
+        ),
+        &["reason"],
+    )
+    .expect("constant metric definition");
+    for shed in crate::connections::Shed::ALL {
+        connections_shed.with_label_values(&[shed.reason()]);
+    }
+    let connections_open = IntGauge::new(
+        "mcp_gateway_connections_open",
+        "Client connections open (each holds a slot of MCP_GATEWAY_MAX_CONNECTIONS)",
+    )
+    .expect("constant metric definition");
     let _ = registry.register(Box::new(requests.clone()));
     let _ = registry.register(Box::new(latency.clone()));
     let _ = registry.register(Box::new(errors.clone()));
+    let _ = registry.register(Box::new(connections_shed.clone()));
+    let _ = registry.register(Box::new(connections_open.clone()));
     Metrics {
         registry,
         requests,
         latency,
         errors,
+        connections_shed,
+        connections_open,
     }
 });
 
