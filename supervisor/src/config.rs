@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use k8s_openapi::api::core::v1::EnvVar;
 use mcp_core::config::{parse_duration, LogArgs, RedisArgs};
+
+use crate::kubernetes::worker_env::{self, Quiet};
 
 /// Supervisor of MCP Hub workers: keeps one worker process per active registered server
 /// (times its replicas) running and healthy, and `mcp:server_runtime:{id}` true.
@@ -113,6 +116,22 @@ pub struct Config {
     /// Kubernetes: the workers' memory limit; unset = none.
     #[arg(long, env = "MCP_K8S_WORKER_MEMORY_LIMIT")]
     pub k8s_memory_limit: Option<String>,
+    /// Kubernetes: more env of the worker containers, a JSON list of Kubernetes EnvVar
+    /// objects (`[{"name":"HTTPS_PROXY","value":"http://proxy:3128"},{"name":"TOKEN",
+    /// "valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}}]`), after the hub's own; one
+    /// naming a variable the hub sets (`REDIS_URL`, `MCP_KEY_PREFIX`, `MCP_WORKER_SERVER`,
+    /// ...) is refused at start-up. Unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_ENV", default_value = "", hide_default_value = true,
+        value_parser = Quiet(worker_env::parse_vars))]
+    // A whole path: one value that is a list, not clap's repeated flag.
+    pub k8s_worker_env: ::std::vec::Vec<EnvVar>,
+    /// Kubernetes: Secrets whose keys become env vars of the worker containers
+    /// (`envFrom: secretRef`), comma-separated; a key named like one of the hub's own
+    /// variables does not override it. Unset = none.
+    #[arg(long, env = "MCP_K8S_WORKER_ENV_FROM_SECRETS", default_value = "", hide_default_value = true,
+        value_parser = Quiet(worker_env::parse_secrets))]
+    // A whole path: one value that is a list, not clap's repeated flag.
+    pub k8s_worker_env_from_secrets: ::std::vec::Vec<String>,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[command(flatten)]
@@ -148,6 +167,10 @@ impl Config {
             memory_limit: self.k8s_memory_limit.clone(),
             redis_url: self.redis.redis_url.clone(),
             key_prefix: self.redis.key_prefix.clone(),
+            worker_env: crate::kubernetes::WorkerEnv {
+                vars: self.k8s_worker_env.clone(),
+                from_secrets: self.k8s_worker_env_from_secrets.clone(),
+            },
         }
     }
 
@@ -220,5 +243,57 @@ impl Config {
             return Err("intervals must be greater than 0".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["mcp-supervisor"];
+        argv.extend(args);
+        // clap's first line, as `mcp_core::config::parse` prints it.
+        Config::try_parse_from(argv).map_err(|e| {
+            let text = e.to_string();
+            text.lines().next().unwrap_or("").to_owned()
+        })
+    }
+
+    #[test]
+    fn worker_env_settings_reach_the_kube_settings_or_fail_in_one_line() {
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.kube_settings().worker_env, Default::default());
+        let config = parse(&[
+            "--k8s-worker-env",
+            r#"[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]"#,
+            "--k8s-worker-env-from-secrets",
+            "proxy-creds, api-keys",
+        ])
+        .expect("valid");
+        let env = config.kube_settings().worker_env;
+        assert_eq!(env.vars.len(), 1);
+        assert_eq!(env.vars[0].name, "HTTPS_PROXY");
+        assert_eq!(env.from_secrets, ["proxy-creds", "api-keys"]);
+
+        let err = parse(&[
+            "--k8s-worker-env",
+            r#"[{"name":"REDIS_URL","value":"redis://secret@elsewhere"}]"#,
+        ])
+        .expect_err("a hub variable");
+        assert!(
+            err.starts_with(
+                "error: MCP_K8S_WORKER_ENV entry 1: REDIS_URL is set by the hub itself"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("secret@"), "the value is not echoed: {err}");
+        let err = parse(&["--k8s-worker-env-from-secrets", "Bad_Name"]).expect_err("bad");
+        assert!(
+            err.starts_with(
+                "error: MCP_K8S_WORKER_ENV_FROM_SECRETS: \"Bad_Name\" is not a Secret name"
+            ),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,8 @@
 //! (several supervisors on one cluster each apply only the servers they hold),
 //! `MCP_WORKER_MAX`, idle stop (a Deployment scaled to 0) and the records.
 //!
-//! Layout: pure parts ([`desired_deployment`], [`worker_records`], names and labels),
+//! Layout: pure parts ([`desired_deployment`], [`worker_records`], names and labels;
+//! [`worker_env`], the workers' extra env from `MCP_K8S_WORKER_ENV*`, checked at start-up),
 //! the [`Cluster`] seam (the few API calls used: apply, delete, list Deployments, list
 //! Pods, and an optional change trigger), [`KubeCluster`] (kube-rs behind it),
 //! [`KubeBackend`] and [`run`]. Pods are listed every reconcile; registry events, the
@@ -37,6 +38,9 @@ use crate::backend::{Observed, Placement, ServerBackend};
 use crate::servers::{cap_replicas, desired_records, pending_reason, status_path, Grant};
 use crate::servers::{Options, ServerSupervisor};
 
+pub mod worker_env;
+pub use worker_env::WorkerEnv;
+
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "mcp-supervisor";
 /// Label on everything the supervisor applies.
@@ -47,6 +51,17 @@ pub const REGISTRY_LABEL: &str = "mcp-hub/registry";
 pub const SERVER_LABEL: &str = "mcp-hub/server";
 /// Annotation with the exact server id (on the Deployment and on its pods).
 pub const SERVER_ANNOTATION: &str = "mcp-hub/server-id";
+
+/// The env vars the hub sets on every worker container, in this order (what makes a
+/// pod a worker of this hub and of this server); `MCP_K8S_WORKER_ENV` may not name one.
+pub const HUB_WORKER_ENV: [&str; 6] = [
+    "MCP_WORKER_SERVER",
+    "MCP_WORKER_LISTEN",
+    "REDIS_URL",
+    "MCP_KEY_PREFIX",
+    "MCP_WORKER_ORPHAN_TIMEOUT_SECS",
+    "MCP_ENV_FILE",
+];
 
 /// What the Deployments are made of (`MCP_K8S_*`).
 #[derive(Clone, Debug)]
@@ -64,6 +79,8 @@ pub struct KubeSettings {
     /// `REDIS_URL` and `MCP_KEY_PREFIX` given to the workers (the supervisor's own).
     pub redis_url: String,
     pub key_prefix: String,
+    /// `MCP_K8S_WORKER_ENV` and `MCP_K8S_WORKER_ENV_FROM_SECRETS`, after the hub's own.
+    pub worker_env: WorkerEnv,
 }
 
 /// A short stable hash (FNV-1a, 32 bits, hex) for names and label values.
@@ -176,6 +193,19 @@ pub fn desired_deployment(settings: &KubeSettings, server_id: &str, replicas: u3
     if !limits.is_empty() {
         resources.insert("limits".into(), Value::Object(limits));
     }
+    // The hub's own (HUB_WORKER_ENV, in that order), then MCP_K8S_WORKER_ENV's, which
+    // never names one of them (worker_env refuses it at start-up).
+    let mut env = vec![
+        json!({ "name": "MCP_WORKER_SERVER", "value": server_id }),
+        json!({ "name": "MCP_WORKER_LISTEN", "value": format!("0.0.0.0:{port}") }),
+        json!({ "name": "REDIS_URL", "value": settings.redis_url }),
+        json!({ "name": "MCP_KEY_PREFIX", "value": settings.key_prefix }),
+        // The kubelet restarts it and the Deployment owns it: it must not exit when the
+        // supervisor is gone.
+        json!({ "name": "MCP_WORKER_ORPHAN_TIMEOUT_SECS", "value": "0" }),
+        json!({ "name": "MCP_ENV_FILE", "value": "/nonexistent/.env" }),
+    ];
+    env.extend(settings.worker_env.vars.iter().map(|var| json!(var)));
     let mut pod_spec = json!({
         "containers": [{
             "name": "worker",
@@ -183,21 +213,23 @@ pub fn desired_deployment(settings: &KubeSettings, server_id: &str, replicas: u3
             "imagePullPolicy": settings.image_pull_policy,
             "command": ["mcp-worker"],
             "ports": [{ "name": "mcp", "containerPort": port, "protocol": "TCP" }],
-            "env": [
-                { "name": "MCP_WORKER_SERVER", "value": server_id },
-                { "name": "MCP_WORKER_LISTEN", "value": format!("0.0.0.0:{port}") },
-                { "name": "REDIS_URL", "value": settings.redis_url },
-                { "name": "MCP_KEY_PREFIX", "value": settings.key_prefix },
-                // The kubelet restarts it and the Deployment owns it: it must not exit
-                // when the supervisor is gone.
-                { "name": "MCP_WORKER_ORPHAN_TIMEOUT_SECS", "value": "0" },
-                { "name": "MCP_ENV_FILE", "value": "/nonexistent/.env" },
-            ],
+            "env": env,
             "readinessProbe": probe(2, 1),
             "livenessProbe": probe(5, 3),
             "resources": Value::Object(resources),
         }],
     });
+    if !settings.worker_env.from_secrets.is_empty() {
+        // Kubernetes gives `env` precedence over `envFrom`: a Secret key named like a
+        // hub variable does not override it.
+        let from: Vec<Value> = settings
+            .worker_env
+            .from_secrets
+            .iter()
+            .map(|name| json!({ "secretRef": { "name": name } }))
+            .collect();
+        pod_spec["containers"][0]["envFrom"] = Value::Array(from);
+    }
     if let Some(account) = &settings.service_account {
         pod_spec["serviceAccountName"] = json!(account);
     }

@@ -254,6 +254,7 @@ fn every_env_var_set_is_one_a_binary_reads() {
         memory_limit: None,
         redis_url: "redis://r".into(),
         key_prefix: "mcp:".into(),
+        worker_env: Default::default(),
     };
     let worker = mcp_supervisor::kubernetes::desired_deployment(&settings, "s", 1);
     set.extend(env_names(

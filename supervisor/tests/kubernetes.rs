@@ -233,6 +233,7 @@ fn settings_for(redis_url: &str, prefix: &str, port: u16) -> KubeSettings {
         memory_limit: None,
         redis_url: redis_url.to_owned(),
         key_prefix: prefix.to_owned(),
+        worker_env: Default::default(),
     }
 }
 
@@ -936,6 +937,7 @@ async fn real_cluster_apply_list_delete_when_configured() {
         memory_limit: None,
         redis_url: "redis://127.0.0.1:6379".into(),
         key_prefix: mcp_testkit::unique_prefix(),
+        worker_env: Default::default(),
     };
     let name = kubernetes::deployment_name(&settings, "real_cluster_test");
     cluster

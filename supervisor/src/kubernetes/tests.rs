@@ -16,6 +16,7 @@ fn settings() -> KubeSettings {
         memory_limit: Some("128Mi".into()),
         redis_url: "redis://redis:6379".into(),
         key_prefix: "mcp:".into(),
+        worker_env: WorkerEnv::default(),
     }
 }
 
@@ -81,6 +82,80 @@ fn desired_deployment_names_the_server_and_probes_healthz() {
     // It parses as the typed Deployment the client sends.
     let typed: Deployment = serde_json::from_value(d).expect("test value");
     assert_eq!(typed.spec.expect("test value").replicas, Some(3));
+}
+
+#[test]
+fn extra_worker_env_follows_the_hubs_own_and_secrets_become_env_from() {
+    // Without any: the hub's variables alone, in HUB_WORKER_ENV's order, and no envFrom.
+    let d = desired_deployment(&settings(), "s1", 1);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let names = |c: &Value| -> Vec<String> {
+        c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| e["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(names(c), HUB_WORKER_ENV);
+    assert!(c.get("envFrom").is_none(), "{c}");
+
+    let mut s = settings();
+    s.worker_env = WorkerEnv {
+        vars: worker_env::parse_vars(
+            r#"[{"name":"HTTPS_PROXY","value":"http://proxy:3128"},
+                {"name":"X","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                {"name":"NO_PROXY","value":"$(REDIS_URL)"}]"#,
+        )
+        .expect("valid"),
+        from_secrets: worker_env::parse_secrets("proxy-creds,api-keys").expect("valid"),
+    };
+    let d = desired_deployment(&s, "s1", 2);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    let mut expected: Vec<&str> = HUB_WORKER_ENV.to_vec();
+    expected.extend(["HTTPS_PROXY", "X", "NO_PROXY"]);
+    assert_eq!(names(c), expected);
+    let env = c["env"].as_array().expect("env");
+    // The hub's values are unchanged; the extra entries are as given, JSON for JSON.
+    assert_eq!(
+        env[2],
+        json!({ "name": "REDIS_URL", "value": "redis://redis:6379" })
+    );
+    assert_eq!(
+        env[6],
+        json!({ "name": "HTTPS_PROXY", "value": "http://proxy:3128" })
+    );
+    assert_eq!(
+        env[7],
+        json!({ "name": "X", "valueFrom": { "secretKeyRef": { "name": "s", "key": "k" } } })
+    );
+    assert_eq!(
+        c["envFrom"],
+        json!([
+            { "secretRef": { "name": "proxy-creds" } },
+            { "secretRef": { "name": "api-keys" } },
+        ])
+    );
+    // Still the typed Deployment the client sends, with the same env.
+    let typed: Deployment = serde_json::from_value(d.clone()).expect("typed");
+    let pod = typed.spec.expect("spec").template.spec.expect("pod spec");
+    let container = &pod.containers[0];
+    assert_eq!(container.env.as_ref().map(Vec::len), Some(9));
+    assert_eq!(
+        container.env.as_ref().expect("env")[6..],
+        s.worker_env.vars[..]
+    );
+    let from: Vec<&str> = container
+        .env_from
+        .iter()
+        .flatten()
+        .map(|f| f.secret_ref.as_ref().expect("secretRef").name.as_str())
+        .collect();
+    assert_eq!(from, ["proxy-creds", "api-keys"]);
+    // The extra env changes the pods, not the names or the selector.
+    let plain = desired_deployment(&settings(), "s1", 2);
+    assert_eq!(d["metadata"], plain["metadata"]);
+    assert_eq!(d["spec"]["selector"], plain["spec"]["selector"]);
 }
 
 #[test]
