@@ -74,6 +74,14 @@ struct State {
     idle: BTreeMap<u64, oneshot::Sender<()>>,
 }
 
+impl State {
+    /// Called under the lock after each change, so the gauges never go backwards.
+    fn publish(&self) {
+        METRICS.connections_open.set(self.open as i64);
+        METRICS.connections_idle.set(self.idle.len() as i64);
+    }
+}
+
 /// What [`Slots::admit`] decided for a new connection.
 pub enum Admission {
     /// A slot, and the signal that closes the connection while it is still idle.
@@ -95,6 +103,7 @@ impl Slot {
     pub fn activate(&mut self) -> bool {
         let mut state = self.slots.lock();
         self.active = state.idle.remove(&self.id).is_some();
+        state.publish();
         self.active
     }
 }
@@ -105,8 +114,8 @@ impl Drop for Slot {
         // An evicted slot (neither idle nor active) was handed over: nothing to free.
         if state.idle.remove(&self.id).is_some() || self.active {
             state.open -= 1;
-            METRICS.connections_open.set(state.open as i64);
         }
+        state.publish();
     }
 }
 
@@ -147,7 +156,7 @@ impl Slots {
         state.next_id += 1;
         let (tx, rx) = oneshot::channel();
         state.idle.insert(id, tx);
-        METRICS.connections_open.set(state.open as i64);
+        state.publish();
         drop(state);
         if evicted {
             self.shed(Shed::EvictedIdle);

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub connections_shed: IntCounterVec,
     /// Client connections holding a slot of the cap.
     pub connections_open: IntGauge,
+    /// Of those, the ones that have not sent a byte yet (the first to be evicted).
+    pub connections_idle: IntGauge,
 }
 
 /// One set per process. The definitions are constants, so building them cannot fail
@@ -77,11 +79,18 @@ MCP_GATEWAY_FIRST_BYTE_TIMEOUT (reason: evicted_idle, refused, first_byte_timeou
         "Client connections open (each holds a slot of MCP_GATEWAY_MAX_CONNECTIONS)",
     )
     .expect("constant metric definition");
+    let connections_idle = IntGauge::new(
+        "mcp_gateway_connections_idle",
+        "Client connections open that have not sent a byte yet (evicted first at \
+MCP_GATEWAY_MAX_CONNECTIONS)",
+    )
+    .expect("constant metric definition");
     let _ = registry.register(Box::new(requests.clone()));
     let _ = registry.register(Box::new(latency.clone()));
     let _ = registry.register(Box::new(errors.clone()));
     let _ = registry.register(Box::new(connections_shed.clone()));
     let _ = registry.register(Box::new(connections_open.clone()));
+    let _ = registry.register(Box::new(connections_idle.clone()));
     Metrics {
         registry,
         requests,
@@ -89,6 +98,7 @@ MCP_GATEWAY_FIRST_BYTE_TIMEOUT (reason: evicted_idle, refused, first_byte_timeou
         errors,
         connections_shed,
         connections_open,
+        connections_idle,
     }
 });
 
