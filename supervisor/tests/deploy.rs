@@ -324,6 +324,8 @@ fn the_chart_matches_its_values_and_the_plain_manifests() {
         "MCP_ADMIN_SEED",
         "MCP_K8S_SERVICE_ACCOUNT",
         "MCP_K8S_WORKER_CPU_LIMIT",
+        "MCP_K8S_WORKER_ENV",
+        "MCP_K8S_WORKER_ENV_FROM_SECRETS",
     ]
     .map(str::to_owned)
     .into();
@@ -492,7 +494,16 @@ fn gateway_and_admin_answer_to_their_service_names_and_the_supervisor_caps_pods(
         (
             "supervisor.yaml",
             "supervisor",
-            &["MCP_WORKER_MAX", ".Values.supervisor.workerMax"][..],
+            &[
+                "MCP_WORKER_MAX",
+                ".Values.supervisor.workerMax",
+                "MCP_K8S_WORKER_ENV",
+                "with .Values.workers.extraEnv",
+                "toJson .",
+                "MCP_K8S_WORKER_ENV_FROM_SECRETS",
+                "with .Values.workers.envFromSecrets",
+                "join \",\" .",
+            ][..],
         ),
     ] {
         let text = read(&format!("deploy/helm/mcp-hub/templates/{template}"));
@@ -512,4 +523,13 @@ fn gateway_and_admin_answer_to_their_service_names_and_the_supervisor_caps_pods(
     assert!(
         read("deploy/helm/mcp-hub/templates/_helpers.tpl").contains("define \"mcp-hub.joinList\"")
     );
+    // The workers' extra env and Secrets: empty by default (the plain manifests set
+    // neither).
+    for key in ["extraEnv", "envFromSecrets"] {
+        assert_eq!(
+            values["workers"][key],
+            Value::Array(Vec::new()),
+            "workers.{key}"
+        );
+    }
 }
