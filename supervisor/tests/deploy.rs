@@ -1,5 +1,6 @@
-//! The Kubernetes deployment files, parsed and checked (no helm or schema linter can be
-//! installed here): the plain manifests (deploy/manifests/mcp-hub.yaml) as typed
+//! The Kubernetes deployment files, parsed and checked (helm cannot be installed here;
+//! the schema linter `scripts/ensure-kubernetes-validate.sh` installs is not run by a
+//! test yet): the plain manifests (deploy/manifests/mcp-hub.yaml) as typed
 //! Kubernetes objects (kinds, labels, probes, RBAC verbs), the chart's templates against
 //! its values.yaml and against the plain manifests, every env var they set against
 //! the env vars the binaries read, and the gateway's and admin API's `Host` lists (the
