@@ -1,10 +1,12 @@
-//! The Kubernetes deployment files, parsed and checked (helm cannot be installed here;
-//! the schema linter `scripts/ensure-kubernetes-validate.sh` installs is not run by a
-//! test yet): the plain manifests (deploy/manifests/mcp-hub.yaml) as typed
-//! Kubernetes objects (kinds, labels, probes, RBAC verbs), the chart's templates against
-//! its values.yaml and against the plain manifests, every env var they set against
-//! the env vars the binaries read, and the gateway's and admin API's `Host` lists (the
-//! Services' in-cluster names) and the supervisor's `MCP_WORKER_MAX` as rendered.
+//! The Kubernetes deployment files, parsed and checked (helm cannot be installed here):
+//! the plain manifests (deploy/manifests/mcp-hub.yaml) and the worker Deployments the
+//! supervisor applies, against the Kubernetes 1.37 JSON schemas with `kubernetes-validate
+//! --strict` (pinned, installed by `scripts/ensure-kubernetes-validate.sh`); the plain
+//! manifests as typed Kubernetes objects (kinds, labels, probes, RBAC verbs), the chart's
+//! templates against its values.yaml and against the plain manifests, every env var they
+//! set against the env vars the binaries read, and the gateway's and admin API's `Host`
+//! lists (the Services' in-cluster names) and the supervisor's `MCP_WORKER_MAX` as
+//! rendered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -533,4 +535,121 @@ fn gateway_and_admin_answer_to_their_service_names_and_the_supervisor_caps_pods(
             "workers.{key}"
         );
     }
+}
+
+/// kubernetes-validate, installed on first use (PyPI, pinned: the Kubernetes 1.37 JSON
+/// schemas ship inside it, so it needs no network once installed).
+fn kubernetes_validate() -> PathBuf {
+    let output = std::process::Command::new("bash")
+        .arg(repo().join("scripts/ensure-kubernetes-validate.sh"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running scripts/ensure-kubernetes-validate.sh");
+    assert!(
+        output.status.success(),
+        "scripts/ensure-kubernetes-validate.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// `kubernetes-validate --strict FILE` (an unknown field is an error, as with
+/// `kubectl --validate=strict`): the resources it passed, after asserting it found no
+/// error.
+fn validate_strict(file: &Path) -> Vec<String> {
+    let output = std::process::Command::new(kubernetes_validate())
+        .arg("--strict")
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "kubernetes-validate failed on {}:\n{text}",
+        file.display()
+    );
+    assert!(
+        !text.contains("ERROR") && !text.contains("WARN"),
+        "kubernetes-validate on {}:\n{text}",
+        file.display()
+    );
+    text.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once(" passed for resource ")?;
+            Some(rest.split(' ').next()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn plain_manifests_pass_the_kubernetes_schemas_strictly() {
+    let passed = validate_strict(&repo().join("deploy/manifests/mcp-hub.yaml"));
+    // Every document of the file was checked, none skipped as an unknown kind.
+    let expected: Vec<String> = manifests()
+        .iter()
+        .map(|doc| {
+            format!(
+                "{}/{}",
+                doc["kind"].as_str().unwrap_or("").to_lowercase(),
+                doc["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(passed, expected);
+    assert_eq!(passed.len(), 11, "{passed:?}");
+}
+
+#[test]
+fn worker_deployments_the_supervisor_applies_pass_the_kubernetes_schemas_strictly() {
+    use mcp_supervisor::kubernetes::{desired_deployment, worker_env, KubeSettings, WorkerEnv};
+    let plain = KubeSettings {
+        namespace: "mcp-hub".into(),
+        image: "mcp-hub:latest".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        service_account: None,
+        worker_port: 9100,
+        cpu_request: Some("50m".into()),
+        memory_request: Some("32Mi".into()),
+        cpu_limit: None,
+        memory_limit: Some("128Mi".into()),
+        redis_url: "redis://mcp-hub-redis:6379".into(),
+        key_prefix: "mcp:".into(),
+        worker_env: WorkerEnv::default(),
+    };
+    let full = KubeSettings {
+        service_account: Some("mcp-worker".into()),
+        cpu_limit: Some("1".into()),
+        worker_env: WorkerEnv {
+            vars: worker_env::parse_vars(
+                r#"[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                    {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "rest-creds", "key": "token"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]"#,
+            )
+            .expect("a valid MCP_K8S_WORKER_ENV"),
+            from_secrets: worker_env::parse_secrets("rest-creds,proxy.creds")
+                .expect("valid MCP_K8S_WORKER_ENV_FROM_SECRETS"),
+        },
+        ..plain.clone()
+    };
+    let documents = [
+        desired_deployment(&plain, "weather", 1),
+        desired_deployment(&full, "Weather_API", 3),
+    ];
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("workers.yaml");
+    let text: Vec<String> = documents
+        .iter()
+        .map(|doc| serde_norway::to_string(doc).expect("YAML"))
+        .collect();
+    std::fs::write(&file, text.join("---\n")).expect("writing the Deployments");
+    let passed = validate_strict(&file);
+    assert_eq!(passed.len(), 2, "{passed:?}");
+    assert!(passed
+        .iter()
+        .all(|p| p.starts_with("deployment/mcp-worker-")));
 }
