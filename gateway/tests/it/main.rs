@@ -4,6 +4,7 @@
 mod audit;
 mod calls;
 mod conformance;
+mod connections;
 mod errors;
 mod failover;
 mod legacy_sse;
