@@ -43,6 +43,9 @@ pub struct HubOptions {
     pub admin_flags: BTreeMap<String, String>,
     /// Worker ports reserved for the supervisor (see [`crate::port_range`]).
     pub worker_ports: u16,
+    /// `Some`: every part's `REDIS_URL` (a `redis+sentinel://` group the test runs, say)
+    /// instead of the hub's own `redis-server`, which still starts but stays unused.
+    pub redis_url: Option<String>,
 }
 
 fn flags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -83,6 +86,7 @@ impl HubOptions {
             ]),
             admin_flags: BTreeMap::new(),
             worker_ports: crate::PORT_BLOCK,
+            redis_url: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl HubOptions {
             gateway_flags: flags(&[("--threads", "0"), ("--grace-period-secs", "1")]),
             admin_flags: BTreeMap::new(),
             worker_ports: u16::try_from(worker_max * 3 + 100).unwrap_or(u16::MAX),
+            redis_url: None,
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct Hub {
     pub admin: ChildProcess,
     pub mock: ChildProcess,
     pub redis: RedisServer,
+    /// The `REDIS_URL` every part was given: `options.redis_url`, else `redis`'s.
+    pub redis_url: String,
     options: HubOptions,
 }
 
@@ -152,13 +159,14 @@ impl Hub {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let redis = RedisServer::start();
+        let redis_url = options.redis_url.clone().unwrap_or_else(|| redis.url());
         let prefix = crate::unique_prefix();
         let common = |name: &str| {
             let mut command = Command::new(options.bin_dir.join(name));
             command
                 .env("MCP_ENV_FILE", "/nonexistent/.env")
                 .envs(options.env.iter().map(|(k, v)| (k, v)))
-                .args(["--redis-url", &redis.url(), "--key-prefix", &prefix]);
+                .args(["--redis-url", &redis_url, "--key-prefix", &prefix]);
             command
         };
 
@@ -207,7 +215,7 @@ impl Hub {
 
         let started = start_gateway(
             &options,
-            &redis,
+            &redis_url,
             &prefix,
             &admin_addr,
             Some(metrics_addr),
@@ -235,6 +243,7 @@ impl Hub {
             admin,
             mock,
             redis,
+            redis_url,
             options,
         })
     }
@@ -248,7 +257,7 @@ impl Hub {
     ) -> anyhow::Result<(ChildProcess, String, String)> {
         start_gateway(
             &self.options,
-            &self.redis,
+            &self.redis_url,
             &self.prefix,
             &self.admin_addr,
             None,
@@ -289,7 +298,7 @@ impl Drop for Hub {
 
 async fn start_gateway(
     options: &HubOptions,
-    redis: &RedisServer,
+    redis_url: &str,
     prefix: &str,
     admin_addr: &str,
     metrics: Option<String>,
@@ -309,7 +318,7 @@ async fn start_gateway(
     command
         .env("MCP_ENV_FILE", "/nonexistent/.env")
         .envs(options.env.iter().map(|(k, v)| (k, v)))
-        .args(["--redis-url", &redis.url(), "--key-prefix", prefix])
+        .args(["--redis-url", redis_url, "--key-prefix", prefix])
         .args(["--listen", &listen, "--metrics-listen", &metrics])
         .args(flags.iter().flat_map(|(k, v)| [k, v]));
     let gateway = spawn(options, "mcp-gateway", command)?;

@@ -9,15 +9,15 @@ use crate::{Options, Stack};
 /// A failed call: its request id (set by the test), status (0: no answer) and the start
 /// of its body.
 #[derive(Clone, Debug)]
-struct Failure {
-    request_id: String,
-    status: u16,
-    text: String,
+pub(crate) struct Failure {
+    pub(crate) request_id: String,
+    pub(crate) status: u16,
+    pub(crate) text: String,
 }
 
 /// `concurrency` loops of calls to `fruits_api` until `stop`, counting successes as
 /// they happen.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     failures: Arc<Mutex<Vec<Failure>>>,
@@ -25,7 +25,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(stack: Arc<Stack>, concurrency: usize) -> Load {
+    pub(crate) fn start(stack: Arc<Stack>, concurrency: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -74,19 +74,19 @@ impl Load {
         }
     }
 
-    fn ok(&self) -> usize {
+    pub(crate) fn ok(&self) -> usize {
         self.ok.load(Ordering::Relaxed)
     }
 
     /// Waits until `n` calls in all have succeeded.
-    async fn wait_ok(&self, n: usize, what: &str) {
+    pub(crate) async fn wait_ok(&self, n: usize, what: &str) {
         mcp_testkit::wait_until_async(what, Duration::from_secs(30), || async {
             (self.ok() >= n).then_some(())
         })
         .await;
     }
 
-    async fn stop(self) -> (usize, Vec<Failure>) {
+    pub(crate) async fn stop(self) -> (usize, Vec<Failure>) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             let _ = task.await;

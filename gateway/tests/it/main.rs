@@ -13,6 +13,7 @@ mod openapi;
 mod resilience;
 mod rollback;
 mod secrets;
+mod sentinel;
 mod streaming;
 mod web_security;
 
@@ -59,6 +60,8 @@ pub struct Options {
     pub supervisor_args: Vec<String>,
     /// Environment of the supervisor, which its workers inherit.
     pub supervisor_env: Vec<(String, String)>,
+    /// Every part's `REDIS_URL` instead of the hub's own `redis-server`'s.
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             gateway_args: Vec::new(),
             supervisor_args: Vec::new(),
             supervisor_env: Vec::new(),
+            redis_url: None,
         }
     }
 }
@@ -116,9 +120,10 @@ impl Stack {
             .supervisor_flags
             .extend(flag_pairs(&options.supervisor_args));
         hub_options.supervisor_env = options.supervisor_env;
+        hub_options.redis_url = options.redis_url;
         let hub = Hub::start(hub_options).await.expect("the hub");
         let registry =
-            RedisRegistry::new(&hub.redis.url(), Keys::new(&hub.prefix), Default::default())
+            RedisRegistry::new(&hub.redis_url, Keys::new(&hub.prefix), Default::default())
                 .expect("registry");
         mcp_testkit::wait_until_async("the demo seed", Duration::from_secs(20), || async {
             (registry.stats().await.ok()?.tools == 10).then_some(())
