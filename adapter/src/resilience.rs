@@ -347,6 +347,18 @@ impl Reason {
         }
     }
 
+    /// The same as the runtime record spells why a breaker opened; `None` for the
+    /// reasons that do not open it (cool-down over, probe succeeded).
+    pub fn as_open_reason(self) -> Option<mcp_core::runtime::BreakerOpenReason> {
+        use mcp_core::runtime::BreakerOpenReason as Open;
+        match self {
+            Reason::ConsecutiveFailures => Some(Open::ConsecutiveFailures),
+            Reason::ErrorRate { failed, calls } => Some(Open::ErrorRate { failed, calls }),
+            Reason::ProbeFailed => Some(Open::ProbeFailed),
+            Reason::CoolDownOver | Reason::ProbeSucceeded => None,
+        }
+    }
+
     /// The reason an open breaker keeps, packed in one word: kind in the low byte,
     /// `failed` and `calls` (28 bits each, saturated) above it.
     fn pack(self) -> u64 {
@@ -524,6 +536,15 @@ impl Breaker {
     /// Why it last opened (consecutive failures before it ever did).
     pub fn opened_by(&self) -> Reason {
         Reason::unpack(self.opened_by.load(Ordering::Acquire))
+    }
+
+    /// Why it opened while it is open or half-open, as the runtime record says it
+    /// (`opened_by`); `None` while it is closed.
+    pub fn open_reason(&self) -> Option<mcp_core::runtime::BreakerOpenReason> {
+        if self.state() == BreakerState::Closed {
+            return None;
+        }
+        self.opened_by().as_open_reason()
     }
 
     /// (attempts, failed attempts) the error-rate window holds at `now`; zeros when the
@@ -739,12 +760,14 @@ impl Guard {
             retries_refused_by_budget: self.budget_refusals.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
+            opened_by: self.breaker.open_reason(),
         }
     }
 
-    /// The breaker's state and the counters, as `/healthz` shows them.
+    /// The breaker's state and the counters, as `/healthz` shows them (`opened_by` only
+    /// while the breaker is not closed).
     pub fn report(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut report = serde_json::json!({
             "state": self.breaker.state(),
             "consecutive_failures": self.breaker.failures(),
             "retries": self.retries.load(Ordering::Relaxed),
@@ -752,7 +775,11 @@ impl Guard {
             "retries_refused_by_budget": self.budget_refusals.load(Ordering::Relaxed),
             "rejected": self.rejected.load(Ordering::Relaxed),
             "opened": self.opened.load(Ordering::Relaxed),
-        })
+        });
+        if let (Some(reason), Some(fields)) = (self.breaker.open_reason(), report.as_object_mut()) {
+            fields.insert("opened_by".into(), serde_json::json!(reason));
+        }
+        report
     }
 }
 
@@ -1413,5 +1440,108 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &b));
         assert!(guards.find("b").is_some_and(|g| Arc::ptr_eq(&g, &b)));
         assert_eq!(a.report()["state"], "closed");
+    }
+
+    /// Opens `guard`'s breaker with `failures` (each recorded at `at`), then checks its
+    /// snapshot and report carry `reason`, and that the report reads as the snapshot.
+    fn assert_opened_by(
+        guard: &Guard,
+        config: &CircuitBreakerConfig,
+        failures: &[Option<Failure>],
+        at: Instant,
+        reason: serde_json::Value,
+    ) -> mcp_core::runtime::Resilience {
+        assert_eq!(guard.snapshot().opened_by, None, "closed: no reason");
+        assert!(guard.report().get("opened_by").is_none());
+        let mut opened = None;
+        for failure in failures {
+            opened = opened.or(guard.breaker.record(config, *failure, false, at));
+        }
+        assert_eq!(opened.map(|t| t.to), Some(BreakerState::Open));
+        let snapshot = guard.snapshot();
+        assert_eq!(snapshot.state, BreakerState::Open);
+        assert_eq!(
+            serde_json::to_value(snapshot.opened_by).expect("json"),
+            reason
+        );
+        let report = guard.report();
+        assert_eq!(report["opened_by"], reason);
+        let read: mcp_core::runtime::Resilience =
+            serde_json::from_value(report).expect("the report reads");
+        assert_eq!(read, snapshot);
+        let record = serde_json::to_value(snapshot).expect("record");
+        assert_eq!(record["openedBy"], reason);
+        snapshot
+    }
+
+    #[test]
+    fn the_snapshot_and_the_report_say_why_the_breaker_opened() {
+        use mcp_core::runtime::BreakerOpenReason;
+        let t0 = Instant::now();
+        // By error rate: 2 of 4 calls failed (50%), never two in a row.
+        let guard = Guard::new(t0);
+        let config = rate_config(50, 60_000, 4);
+        let snapshot = assert_opened_by(
+            &guard,
+            &config,
+            &[
+                None,
+                Some(Failure::Connect),
+                None,
+                Some(Failure::Status(503)),
+            ],
+            t0,
+            json!({"kind": "error_rate", "failed": 2, "calls": 4}),
+        );
+        assert_eq!(
+            snapshot.opened_by,
+            Some(BreakerOpenReason::ErrorRate {
+                failed: 2,
+                calls: 4
+            })
+        );
+        // Half-open (the probe is out): still why it opened.
+        let t1 = t0 + Duration::from_millis(1000);
+        assert!(matches!(
+            guard.breaker.admit(&config, t1),
+            Admission::Probe(_)
+        ));
+        assert_eq!(guard.snapshot().state, BreakerState::HalfOpen);
+        assert_eq!(guard.snapshot().opened_by, snapshot.opened_by);
+        // The probe fails: reopened by it.
+        guard
+            .breaker
+            .record(&config, Some(Failure::Timeout), true, t1);
+        assert_eq!(
+            guard.snapshot().opened_by,
+            Some(BreakerOpenReason::ProbeFailed)
+        );
+        assert_eq!(guard.report()["opened_by"], json!({"kind": "probe_failed"}));
+        // The next probe succeeds: closed, no reason.
+        let t2 = t1 + Duration::from_millis(1000);
+        assert!(matches!(
+            guard.breaker.admit(&config, t2),
+            Admission::Probe(_)
+        ));
+        guard.breaker.record(&config, None, true, t2);
+        assert_eq!(guard.snapshot().state, BreakerState::Closed);
+        assert_eq!(guard.snapshot().opened_by, None);
+        assert!(guard.report().get("opened_by").is_none());
+
+        // By consecutive failures: three in a row.
+        let guard = Guard::new(t0);
+        let config = breaker_config(3, 1000);
+        let snapshot = assert_opened_by(
+            &guard,
+            &config,
+            &[Some(Failure::Status(502)); 3],
+            t0,
+            json!({"kind": "consecutive_failures"}),
+        );
+        assert_eq!(snapshot.consecutive_failures, 3);
+        assert_eq!(
+            snapshot.opened_by,
+            Some(BreakerOpenReason::ConsecutiveFailures)
+        );
     }
 }

@@ -166,6 +166,35 @@ pub struct Resilience {
     /// Times the breaker opened.
     #[serde(default)]
     pub opened: u64,
+    /// Why the breaker opened, while it is open or half-open (the reason of its last
+    /// opening: from closed, or after a failed probe); absent while it is closed, and
+    /// from records written before it.
+    #[serde(default, alias = "opened_by", skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<BreakerOpenReason>,
+}
+
+/// Why a circuit breaker opened, tagged by `kind`: `{"kind": "consecutive_failures"}`,
+/// `{"kind": "error_rate", "failed": 6, "calls": 10}` or `{"kind": "probe_failed"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BreakerOpenReason {
+    /// `failureThreshold` failed attempts in a row (`consecutiveFailures` says how many).
+    ConsecutiveFailures,
+    /// `failed` of the `calls` attempts in the error-rate window failed, at least
+    /// `errorRatePercent` of them.
+    ErrorRate { failed: u32, calls: u32 },
+    /// The half-open probe failed.
+    ProbeFailed,
+}
+
+impl BreakerOpenReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerOpenReason::ConsecutiveFailures => "consecutive_failures",
+            BreakerOpenReason::ErrorRate { .. } => "error_rate",
+            BreakerOpenReason::ProbeFailed => "probe_failed",
+        }
+    }
 }
 
 /// Retries made, by the failure that was retried: the only ones a retry is made for
@@ -264,6 +293,7 @@ mod tests {
         let resilience = record.resilience.expect("resilience");
         assert_eq!(resilience.retries, 7);
         assert_eq!(resilience.retries_by_reason, RetriesByReason::default());
+        assert_eq!(resilience.opened_by, None);
         assert_eq!(record.audit, None);
     }
 
@@ -272,9 +302,17 @@ mod tests {
         // What a worker's /healthz writes (snake_case, audit with `enabled`).
         let healthz = json!({"state": "half_open", "consecutive_failures": 2, "retries": 6,
             "retries_by_reason": {"connect": 1, "timeout": 2, "status_503": 3},
-            "retries_refused_by_budget": 0, "rejected": 0, "opened": 2});
+            "retries_refused_by_budget": 0, "rejected": 0, "opened": 2,
+            "opened_by": {"kind": "error_rate", "failed": 6, "calls": 10}});
         let resilience: Resilience = serde_json::from_value(healthz).expect("healthz");
         assert_eq!(resilience.retries_by_reason.counts(), [1, 2, 0, 3, 0]);
+        assert_eq!(
+            resilience.opened_by,
+            Some(BreakerOpenReason::ErrorRate {
+                failed: 6,
+                calls: 10
+            })
+        );
         let audit: AuditCounters =
             serde_json::from_value(json!({"enabled": true, "written": 9, "dropped": 4}))
                 .expect("audit");
@@ -286,6 +324,10 @@ mod tests {
         };
         let text = serde_json::to_value(&record).expect("json");
         assert_eq!(text["resilience"]["retriesByReason"]["status_503"], 3);
+        assert_eq!(
+            text["resilience"]["openedBy"],
+            json!({"kind": "error_rate", "failed": 6, "calls": 10})
+        );
         assert_eq!(text["audit"], json!({"written": 9, "dropped": 4}));
         let back: WorkerRecord = serde_json::from_value(text).expect("round trip");
         assert_eq!(back, record);
@@ -293,5 +335,47 @@ mod tests {
             RetriesByReason::from_counts(resilience.retries_by_reason.counts()),
             resilience.retries_by_reason
         );
+    }
+
+    #[test]
+    fn each_open_reason_has_its_kind_and_a_closed_breaker_writes_none() {
+        for (reason, wire) in [
+            (
+                BreakerOpenReason::ConsecutiveFailures,
+                json!({"kind": "consecutive_failures"}),
+            ),
+            (
+                BreakerOpenReason::ErrorRate {
+                    failed: 3,
+                    calls: 4,
+                },
+                json!({"kind": "error_rate", "failed": 3, "calls": 4}),
+            ),
+            (
+                BreakerOpenReason::ProbeFailed,
+                json!({"kind": "probe_failed"}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(reason).expect("json"), wire);
+            assert_eq!(wire["kind"], reason.as_str());
+            let back: BreakerOpenReason = serde_json::from_value(wire).expect("back");
+            assert_eq!(back, reason);
+        }
+        let closed = Resilience {
+            state: BreakerState::Closed,
+            consecutive_failures: 0,
+            retries: 0,
+            retries_by_reason: RetriesByReason::default(),
+            retries_refused_by_budget: 0,
+            rejected: 0,
+            opened: 0,
+            opened_by: None,
+        };
+        let text = serde_json::to_value(closed).expect("json");
+        assert!(text.get("openedBy").is_none(), "{text}");
+        // /healthz may write null for none.
+        let null: Resilience =
+            serde_json::from_value(json!({"state": "closed", "opened_by": null})).expect("null");
+        assert_eq!(null.opened_by, None);
     }
 }

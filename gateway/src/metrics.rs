@@ -395,6 +395,7 @@ mod tests {
             retries_refused_by_budget: 2,
             rejected: 6,
             opened: 1,
+            opened_by: Some(mcp_core::runtime::BreakerOpenReason::ConsecutiveFailures),
         };
         let mut route = ServerRoute::default();
         route.set_record(

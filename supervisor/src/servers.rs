@@ -186,7 +186,8 @@ pub fn same_record(a: &WorkerRecord, b: &WorkerRecord) -> bool {
         audit: None,
         ..r.clone()
     };
-    quiet(a) == quiet(b) && a.resilience.map(|r| r.state) == b.resilience.map(|r| r.state)
+    let breaker = |r: &WorkerRecord| r.resilience.map(|r| (r.state, r.opened_by));
+    quiet(a) == quiet(b) && breaker(a) == breaker(b)
 }
 
 /// Copies what each probed worker reports (its breaker and retry counters, its audit

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use mcp_core::runtime::{
-    AuditCounters, BreakerState, Resilience, RetriesByReason, WorkerRecord, WorkerStatus,
+    AuditCounters, BreakerOpenReason, BreakerState, Resilience, RetriesByReason, WorkerRecord,
+    WorkerStatus,
 };
 use mcp_core::subscription::Update;
 use reqwest::Method;
@@ -220,6 +221,10 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
             retries_refused_by_budget: 1,
             rejected: 3,
             opened: 1,
+            opened_by: Some(BreakerOpenReason::ErrorRate {
+                failed: 6,
+                calls: 10,
+            }),
         }),
         audit: Some(AuditCounters {
             written: 10,
@@ -241,7 +246,8 @@ async fn restart_publishes_an_event_and_runtime_records_are_readable() {
         json!({"state": "open", "consecutiveFailures": 5, "retries": 7,
             "retriesByReason": {"connect": 0, "timeout": 0, "status_502": 0,
                 "status_503": 7, "status_504": 0},
-            "retriesRefusedByBudget": 1, "rejected": 3, "opened": 1})
+            "retriesRefusedByBudget": 1, "rejected": 3, "opened": 1,
+            "openedBy": {"kind": "error_rate", "failed": 6, "calls": 10}})
     );
     assert_eq!(
         runtime["workers"][0]["audit"],
@@ -299,6 +305,16 @@ async fn health_openapi_and_event_stream() {
         schemas["BreakerState"]
     );
     assert!(schemas["Resilience"]["properties"]["consecutiveFailures"].is_object());
+    assert!(
+        schemas["Resilience"]["properties"]["openedBy"].is_object(),
+        "{}",
+        schemas["Resilience"]
+    );
+    assert!(
+        schemas["BreakerOpenReason"].is_object(),
+        "{}",
+        schemas["BreakerOpenReason"]
+    );
     assert_eq!(
         schemas["AuditConfig"]["properties"]["includeArguments"]["type"], "boolean",
         "{}",

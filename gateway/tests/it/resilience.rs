@@ -144,6 +144,11 @@ async fn the_runtime_record_shows_the_breaker_open_then_closed() {
     let open = wait_breaker(&stack, "open").await;
     assert_eq!(open["opened"], 1, "{open}");
     assert_eq!(open["consecutiveFailures"], 3, "{open}");
+    assert_eq!(
+        open["openedBy"],
+        json!({"kind": "consecutive_failures"}),
+        "why it opened: {open}"
+    );
     assert!(open["rejected"].as_u64() >= Some(1), "{open}");
 
     // The API recovers; after the cool-down the probe succeeds and closes the breaker.
@@ -161,6 +166,10 @@ async fn the_runtime_record_shows_the_breaker_open_then_closed() {
     .await;
     let closed = wait_breaker(&stack, "closed").await;
     assert_eq!(closed["consecutiveFailures"], 0, "{closed}");
+    assert!(
+        closed.get("openedBy").is_none(),
+        "closed: no reason: {closed}"
+    );
 }
 
 /// The value of the sample `series` (`name{labels}`, labels in name order, as the

@@ -104,6 +104,7 @@ fn a_record_that_differs_only_in_its_times_is_a_heartbeat() {
         retries_refused_by_budget: 0,
         rejected: 0,
         opened: 0,
+        opened_by: None,
     };
     let counted = WorkerRecord {
         resilience: Some(mcp_core::runtime::Resilience {
@@ -122,6 +123,24 @@ fn a_record_that_differs_only_in_its_times_is_a_heartbeat() {
         ..a.clone()
     };
     assert!(!same_record(&closed, &open));
+    // Why it opened is a change too (a probe failed after an error rate opened it).
+    let opened_by = |reason| WorkerRecord {
+        resilience: Some(mcp_core::runtime::Resilience {
+            opened_by: Some(reason),
+            ..breaker(mcp_core::runtime::BreakerState::Open)
+        }),
+        ..a.clone()
+    };
+    let by_rate = opened_by(mcp_core::runtime::BreakerOpenReason::ErrorRate {
+        failed: 6,
+        calls: 10,
+    });
+    assert!(!same_record(&open, &by_rate));
+    assert!(same_record(&by_rate, &by_rate.clone()));
+    assert!(!same_record(
+        &by_rate,
+        &opened_by(mcp_core::runtime::BreakerOpenReason::ProbeFailed)
+    ));
 }
 
 #[test]

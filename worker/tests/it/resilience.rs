@@ -317,6 +317,7 @@ async fn connect_refused_is_retried_then_the_breaker_fails_fast_and_closes_after
         (&json!("closed"), &json!(1), &json!(0)),
         "{health}"
     );
+    assert!(resilience.get("opened_by").is_none(), "closed: {health}");
     assert!(
         resilience["rejected"].as_u64().is_some_and(|n| n >= 1),
         "{health}"
@@ -443,6 +444,11 @@ async fn an_error_rate_below_the_consecutive_threshold_opens_the_breaker_and_fai
         ),
         (&json!("open"), &json!(1), &json!(2), &json!(1)),
         "{health}"
+    );
+    assert_eq!(
+        resilience["opened_by"],
+        json!({"kind": "error_rate", "failed": 3, "calls": 6}),
+        "why it opened: {health}"
     );
 }
 
