@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SseParser } from './sse.ts';
 import { pointerTokens } from './validator.ts';
-import { breakerRule, serverState } from './status.ts';
+import { breakerOpenedBy, breakerRule, serverState } from './status.ts';
 import type { ServerRuntime, ServerView, WorkerRecord } from './types.ts';
 import { QueryClient, QueryObserver } from '@tanstack/react-query';
 import { applyEvent } from './events.ts';
@@ -124,4 +124,14 @@ test('a breaker\'s rule in words, the defaults filled in', () => {
     'opens after 1 failure in a row or when 50% of at least 1 attempt in 5.00 s failed; one probe after 600.00 s open',
   );
   assert.equal(breakerRule({ errorRatePercent: 25 }), 'opens after 5 failures in a row or when 25% of at least 20 attempts in 10.00 s failed; one probe after 30.00 s open');
+});
+
+test('why a breaker opened, in words', () => {
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 5, openedBy: { kind: 'consecutive_failures' } }), '5 failures in a row');
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 1, openedBy: { kind: 'consecutive_failures' } }), '1 failure in a row');
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 1, openedBy: { kind: 'error_rate', failed: 6, calls: 10 } }), '6 of 10 calls failed (60%)');
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 0, openedBy: { kind: 'error_rate', failed: 1, calls: 3 } }), '1 of 3 calls failed (33%)');
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 4, openedBy: { kind: 'probe_failed' } }), 'half-open probe failed');
+  // Closed, or a record of an older worker: nothing said.
+  assert.equal(breakerOpenedBy({ consecutiveFailures: 0 }), undefined);
 });

@@ -1,7 +1,8 @@
 // Owns how worker records read on screen: one state per server from its replicas, the
-// badge tone of each status, time formatting, and a circuit breaker's rule in words.
+// badge tone of each status, time formatting, and a circuit breaker's rule and why it
+// opened in words.
 
-import type { CircuitBreakerConfig, ServerView, WorkerRecord, WorkerStatus } from './types';
+import type { CircuitBreakerConfig, Resilience, ServerView, WorkerRecord, WorkerStatus } from './types';
 
 export type Tone = 'ok' | 'warn' | 'bad' | 'idle';
 
@@ -99,4 +100,25 @@ export function breakerRule(cb: CircuitBreakerConfig): string {
     parts.push(`or when ${cb.errorRatePercent}% of at least ${minCalls} attempt${minCalls === 1 ? '' : 's'} in ${formatMs(cb.windowMs ?? 10_000)} failed`);
   }
   return `${parts.join(' ')}; one probe after ${formatMs(cb.coolDownMs ?? 30_000)} open`;
+}
+
+/** Why an open (or half-open) breaker opened, in words; undefined when the record does
+ *  not say (closed, or written by an older worker). */
+export function breakerOpenedBy(r: Pick<Resilience, 'openedBy' | 'consecutiveFailures'>): string | undefined {
+  const reason = r.openedBy;
+  switch (reason?.kind) {
+    case 'consecutive_failures': {
+      const n = r.consecutiveFailures;
+      return `${n} failure${n === 1 ? '' : 's'} in a row`;
+    }
+    case 'error_rate': {
+      const { failed, calls } = reason;
+      const percent = Math.floor((failed * 100) / Math.max(calls, 1));
+      return `${failed} of ${calls} call${calls === 1 ? '' : 's'} failed (${percent}%)`;
+    }
+    case 'probe_failed':
+      return 'half-open probe failed';
+    default:
+      return undefined;
+  }
 }

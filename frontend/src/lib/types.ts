@@ -95,6 +95,12 @@ export interface WorkerRecord {
 
 export type BreakerState = 'closed' | 'open' | 'half_open';
 
+/** Why a breaker opened (core::runtime::BreakerOpenReason). */
+export type BreakerOpenReason =
+  | { kind: 'consecutive_failures' }
+  | { kind: 'error_rate'; failed: number; calls: number }
+  | { kind: 'probe_failed' };
+
 export interface Resilience {
   state: BreakerState;
   consecutiveFailures: number;
@@ -102,6 +108,8 @@ export interface Resilience {
   retriesRefusedByBudget: number;
   rejected: number;
   opened: number;
+  /** Why it last opened, while it is open or half-open (absent while closed). */
+  openedBy?: BreakerOpenReason;
 }
 
 export interface ServerRuntime {

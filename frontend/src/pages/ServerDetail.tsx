@@ -7,7 +7,7 @@ import { Link, useLocation } from 'wouter';
 import { api, ApiError, enc } from '../lib/api';
 import { markDeleted, unmarkDeleted } from '../lib/events';
 import { useRuntime, useServer, useTools } from '../lib/queries';
-import { ago, breakerRule, formatMs, formatTime, serverState } from '../lib/status';
+import { ago, breakerOpenedBy, breakerRule, formatMs, formatTime, serverState } from '../lib/status';
 import { StatusBadge } from '../components/Badge';
 import { ConfirmButton } from '../components/Confirm';
 import { ErrorMessage, Loading } from '../components/QueryState';
@@ -44,9 +44,17 @@ function Breaker({ server, resilience }: { server: ServerView; resilience?: Resi
     );
   }
   const r = resilience;
+  const openedBy = breakerOpenedBy(r);
   return (
     <>
       <span className={`badge ${BREAKER_LABEL[r.state][1]}`}>{BREAKER_LABEL[r.state][0]}</span>{' '}
+      {openedBy && (
+        <>
+          <span data-testid="worker-breaker-reason" data-reason={r.openedBy?.kind}>
+            — {openedBy}
+          </span>{' '}
+        </>
+      )}
       <span className="muted small">
         {r.consecutiveFailures} failures in a row
         {server.circuitBreaker ? ` (opens at ${server.circuitBreaker.failureThreshold ?? 5})` : ''} · opened {r.opened}× · {r.rejected} rejected · {r.retries} retries
