@@ -2,7 +2,9 @@
 //! the gateway at once and held, and slow-loris clients (a request head and body sent
 //! one byte at a time) against the gateway and the admin API, while the PRD load runs.
 //! The promise: the other clients' calls do not fail, and the gateway's memory stays
-//! bounded (its resident memory before, at the peak and after is reported). Also bodies
+//! bounded (its resident memory before, at the peak and after is reported, with what its
+//! connection cap, `MCP_GATEWAY_MAX_CONNECTIONS`, shed and the most connections it held
+//! open). Also bodies
 //! of exactly the gateway's and the admin API's size limits and one byte past them,
 //! sent during the PRD load: the first are served, the others get a JSON 413.
 
@@ -16,6 +18,39 @@ use tokio::time::Instant;
 
 use super::{settle, window, Ctx, Fault, Injected};
 use crate::procfs;
+
+/// The gateway's connection figures from its metrics: (open now, shed by reason in
+/// `mcp_gateway_connections_shed_total`'s order: evicted_idle, refused,
+/// first_byte_timeout); zeros for a series it does not have.
+async fn connection_metrics(client: &reqwest::Client, url: &str) -> (f64, [f64; 3]) {
+    let Ok(text) = async { client.get(url).send().await?.text().await }.await else {
+        return (0.0, [0.0; 3]);
+    };
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let shed = |reason: &str| {
+        value(&format!(
+            "mcp_gateway_connections_shed_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    (
+        value("mcp_gateway_connections_open"),
+        [
+            shed("evicted_idle"),
+            shed("refused"),
+            shed("first_byte_timeout"),
+        ],
+    )
+}
 
 /// Connections opened at once and held through the window.
 pub const FLOOD_CONNECTIONS: usize = 10_000;
@@ -83,7 +118,12 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let admin_pid = ctx.pids["mcp-admin"];
     let hold = ctx.timing.after / 2;
     let server = ctx.ids[0].clone();
+    let metrics_url = ctx.hub.metrics_url.to_string();
     let inject = async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let (_, shed_before) = connection_metrics(&client, &metrics_url).await;
         let rss_before = procfs::rss_bytes(gateway_pid);
         let admin_before = procfs::rss_bytes(admin_pid);
         let t0 = Instant::now();
@@ -113,12 +153,31 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
         let opened = held.len();
         let opened_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let (mut peak, mut admin_peak) = (rss_before, admin_before);
+        let mut open_peak = 0.0f64;
         while Instant::now() < until {
             peak = peak.max(procfs::rss_bytes(gateway_pid));
             admin_peak = admin_peak.max(procfs::rss_bytes(admin_pid));
+            open_peak = open_peak.max(connection_metrics(&client, &metrics_url).await.0);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Those the gateway closed to make room (a read sees the end at once).
+        let mut closed_held = 0;
+        for stream in &mut held {
+            let mut byte = [0u8; 1];
+            if matches!(
+                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await,
+                Ok(Ok(0) | Err(_))
+            ) {
+                closed_held += 1;
+            }
+        }
         drop(held);
+        let (_, shed_after) = connection_metrics(&client, &metrics_url).await;
+        let shed: Vec<f64> = shed_after
+            .iter()
+            .zip(shed_before)
+            .map(|(after, before)| after - before)
+            .collect();
         let mut closed_by_server = 0;
         while let Some(done) = slow.join_next().await {
             closed_by_server += usize::from(done.unwrap_or(false));
@@ -141,6 +200,10 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
                     "{} slow-loris clients ({SLOW_CLIENTS} on the gateway's /mcp/{{id}}/{{tool}}, {SLOW_CLIENTS} on the admin API's POST /api/import), one byte every {} ms: {closed_by_server} closed by the server within the window",
                     2 * SLOW_CLIENTS,
                     SLOW_BYTE_EVERY.as_millis()
+                ),
+                format!(
+                    "the gateway's connection cap: at most {open_peak:.0} connections open at once; shed {:.0} idle ones for newcomers, refused {:.0}, closed {:.0} silent past the first-byte timeout; {closed_held} of the {opened} held were closed by the gateway",
+                    shed[0], shed[1], shed[2]
                 ),
                 format!(
                     "gateway resident memory: {} before, {} at the peak, {} after; admin API: {} before, {} at the peak",
