@@ -424,6 +424,11 @@ async function main() {
         await page.locator('[data-testid=worker-breaker][data-breaker=open]').waitFor({ timeout: 10_000 });
         const text = (await page.getByTestId('worker-breaker').textContent()) ?? '';
         assert(/open: calls fail fast/.test(text) && /opened 1×/.test(text) && /in a row \(opens at 2\)/.test(text), `breaker shown: ${text}`);
+        // Why it opened, next to the state (the record's openedBy).
+        const reason = page.locator('[data-testid=worker-breaker-reason][data-reason=consecutive_failures]');
+        await reason.waitFor({ timeout: 10_000 });
+        const why = (await reason.textContent()) ?? '';
+        assert(why.trim() === '— 2 failures in a row', `why it opened: ${why}`);
         await shot(page, 'server-detail-breaker-open');
       } finally {
         // Off its page first: a deleted server's page would fetch a 404.
