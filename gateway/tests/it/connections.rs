@@ -294,3 +294,91 @@ async fn a_connection_silent_past_the_first_byte_timeout_is_closed() {
     assert_eq!(metric(&text, FIRST_BYTE_TIMEOUT), Some(1.0), "{text}");
     eprintln!("silent connection closed after {closed_after:?}");
 }
+
+/// Sends a keep-alive `GET /healthz` on `socket` and reads exactly its answer (by its
+/// `content-length`), leaving the connection open: the status.
+async fn keep_alive_healthz(socket: &mut TcpStream, addr: &str) -> u16 {
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let (status, headers, _) = parse_response(&text);
+            let length: usize = header(&headers, "content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no content-length: {head}"));
+            if body.len() >= length {
+                return status;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, socket.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed before the answer: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn near_the_cap_kept_alive_connections_between_requests_give_way_to_newcomers() {
+    const CAP: usize = 8;
+    let cap = CAP.to_string();
+    let stack = quiet_stack(&["--max-connections", &cap, "--first-byte-timeout", "0"]).await;
+    let addr = addr(&stack);
+
+    // Well below the cap (75% of it): a kept-alive connection stays active between its
+    // requests.
+    let mut first = TcpStream::connect(&addr).await.expect("connect");
+    assert_eq!(keep_alive_healthz(&mut first, &addr).await, 200);
+    let text = wait_for(&stack, "one open connection", |text| {
+        metric(text, OPEN) == Some(1.0)
+    })
+    .await;
+    assert_eq!(metric(&text, IDLE), Some(0.0), "{text}");
+
+    // Every slot held by a kept-alive connection that has had its answer: near the cap,
+    // each waits for its next request as an idle one.
+    let mut kept = vec![first];
+    for _ in 1..CAP {
+        let mut socket = TcpStream::connect(&addr).await.expect("connect");
+        assert_eq!(keep_alive_healthz(&mut socket, &addr).await, 200);
+        kept.push(socket);
+    }
+    // The first ones answered before the gateway was near its cap: they become idle
+    // after their next request.
+    for socket in &mut kept {
+        assert_eq!(keep_alive_healthz(socket, &addr).await, 200);
+    }
+    let text = wait_for(&stack, "every kept-alive connection idle", |text| {
+        metric(text, OPEN) == Some(CAP as f64) && metric(text, IDLE) == Some(CAP as f64)
+    })
+    .await;
+    assert_eq!(metric(&text, EVICTED_IDLE), Some(0.0), "{text}");
+
+    // A newcomer is served, not refused: the longest idle connection made room.
+    let newcomer = TcpStream::connect(&addr).await.expect("connect");
+    let answer = healthz_on(newcomer, &addr).await;
+    assert_eq!(parse_response(&answer).0, 200, "{answer}");
+    let text = wait_for(&stack, "a kept-alive connection evicted", |text| {
+        metric(text, EVICTED_IDLE).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(metric(&text, EVICTED_IDLE), Some(1.0), "{text}");
+    assert_eq!(metric(&text, REFUSED), Some(0.0), "{text}");
+    // The first of them (the longest idle) is the one closed; the others still serve
+    // their next request.
+    let mut oldest = kept.remove(0);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), oldest.read(&mut byte))
+        .await
+        .expect("the evicted connection is closed within 5 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    for socket in &mut kept {
+        assert_eq!(keep_alive_healthz(socket, &addr).await, 200);
+    }
+}
