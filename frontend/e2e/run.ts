@@ -428,7 +428,7 @@ async function main() {
         const reason = page.locator('[data-testid=worker-breaker-reason][data-reason=consecutive_failures]');
         await reason.waitFor({ timeout: 10_000 });
         const why = (await reason.textContent()) ?? '';
-        assert(why.trim() === '— 2 failures in a row', `why it opened: ${why}`);
+        assert(why.trim() === '— opened by failures in a row', `why it opened: ${why}`);
         await shot(page, 'server-detail-breaker-open');
       } finally {
         // Off its page first: a deleted server's page would fetch a 404.

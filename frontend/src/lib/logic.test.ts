@@ -127,11 +127,11 @@ test('a breaker\'s rule in words, the defaults filled in', () => {
 });
 
 test('why a breaker opened, in words', () => {
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 5, openedBy: { kind: 'consecutive_failures' } }), '5 failures in a row');
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 1, openedBy: { kind: 'consecutive_failures' } }), '1 failure in a row');
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 1, openedBy: { kind: 'error_rate', failed: 6, calls: 10 } }), '6 of 10 calls failed (60%)');
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 0, openedBy: { kind: 'error_rate', failed: 1, calls: 3 } }), '1 of 3 calls failed (33%)');
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 4, openedBy: { kind: 'probe_failed' } }), 'half-open probe failed');
+  assert.equal(breakerOpenedBy({ openedBy: { kind: 'consecutive_failures' } }), 'opened by failures in a row');
+  assert.equal(breakerOpenedBy({ openedBy: { kind: 'error_rate', failed: 6, calls: 10 } }), 'opened: 6 of 10 calls failed (60%)');
+  assert.equal(breakerOpenedBy({ openedBy: { kind: 'error_rate', failed: 1, calls: 1 } }), 'opened: 1 of 1 call failed (100%)');
+  assert.equal(breakerOpenedBy({ openedBy: { kind: 'error_rate', failed: 1, calls: 3 } }), 'opened: 1 of 3 calls failed (33%)');
+  assert.equal(breakerOpenedBy({ openedBy: { kind: 'probe_failed' } }), 'reopened: the half-open probe failed');
   // Closed, or a record of an older worker: nothing said.
-  assert.equal(breakerOpenedBy({ consecutiveFailures: 0 }), undefined);
+  assert.equal(breakerOpenedBy({}), undefined);
 });

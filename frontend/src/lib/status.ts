@@ -104,20 +104,19 @@ export function breakerRule(cb: CircuitBreakerConfig): string {
 
 /** Why an open (or half-open) breaker opened, in words; undefined when the record does
  *  not say (closed, or written by an older worker). */
-export function breakerOpenedBy(r: Pick<Resilience, 'openedBy' | 'consecutiveFailures'>): string | undefined {
+export function breakerOpenedBy(r: Pick<Resilience, 'openedBy'>): string | undefined {
   const reason = r.openedBy;
   switch (reason?.kind) {
-    case 'consecutive_failures': {
-      const n = r.consecutiveFailures;
-      return `${n} failure${n === 1 ? '' : 's'} in a row`;
-    }
+    // The count of the streak is the counters' "N failures in a row" beside it.
+    case 'consecutive_failures':
+      return 'opened by failures in a row';
     case 'error_rate': {
       const { failed, calls } = reason;
       const percent = Math.floor((failed * 100) / Math.max(calls, 1));
-      return `${failed} of ${calls} call${calls === 1 ? '' : 's'} failed (${percent}%)`;
+      return `opened: ${failed} of ${calls} call${calls === 1 ? '' : 's'} failed (${percent}%)`;
     }
     case 'probe_failed':
-      return 'half-open probe failed';
+      return 'reopened: the half-open probe failed';
     default:
       return undefined;
   }
