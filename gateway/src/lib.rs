@@ -42,6 +42,11 @@ const DEFAULT_GRACE_PERIOD_SECS: u64 = 5;
 /// here: one write to the client instead of two. Pingora's default is one MSS (1460).
 const CLIENT_WRITE_BUFFER: usize = 8 * 1024;
 
+/// The read buffer of each client connection (Pingora's default: 64 KiB), held from the
+/// accept on. Pingora's HTTP/1 reader reads into its own buffer, past this one when that
+/// is larger, so it only serves the first-byte check and small reads.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
 /// The flag wins, then the YAML; Pingora's own default of 300 s is never wanted.
 fn grace_period(flag: Option<u64>, yaml: Option<u64>) -> u64 {
     flag.or(yaml).unwrap_or(DEFAULT_GRACE_PERIOD_SECS)
@@ -118,8 +123,10 @@ pub fn build(
     );
     let mut proxy_service = Service::new("mcp-gateway".to_string(), capped);
     proxy_service.endpoints().add_listener(
-        ListenerConfig::tcp(config.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)),
+        ListenerConfig::tcp(config.listen.to_string()).l4_buffer(L4BufferSettings::new(
+            CLIENT_READ_BUFFER,
+            CLIENT_WRITE_BUFFER,
+        )),
     );
 
     let watcher = watcher::Watcher {

@@ -160,19 +160,17 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
             open_peak = open_peak.max(connection_metrics(&client, &metrics_url).await.0);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Those the gateway closed to make room (a read sees the end at once).
-        let mut closed_held = 0;
-        for stream in &mut held {
-            let mut byte = [0u8; 1];
-            if matches!(
-                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut byte)).await,
-                Ok(Ok(0) | Err(_))
-            ) {
-                closed_held += 1;
-            }
-        }
-        drop(held);
         let (_, shed_after) = connection_metrics(&client, &metrics_url).await;
+        // Those the gateway closed (a read sees the end at once; an open one would block).
+        let mut byte = [0u8; 1];
+        let closed_held = held
+            .iter()
+            .filter(|stream| match stream.try_read(&mut byte) {
+                Ok(n) => n == 0,
+                Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+            })
+            .count();
+        drop(held);
         let shed: Vec<f64> = shed_after
             .iter()
             .zip(shed_before)
