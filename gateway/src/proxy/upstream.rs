@@ -36,18 +36,11 @@ impl Gateway {
             return Ok(());
         }
         ctx.log_accepted();
-        if server.is_idle() {
-            tracing::info!(event = "gateway.wake", request_id = %ctx.request_id, server = %ctx.server_id);
-            if let Err(err) = self.registry.request_wake(&ctx.server_id).await {
-                tracing::warn!(event = "gateway.wake.failed", server = %ctx.server_id, error = %err);
-            }
+        let woken = server.is_idle();
+        if woken {
+            self.wake(&ctx.server_id, &ctx.request_id).await;
         }
-        if !server.records.is_empty()
-            && self
-                .wait_for_worker(&ctx.server_id, ctx.pinned_replica, &[])
-                .await
-                .is_some()
-        {
+        if !server.records.is_empty() && self.wait_for_worker(ctx, woken).await.is_some() {
             return Ok(());
         }
         let traceback = format!(
@@ -64,10 +57,7 @@ impl Gateway {
     pub(super) async fn choose_worker(&self, ctx: &mut Ctx) -> Result<SocketAddr> {
         let endpoint = match self.pick(&ctx.server_id, ctx.pinned_replica, &ctx.failed) {
             Some(endpoint) => endpoint,
-            None => match self
-                .wait_for_worker(&ctx.server_id, ctx.pinned_replica, &ctx.failed)
-                .await
-            {
+            None => match self.wait_for_worker(ctx, false).await {
                 Some(endpoint) => endpoint,
                 None => {
                     ctx.pending_error = Some(GatewayError::no_worker(&ctx.server_id));
@@ -105,19 +95,42 @@ impl Gateway {
         )
     }
 
+    /// Asks the supervisors to start an idle server again (`server.wake`).
+    async fn wake(&self, server_id: &str, request_id: &str) {
+        tracing::info!(event = "gateway.wake", request_id = %request_id, server = %server_id);
+        if let Err(err) = self.registry.request_wake(server_id).await {
+            tracing::warn!(event = "gateway.wake.failed", server = %server_id, error = %err);
+        }
+    }
+
     /// Waits (up to `worker_wait`) for a routable worker to appear in the table: a
-    /// restarting one (a new pid, maybe on the same port) or a waking one.
-    pub(super) async fn wait_for_worker(
-        &self,
-        server_id: &str,
-        pinned: Option<u32>,
-        failed: &[Endpoint],
-    ) -> Option<Endpoint> {
+    /// restarting one (a new pid, maybe on the same port) or a waking one. A server
+    /// that turns idle meanwhile is woken (unless `woken` says this request already
+    /// asked): its worker may have been stopped as idle after the table last showed it
+    /// running, so the connection to it failed and the `idle` records came after. Never
+    /// one that failed this request (`ctx.failed`).
+    pub(super) async fn wait_for_worker(&self, ctx: &Ctx, mut woken: bool) -> Option<Endpoint> {
+        let (server_id, pinned, failed) = (
+            ctx.server_id.as_str(),
+            ctx.pinned_replica,
+            ctx.failed.as_slice(),
+        );
         let mut changes = self.routes.subscribe();
         let deadline = tokio::time::Instant::now() + self.settings.worker_wait;
         loop {
             if let Some(endpoint) = self.pick(server_id, pinned, failed) {
                 return Some(endpoint);
+            }
+            if !woken
+                && self
+                    .routes
+                    .load()
+                    .servers
+                    .get(server_id)
+                    .is_some_and(ServerRoute::is_idle)
+            {
+                woken = true;
+                self.wake(server_id, &ctx.request_id).await;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,

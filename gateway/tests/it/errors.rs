@@ -330,6 +330,96 @@ async fn an_idle_server_is_woken_by_a_call() {
         .wait_for_event("gateway.wake", std::time::Duration::from_secs(5));
 }
 
+/// The race of an idle stop: the gateway still routes to a worker that was just stopped
+/// as idle (its `idle` record has not reached the gateway yet). The call's connect fails,
+/// the call waits for a worker, the `idle` record arrives, and the gateway must wake the
+/// server then rather than wait out `MCP_GATEWAY_WORKER_WAIT` for a worker no one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_meets_a_worker_just_stopped_as_idle_wakes_the_server() {
+    let stack = std::sync::Arc::new(stack_with_idle_server("fruits_api").await);
+    let idle = stack
+        .registry
+        .get_runtime("fruits_api")
+        .await
+        .expect("runtime")
+        .workers
+        .into_iter()
+        .find(|w| w.replica_idx == 0)
+        .expect("replica 0's record");
+    assert_eq!(idle.status, mcp_core::runtime::WorkerStatus::Idle);
+    // What the gateway held before the idle stop: replica 0 running, at an address where
+    // nothing listens any more.
+    let mut stale = idle.clone();
+    stale.status = mcp_core::runtime::WorkerStatus::Running;
+    stale.host = Some("127.0.0.1".into());
+    stale.port = Some(mcp_testkit::free_port());
+    stack
+        .registry
+        .put_worker_record("fruits_api", &stale)
+        .await
+        .expect("the stale record");
+    stack.wait_gateway_workers("fruits_api", 1).await;
+
+    let started = std::time::Instant::now();
+    let call = {
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            stack
+                .call(
+                    "/mcp/fruits_api/get_fruit_by_id",
+                    json!({"args": {"id": 1}}),
+                )
+                .await
+        })
+    };
+    mcp_testkit::wait_until_async(
+        "the gateway's connect to the stopped worker to fail",
+        std::time::Duration::from_secs(10),
+        || async {
+            stack
+                .gateway
+                .json_lines()
+                .iter()
+                .any(|l| l["event"] == "gateway.connect.failed")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !stack
+            .gateway
+            .json_lines()
+            .iter()
+            .any(|l| l["event"] == "gateway.wake"),
+        "woken before the idle record arrived"
+    );
+    // The supervisor's `idle` record reaches the gateway now.
+    stack
+        .registry
+        .put_worker_record("fruits_api", &idle)
+        .await
+        .expect("the idle record");
+    let (status, events, body) = call.await.expect("the call");
+    let answered = started.elapsed();
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(assert_completed(&events)[0]["name"], "Apple");
+    // Its line may still be on its way from the gateway's stdout.
+    mcp_testkit::wait_until_async(
+        "the gateway to log gateway.wake",
+        std::time::Duration::from_secs(5),
+        || async {
+            stack
+                .gateway
+                .json_lines()
+                .iter()
+                .any(|l| l["event"] == "gateway.wake")
+                .then_some(())
+        },
+    )
+    .await;
+    println!("a call that met a worker stopped as idle was answered after {answered:?}");
+}
+
 /// `body` as a chunked request (no Content-Length), in 64 KiB chunks.
 fn chunked(body: &Value) -> reqwest::Body {
     let bytes = body.to_string().into_bytes();
