@@ -34,6 +34,8 @@ struct FakeDeployment {
     labels: BTreeMap<String, String>,
     server: Option<String>,
     env: Vec<(String, String)>,
+    /// The pod template of the last apply (a change would roll the pods out).
+    template: Value,
     pods: Vec<FakePod>,
     serial: u32,
 }
@@ -127,10 +129,12 @@ impl Cluster for FakeCluster {
                 labels: labels.clone(),
                 server: server.clone(),
                 env: env.clone(),
+                template: Value::Null,
                 pods: Vec::new(),
                 serial: 0,
             });
         (d.labels, d.server, d.env) = (labels, server, env);
+        d.template = deployment["spec"]["template"].clone();
         while d.pods.len() > replicas {
             d.pods.pop();
         }
@@ -502,6 +506,124 @@ async fn pods_of_applied_deployments_serve_gateway_calls_through_their_records()
         1,
         "another hub's Deployment is never ours"
     );
+
+    cancel.cancel();
+    backend.await.expect("backend loop");
+}
+
+/// A change of a server's registration (a new tool, a new timeout, a new base path)
+/// reaches its running pod without a rollout: the Deployment's pod template names only
+/// the server, the hub and the image, and the worker reloads its server and tools from
+/// Redis on the registry's events, so the same process serves the new tool.
+#[tokio::test]
+async fn a_registration_change_reaches_the_running_pod_without_a_rollout() {
+    let (hub, registry) = hub_with_text_server("k8s_cfg").await;
+    let port = mcp_testkit::free_port();
+    let settings = settings(&hub, port);
+    let fake = Arc::new(FakeCluster::new(port));
+    let cancel = CancellationToken::new();
+    let backend = tokio::spawn(kubernetes::run(
+        registry.clone(),
+        fake.clone(),
+        settings.clone(),
+        loop_options("sup-k8s", 64, Duration::ZERO),
+        cancel.clone(),
+    ));
+    let name = kubernetes::deployment_name(&settings, "k8s_cfg");
+    let before = wait_records(&registry, "k8s_cfg", "one running pod record", |r| {
+        r.len() == 1
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    mcp_testkit::wait_until_async(
+        "a call through the gateway to the pod",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = call(&client, &hub, "k8s_cfg").await;
+            (status == 200 && body.contains("tool_call.completed")).then_some(())
+        },
+    )
+    .await;
+    let pod = |fake: &FakeCluster| {
+        let all = fake.deployments.lock().expect("test value");
+        let d = &all[&name];
+        (
+            d.template.clone(),
+            d.pods[0].name.clone(),
+            d.pods[0].child.pid(),
+        )
+    };
+    let (template, pod_name, pid) = pod(&fake);
+    assert!(template.is_object(), "{template}");
+
+    // The registration changes: a longer timeout, and a new tool.
+    let mut config = registry
+        .get_server("k8s_cfg")
+        .await
+        .expect("get")
+        .expect("exists");
+    config.timeout_ms = Some(15_000);
+    registry
+        .upsert_server("k8s_cfg", config)
+        .await
+        .expect("the new timeout");
+    registry
+        .upsert_tool(
+            "k8s_cfg",
+            serde_json::from_value(
+                json!({"name": "echo_query", "method": "GET", "pathTemplate": "/test/text", "paramMapping": {"query": {"q": "q"}}}),
+            )
+            .expect("tool"),
+        )
+        .await
+        .expect("the new tool");
+    let body = mcp_testkit::wait_until_async(
+        "the new tool served by the pod",
+        Duration::from_secs(20),
+        || async {
+            let response = client
+                .post(format!("{}/mcp/k8s_cfg/echo_query", hub.gateway_url))
+                .json(&json!({"args": {"q": "x"}}))
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            let body = response.text().await.ok()?;
+            (status == 200 && body.contains("tool_call.completed")).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("tool_call.completed"), "{body}");
+
+    // After a reconcile that has seen the change (the record's heartbeat, written by the
+    // loop's probe, is newer than the new tool): the same template, the same pod and
+    // process, the same record.
+    let served_at = mcp_core::runtime::unix_millis();
+    mcp_testkit::wait_until_async(
+        "a reconcile after the change",
+        Duration::from_secs(10),
+        || async {
+            let runtime = registry.get_runtime("k8s_cfg").await.ok()?;
+            runtime
+                .workers
+                .first()?
+                .last_heartbeat
+                .filter(|at| *at > served_at)
+        },
+    )
+    .await;
+    let (template_after, pod_after, pid_after) = pod(&fake);
+    assert_eq!(template_after, template, "the pod template changed");
+    assert_eq!(
+        (pod_after, pid_after),
+        (pod_name, pid),
+        "the pod was replaced"
+    );
+    let after = wait_records(&registry, "k8s_cfg", "the pod's record", |r| r.len() == 1).await;
+    assert_eq!(after, before);
 
     cancel.cancel();
     backend.await.expect("backend loop");
