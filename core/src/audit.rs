@@ -10,6 +10,7 @@
 //! What it must not do: block or fail a call, or write anything it was not given (the
 //! caller redacts arguments before they get here: [`Entry::args`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,25 +101,30 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The stream fields, in a fixed order.
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut out = vec![
-            ("ts", self.ts.to_string()),
-            ("request_id", self.request_id.clone()),
-            ("server", self.server.clone()),
-            ("tool", self.tool.clone()),
-            ("transport", self.transport.clone()),
-            ("status", self.status.clone()),
-            ("latency_ms", format!("{:.3}", self.latency_ms)),
-            ("args_bytes", self.args_bytes.to_string()),
-            ("result_bytes", self.result_bytes.to_string()),
-        ];
+    /// The stream fields, in a fixed order; the text ones borrowed (the writer copies
+    /// them once, into its pipeline).
+    pub fn fields(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let mut out = Vec::with_capacity(14);
+        out.extend([
+            ("ts", Cow::Owned(self.ts.to_string())),
+            ("request_id", Cow::Borrowed(self.request_id.as_str())),
+            ("server", Cow::Borrowed(self.server.as_str())),
+            ("tool", Cow::Borrowed(self.tool.as_str())),
+            ("transport", Cow::Borrowed(self.transport.as_str())),
+            ("status", Cow::Borrowed(self.status.as_str())),
+            ("latency_ms", Cow::Owned(format!("{:.3}", self.latency_ms))),
+            ("args_bytes", Cow::Owned(self.args_bytes.to_string())),
+            ("result_bytes", Cow::Owned(self.result_bytes.to_string())),
+        ]);
         let optional = [
-            ("caller", self.caller.clone()),
-            ("session", self.session.clone()),
-            ("rest_status", self.rest_status.map(|s| s.to_string())),
-            ("error", self.error.clone()),
-            ("args", self.args.clone()),
+            ("caller", self.caller.as_deref().map(Cow::Borrowed)),
+            ("session", self.session.as_deref().map(Cow::Borrowed)),
+            (
+                "rest_status",
+                self.rest_status.map(|s| Cow::Owned(s.to_string())),
+            ),
+            ("error", self.error.as_deref().map(Cow::Borrowed)),
+            ("args", self.args.as_deref().map(Cow::Borrowed)),
         ];
         out.extend(
             optional
@@ -311,7 +317,7 @@ impl Writer {
                 .arg(self.maxlen)
                 .arg("*");
             for (name, value) in entry.fields() {
-                cmd.arg(name).arg(value);
+                cmd.arg(name).arg(value.as_ref());
             }
             cmd.ignore();
         }
@@ -580,7 +586,7 @@ mod tests {
         let map: HashMap<String, String> = entry
             .fields()
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.to_owned(), v.into_owned()))
             .collect();
         assert_eq!(Entry::from_fields("1-0".into(), &map), entry);
         let bare = Entry {

@@ -229,7 +229,7 @@ pub fn render(
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "Left open (issue 25):\n");
+    let _ = writeln!(out, "Not covered by this suite, and why:\n");
     for item in NOT_COVERED {
         let _ = writeln!(out, "- {item}");
     }
