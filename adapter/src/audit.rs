@@ -48,7 +48,9 @@ pub(crate) struct Recording {
     sink: Sink,
     entry: Option<Entry>,
     started: Instant,
-    pub(crate) result_bytes: u64,
+    /// Bytes of the deltas sent so far (counted by [`crate::http::Deltas`]; read when
+    /// the entry is recorded, a cancelled call's included).
+    pub(crate) result_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Recording {
@@ -80,7 +82,7 @@ impl Recording {
             sink: ticket.sink.clone(),
             entry: Some(entry),
             started: Instant::now(),
-            result_bytes: 0,
+            result_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -104,7 +106,7 @@ impl Drop for Recording {
         if let Some(mut entry) = self.entry.take() {
             entry.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             entry.ts = mcp_core::runtime::unix_millis();
-            entry.result_bytes = self.result_bytes;
+            entry.result_bytes = *self.result_bytes.get_mut();
             self.sink.record(entry);
         }
     }

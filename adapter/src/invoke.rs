@@ -116,8 +116,12 @@ pub async fn execute(
     };
     let result = match &prepared.audit {
         None => {
+            let sink = adapter::Deltas {
+                tx: deltas,
+                bytes: None,
+            };
             adapter
-                .call(endpoint, &prepared.args, request_id, deltas)
+                .call(endpoint, &prepared.args, request_id, sink)
                 .await
         }
         Some(ticket) => {
@@ -137,7 +141,7 @@ pub async fn execute(
                 prepared,
                 request_id,
                 deltas,
-                &mut recording,
+                &recording,
             )
             .await;
             match &result {
@@ -162,35 +166,21 @@ pub async fn execute(
     }
 }
 
-/// The call with each delta measured on its way to `deltas` (one more bounded hop,
-/// polled in the same task: backpressure and cancellation pass through unchanged).
+/// The call with its deltas' bytes counted into the recording as they go out (the
+/// entry's `result_bytes`, also when the call fails midway).
 async fn audited_call(
     adapter: &adapter::HttpAdapter,
     endpoint: adapter::Endpoint<'_>,
     prepared: &Prepared,
     request_id: &str,
     deltas: &mpsc::Sender<adapter::Delta>,
-    recording: &mut crate::audit::Recording,
+    recording: &crate::audit::Recording,
 ) -> Result<adapter::Outcome, adapter::Error> {
-    let (tx, mut rx) = mpsc::channel::<adapter::Delta>(1);
-    let result_bytes = &mut recording.result_bytes;
-    let call = async move {
-        let result = adapter
-            .call(endpoint, &prepared.args, request_id, &tx)
-            .await;
-        drop(tx);
-        result
+    let sink = adapter::Deltas {
+        tx: deltas,
+        bytes: Some(&recording.result_bytes),
     };
-    // Owns `rx`: when the consumer is gone, dropping it makes the adapter's send fail.
-    let forward = async move {
-        while let Some(delta) = rx.recv().await {
-            *result_bytes += crate::audit::delta_len(&delta);
-            if deltas.send(delta).await.is_err() {
-                // The consumer went away: the adapter's next send fails as `Cancelled`.
-                break;
-            }
-        }
-    };
-    let (result, ()) = tokio::join!(call, forward);
-    result
+    adapter
+        .call(endpoint, &prepared.args, request_id, sink)
+        .await
 }

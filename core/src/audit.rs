@@ -100,6 +100,34 @@ pub struct Entry {
     pub args: Option<String>,
 }
 
+/// `ms` with three decimals, as `format!("{ms:.3}")` writes it (to the microsecond;
+/// a half is rounded up), without the float formatting machinery; 0 for what is not a
+/// time.
+fn millis_3(ms: f64) -> String {
+    let micros = if ms.is_finite() && ms > 0.0 {
+        (ms * 1000.0).round() as u64
+    } else {
+        0
+    };
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    let mut rest = micros;
+    // The three decimals, then the point, then the whole milliseconds (at least "0").
+    for i in 0.. {
+        if i == 3 {
+            at -= 1;
+            digits[at] = b'.';
+        }
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 && i >= 3 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&digits[at..]).into_owned()
+}
+
 impl Entry {
     /// The stream fields, in a fixed order; the text ones borrowed (the writer copies
     /// them once, into its pipeline).
@@ -112,7 +140,7 @@ impl Entry {
             ("tool", Cow::Borrowed(self.tool.as_str())),
             ("transport", Cow::Borrowed(self.transport.as_str())),
             ("status", Cow::Borrowed(self.status.as_str())),
-            ("latency_ms", Cow::Owned(format!("{:.3}", self.latency_ms))),
+            ("latency_ms", Cow::Owned(millis_3(self.latency_ms))),
             ("args_bytes", Cow::Owned(self.args_bytes.to_string())),
             ("result_bytes", Cow::Owned(self.result_bytes.to_string())),
         ]);
@@ -307,22 +335,33 @@ impl Writer {
 
     async fn append(&self, batch: &[Entry]) -> registry::Result<()> {
         let key = self.registry.keys().audit();
-        let mut pipe = redis::pipe();
+        let maxlen = self.maxlen.to_string();
+        let mut pipe = redis::Pipeline::with_capacity(batch.len());
         for entry in batch {
-            let cmd = pipe
-                .cmd("XADD")
+            let fields = entry.fields();
+            let bytes = fields
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>()
+                + key.len()
+                + maxlen.len()
+                + 12;
+            // Sized once: no argument grows the command's buffers.
+            let mut cmd = redis::Cmd::with_capacity(6 + 2 * fields.len(), bytes);
+            cmd.arg("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
                 .arg("~")
-                .arg(self.maxlen)
+                .arg(&maxlen)
                 .arg("*");
-            for (name, value) in entry.fields() {
-                cmd.arg(name).arg(value.as_ref());
+            for (name, value) in &fields {
+                cmd.arg(*name).arg(value.as_ref());
             }
-            cmd.ignore();
+            // Not `ignore()`d (a hash set insert per command): the ids are dropped below.
+            pipe.add_command(cmd);
         }
         let mut conn = self.registry.conn();
-        let () = pipe.query_async(&mut conn).await?;
+        let _ids: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         self.stats
             .written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -595,6 +634,27 @@ mod tests {
         };
         let names: Vec<_> = bare.fields().into_iter().map(|(k, _)| k).collect();
         assert!(!names.contains(&"args") && !names.contains(&"caller"));
+    }
+
+    #[test]
+    fn latency_is_written_with_three_decimals_as_format_would() {
+        for ms in [
+            0.0,
+            0.0004,
+            0.0005,
+            0.001,
+            0.01,
+            0.1,
+            1.0,
+            12.5,
+            12.3456,
+            999.9995,
+            1234567.891,
+        ] {
+            assert_eq!(millis_3(ms), format!("{ms:.3}"), "{ms}");
+        }
+        assert_eq!(millis_3(f64::NAN), "0.000");
+        assert_eq!(millis_3(-1.0), "0.000");
     }
 
     #[test]

@@ -126,6 +126,28 @@ impl Default for Settings {
     }
 }
 
+/// Where a call's deltas go: the transport's channel and, for an audited call, the
+/// count of their bytes (its audit entry's `result_bytes`), kept as they are sent, so a
+/// call that fails midway still counts what went out.
+#[derive(Clone, Copy)]
+pub struct Deltas<'a> {
+    pub tx: &'a mpsc::Sender<Delta>,
+    pub bytes: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
+impl Deltas<'_> {
+    /// Sends one delta; `Cancelled` when the consumer went away.
+    pub async fn send(&self, delta: Delta) -> Result<(), Error> {
+        if let Some(bytes) = self.bytes {
+            bytes.fetch_add(
+                crate::audit::delta_len(&delta),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        self.tx.send(delta).await.map_err(|_| Error::Cancelled)
+    }
+}
+
 /// What a finished call reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -222,7 +244,7 @@ impl HttpAdapter {
         endpoint: Endpoint<'_>,
         args: &Map<String, Value>,
         request_id: &str,
-        deltas: &mpsc::Sender<Delta>,
+        deltas: Deltas<'_>,
     ) -> Result<Outcome, Error> {
         let Endpoint {
             server_id,
@@ -308,7 +330,7 @@ impl HttpAdapter {
         built: request::Built,
         pick: Option<&serde_json_path::JsonPath>,
         timeout_ms: u64,
-        deltas: &mpsc::Sender<Delta>,
+        deltas: Deltas<'_>,
         policy: Option<RetryPolicy>,
         breaker: Option<&CircuitBreakerConfig>,
         ids: CallIds<'_>,
@@ -472,7 +494,7 @@ impl HttpAdapter {
         built: request::Built,
         pick: Option<&serde_json_path::JsonPath>,
         timeout_ms: u64,
-        deltas: &mpsc::Sender<Delta>,
+        deltas: Deltas<'_>,
     ) -> Result<Outcome, Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         let answer = self.send(built, deadline, timeout_ms).await?;

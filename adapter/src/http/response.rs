@@ -7,11 +7,10 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use http_body_util::BodyExt;
 
-use super::{Error, Outcome};
+use super::{Deltas, Error, Outcome};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -185,7 +184,7 @@ pub async fn read(
     mut response: Answer,
     pick_path: Option<&serde_json_path::JsonPath>,
     max_bytes: usize,
-    deltas: &mpsc::Sender<Delta>,
+    deltas: Deltas<'_>,
 ) -> Result<Outcome, Error> {
     let status = response.status;
     let kind = kind_of(&response);
@@ -226,7 +225,7 @@ pub async fn read(
             } else {
                 Delta::Value(Value::String(String::from_utf8_lossy(&body).into_owned()))
             };
-            deltas.send(delta).await.map_err(|_| Error::Cancelled)?;
+            deltas.send(delta).await?;
             outcome.n_deltas = 1;
         }
         Kind::Sse | Kind::Ndjson | Kind::TextStream => {
@@ -272,11 +271,8 @@ pub async fn read(
     Ok(outcome)
 }
 
-async fn send(deltas: &mpsc::Sender<Delta>, value: Value) -> Result<(), Error> {
-    deltas
-        .send(Delta::Value(value))
-        .await
-        .map_err(|_| Error::Cancelled)
+async fn send(deltas: Deltas<'_>, value: Value) -> Result<(), Error> {
+    deltas.send(Delta::Value(value)).await
 }
 
 /// How much of an error answer's body a tool error carries.
