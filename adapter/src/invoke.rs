@@ -135,15 +135,8 @@ pub async fn execute(
                 &prepared.args,
                 request_id,
             );
-            let result = audited_call(
-                adapter,
-                endpoint,
-                prepared,
-                request_id,
-                deltas,
-                &recording,
-            )
-            .await;
+            let result =
+                audited_call(adapter, endpoint, prepared, request_id, deltas, &recording).await;
             match &result {
                 Ok(outcome) => recording.finish(Some(outcome.status), None),
                 Err(err) => recording.finish(err.upstream_status(), Some(err.code())),
