@@ -1,6 +1,8 @@
 //! Owns the chaos suite's "bad input at the edges" fault: 10,000 connections opened to
 //! the gateway at once and held, and slow-loris clients (a request head and body sent
 //! one byte at a time) against the gateway and the admin API, while the PRD load runs.
+//! The connections are opened from a thread of their own, so the PRD load (this
+//! process's main runtime) is a client apart from the storm, as it would be.
 //! The promise: the other clients' calls do not fail, and the gateway's memory stays
 //! bounded (its resident memory before, at the peak and after is reported, with what its
 //! connection cap, `MCP_GATEWAY_MAX_CONNECTIONS`, shed and the most connections it held
@@ -119,7 +121,7 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
     let hold = ctx.timing.after / 2;
     let server = ctx.ids[0].clone();
     let metrics_url = ctx.hub.metrics_url.to_string();
-    let inject = async move {
+    let storm = async move {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
@@ -213,6 +215,19 @@ pub async fn flood(ctx: &mut Ctx) -> anyhow::Result<Fault> {
                 ),
             ],
         })
+    };
+    // The storm runs on a thread and runtime of its own, as another client's would: the
+    // PRD load's calls (the other clients, sent by this process's own runtime) do not
+    // wait behind its 10,000 connects.
+    let inject = async move {
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(storm)
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("the flood's thread: {err}"))?
     };
     let mut fault = window(ctx, false, ctx.timing.after, inject).await?;
     fault.what = format!(
