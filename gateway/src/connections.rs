@@ -13,25 +13,15 @@
 //! fault reports the gateway's resident memory with 10,000 connections at the default
 //! cap). With Pingora's 64 KiB read buffer, the buffers of evicted connections, reused
 //! zeroed for the next ones, made the capped gateway larger than an uncapped one.
-//!
-//! Kept-alive connections waiting for their next request count as idle too once the
-//! gateway is near its cap ([`NEAR_CAP_PERCENT`] of the slots held), as nginx reuses
-//! idle keep-alive connections when it runs out: between two requests the connection
-//! waits here for the next one's first byte, where an eviction can close it, instead of
-//! inside Pingora's read. Below that share, the next request is read by Pingora at once,
-//! with no extra system call per request. So this wrapper runs Pingora's HTTP/1 loop
-//! itself (`HttpServerApp::process_new_http` per request, the keep-alive settings as
-//! Pingora's own `ServerApp` sets them); the gateway serves neither TLS nor h2c, the
-//! other branches of Pingora's loop, and never turns on HTTP/1.1 pipelining (with it,
-//! the next request could already be buffered while this waits for a byte).
+//! A kept-alive connection between two requests is not evicted: a client may be sending
+//! its next request on it as it closes, and lose that request.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
-use pingora::protocols::http::ServerSession;
+use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,14 +37,6 @@ const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// At most this much of a refused connection's request is read and thrown away.
 const REFUSED_DRAIN_BYTES: usize = 64 * 1024;
-
-/// Held slots, in percent of the cap, from which a kept-alive connection between two
-/// requests can be evicted.
-pub const NEAR_CAP_PERCENT: usize = 75;
-
-/// How long a kept-alive connection may wait for its next request (Pingora's default,
-/// which its own loop sets on every HTTP/1 session).
-const KEEPALIVE_SECS: u64 = 60;
 
 /// Why a connection was shed: the `reason` label of `mcp_gateway_connections_shed_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,23 +112,6 @@ impl Slot {
         state.publish();
         self.active
     }
-
-    /// An active connection between two requests, when the gateway is near its cap:
-    /// idle again, the newest of the idle ones (so the longest idle goes first), until
-    /// [`Slot::activate`]. `None`: not near the cap, the connection stays active.
-    pub fn idle_between_requests(&mut self) -> Option<oneshot::Receiver<()>> {
-        let mut state = self.slots.lock();
-        if !self.active || !self.slots.near_cap(state.open) {
-            return None;
-        }
-        let (tx, rx) = oneshot::channel();
-        self.id = state.next_id;
-        state.next_id += 1;
-        state.idle.insert(self.id, tx);
-        self.active = false;
-        state.publish();
-        Some(rx)
-    }
 }
 
 impl Drop for Slot {
@@ -213,11 +178,6 @@ impl Slots {
     /// Slots held now.
     pub fn open(&self) -> usize {
         self.lock().open
-    }
-
-    /// `open` slots are at least [`NEAR_CAP_PERCENT`] of a cap (never without one).
-    fn near_cap(&self, open: usize) -> bool {
-        self.max != 0 && open * 100 >= self.max * NEAR_CAP_PERCENT
     }
 
     fn shed(&self, why: Shed) {
@@ -291,15 +251,6 @@ impl<A> Capped<A> {
     }
 }
 
-/// What bounds a wait in [`Capped::first_byte`].
-#[derive(Clone, Copy)]
-enum Wait {
-    /// A new connection's first byte (`None`: no timeout of the gateway's own).
-    FirstByte(Option<Duration>),
-    /// A kept-alive connection's next request.
-    KeepAlive(Duration),
-}
-
 /// How the wait for a connection's first byte ended.
 enum FirstByte {
     Arrived,
@@ -307,22 +258,17 @@ enum FirstByte {
     Gone,
 }
 
-impl<A: HttpServerApp + Send + Sync + 'static> Capped<A> {
-    /// Waits for the connection's next byte (its first, or its next request's):
-    /// `timeout` is the first-byte timeout (counted as a shed) or, between requests,
-    /// the keep-alive limit (a normal close, as Pingora's own would be).
+impl<A: ServerApp + Send + Sync + 'static> Capped<A> {
     async fn first_byte(
         &self,
         stream: &mut Stream,
         evicted: oneshot::Receiver<()>,
         shutdown: &ShutdownWatch,
-        timeout: Wait,
     ) -> FirstByte {
-        let timeout_kind = timeout;
         let timeout = async {
-            match timeout {
-                Wait::FirstByte(Some(t)) | Wait::KeepAlive(t) => tokio::time::sleep(t).await,
-                Wait::FirstByte(None) => std::future::pending().await,
+            match self.first_byte_timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
             }
         };
         let mut shutdown = shutdown.clone();
@@ -344,9 +290,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Capped<A> {
             // is also an eviction.
             _ = evicted => FirstByte::Gone,
             () = timeout => {
-                if matches!(timeout_kind, Wait::FirstByte(_)) {
-                    self.slots.shed(Shed::FirstByteTimeout);
-                }
+                self.slots.shed(Shed::FirstByteTimeout);
                 FirstByte::Gone
             }
             () = stopping => FirstByte::Gone,
@@ -355,7 +299,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Capped<A> {
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut stream: Stream,
@@ -368,42 +312,22 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
                 return None;
             }
         };
-        let wait = Wait::FirstByte(self.first_byte_timeout);
-        match self.first_byte(&mut stream, evicted, shutdown, wait).await {
+        match self.first_byte(&mut stream, evicted, shutdown).await {
             FirstByte::Arrived if slot.activate() => {}
             _ => return None,
         }
         // The slot is held for the connection's whole life: its keep-alive requests are
-        // served here (Pingora's HTTP/1 loop, as in its own `ServerApp`) rather than
-        // handed back to Pingora's loop without a slot.
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE_SECS));
-        session.set_keepalive_reuses_remaining(
-            self.inner
-                .server_options()
-                .and_then(|options| options.keepalive_request_limit),
-        );
-        let mut result = self.inner.process_new_http(session, shutdown).await;
-        while let Some((mut stream, settings)) = result.map(ReusedHttpStream::consume) {
-            if let Some(evicted) = slot.idle_between_requests() {
-                let wait = Wait::KeepAlive(Duration::from_secs(KEEPALIVE_SECS));
-                match self.first_byte(&mut stream, evicted, shutdown, wait).await {
-                    FirstByte::Arrived if slot.activate() => {}
-                    _ => return None,
-                }
-            }
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
-            result = self.inner.process_new_http(session, shutdown).await;
+        // served here rather than handed back to Pingora's loop without a slot.
+        let mut next = self.inner.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
         }
         drop(slot);
         None
     }
 
     async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        self.inner.cleanup().await;
     }
 }
 
@@ -491,42 +415,6 @@ mod tests {
         assert_eq!(slots.open(), 3);
         drop((c, e, _f));
         assert_eq!(slots.open(), 0);
-    }
-
-    #[test]
-    fn near_the_cap_a_kept_alive_connection_between_requests_can_be_evicted() {
-        let slots = Slots::new(4);
-        let (mut a, _) = admitted(&slots);
-        assert!(a.activate());
-        // 1 of 4 held: below 75%, it stays active between requests.
-        assert!(a.idle_between_requests().is_none());
-        let (mut b, _) = admitted(&slots);
-        let (mut c, _) = admitted(&slots);
-        assert!(b.activate() && c.activate());
-        // 3 of 4: near the cap. a, then c, wait for their next request as idle ones.
-        let mut a_evicted = a.idle_between_requests().expect("near the cap");
-        let mut c_evicted = c.idle_between_requests().expect("near the cap");
-        assert_eq!(slots.lock().idle.len(), 2);
-        let (_d, _) = admitted(&slots);
-        // At the cap: the longest idle (a) goes first, not the newest.
-        let (_e, _) = admitted(&slots);
-        assert!(a_evicted.try_recv().is_ok());
-        assert!(c_evicted.try_recv().is_err());
-        assert_eq!(slots.open(), 4);
-        // a's next request comes too late: its slot is gone, and dropping it frees none.
-        assert!(!a.activate());
-        drop(a);
-        assert_eq!(slots.open(), 4);
-        // c's next request arrives: active again, no longer the evictor's.
-        assert!(c.activate());
-        assert!(c_evicted.try_recv().is_err());
-        drop((b, c));
-        assert_eq!(slots.open(), 2);
-        // Without a cap nothing is ever idle between requests.
-        let unlimited = Slots::new(0);
-        let (mut z, _) = admitted(&unlimited);
-        assert!(z.activate());
-        assert!(z.idle_between_requests().is_none());
     }
 
     #[test]
