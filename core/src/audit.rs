@@ -101,7 +101,7 @@ pub struct Entry {
 }
 
 /// `ms` with three decimals, as `format!("{ms:.3}")` writes it (to the microsecond;
-/// a half is rounded up), without the float formatting machinery; 0 for what is not a
+/// a half is rounded up) from integers, without float formatting; 0 for what is not a
 /// time.
 fn millis_3(ms: f64) -> String {
     let micros = if ms.is_finite() && ms > 0.0 {
@@ -109,23 +109,7 @@ fn millis_3(ms: f64) -> String {
     } else {
         0
     };
-    let mut digits = [0u8; 24];
-    let mut at = digits.len();
-    let mut rest = micros;
-    // The three decimals, then the point, then the whole milliseconds (at least "0").
-    for i in 0.. {
-        if i == 3 {
-            at -= 1;
-            digits[at] = b'.';
-        }
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 && i >= 3 {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&digits[at..]).into_owned()
+    format!("{}.{:03}", micros / 1000, micros % 1000)
 }
 
 impl Entry {

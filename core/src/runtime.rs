@@ -187,16 +187,6 @@ pub enum BreakerOpenReason {
     ProbeFailed,
 }
 
-impl BreakerOpenReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakerOpenReason::ConsecutiveFailures => "consecutive_failures",
-            BreakerOpenReason::ErrorRate { .. } => "error_rate",
-            BreakerOpenReason::ProbeFailed => "probe_failed",
-        }
-    }
-}
-
 /// Retries made, by the failure that was retried: the only ones a retry is made for
 /// (connect errors, timeouts, 502/503/504). The keys are the `reason` label of the
 /// gateway's `mcp_worker_retries_total`.
@@ -357,7 +347,6 @@ mod tests {
             ),
         ] {
             assert_eq!(serde_json::to_value(reason).expect("json"), wire);
-            assert_eq!(wire["kind"], reason.as_str());
             let back: BreakerOpenReason = serde_json::from_value(wire).expect("back");
             assert_eq!(back, reason);
         }

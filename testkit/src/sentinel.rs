@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::process::ChildProcess;
 use crate::redis_server::{ping, redis_server_path, RedisServer};
@@ -39,6 +39,25 @@ fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_owned())
+}
+
+/// The longest stretch of `[from, to]` without an acknowledged write, given the times
+/// the writes were acknowledged (in order).
+pub fn longest_gap(
+    acknowledged: impl IntoIterator<Item = Instant>,
+    from: Instant,
+    to: Instant,
+) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for at in acknowledged
+        .into_iter()
+        .filter(|at| *at > from && *at <= to)
+    {
+        longest = longest.max(at - last);
+        last = at;
+    }
+    longest.max(to.saturating_duration_since(last))
 }
 
 impl SentinelSetup {

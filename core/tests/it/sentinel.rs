@@ -32,16 +32,8 @@ fn server() -> ServerConfig {
 /// The longest time without an acknowledged registration between `from` and `to`
 /// (the write outage an event caused): from `from`, or an acknowledgement, to the next.
 fn write_outage(attempts: &[Attempt], from: Instant, to: Instant) -> Duration {
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for a in attempts
-        .iter()
-        .filter(|a| a.acked && a.ended > from && a.ended <= to)
-    {
-        longest = longest.max(a.ended - last);
-        last = a.ended;
-    }
-    longest.max(to.saturating_duration_since(last))
+    let acknowledged = attempts.iter().filter(|a| a.acked).map(|a| a.ended);
+    mcp_testkit::sentinel::longest_gap(acknowledged, from, to)
 }
 
 /// Runs blocking test-kit code (process control, waits) without stalling the runtime.

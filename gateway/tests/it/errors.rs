@@ -372,19 +372,12 @@ async fn a_call_that_meets_a_worker_just_stopped_as_idle_wakes_the_server() {
                 .await
         })
     };
-    mcp_testkit::wait_until_async(
-        "the gateway's connect to the stopped worker to fail",
-        std::time::Duration::from_secs(10),
-        || async {
-            stack
-                .gateway
-                .json_lines()
-                .iter()
-                .any(|l| l["event"] == "gateway.connect.failed")
-                .then_some(())
-        },
-    )
-    .await;
+    // The connect to the stopped worker failed; the call waits for a worker.
+    tokio::task::block_in_place(|| {
+        stack
+            .gateway
+            .wait_for_event("gateway.connect.failed", std::time::Duration::from_secs(10))
+    });
     assert!(
         !stack
             .gateway
@@ -404,19 +397,11 @@ async fn a_call_that_meets_a_worker_just_stopped_as_idle_wakes_the_server() {
     assert_eq!(status, 200, "{body:?}");
     assert_eq!(assert_completed(&events)[0]["name"], "Apple");
     // Its line may still be on its way from the gateway's stdout.
-    mcp_testkit::wait_until_async(
-        "the gateway to log gateway.wake",
-        std::time::Duration::from_secs(5),
-        || async {
-            stack
-                .gateway
-                .json_lines()
-                .iter()
-                .any(|l| l["event"] == "gateway.wake")
-                .then_some(())
-        },
-    )
-    .await;
+    tokio::task::block_in_place(|| {
+        stack
+            .gateway
+            .wait_for_event("gateway.wake", std::time::Duration::from_secs(5))
+    });
     println!("a call that met a worker stopped as idle was answered after {answered:?}");
 }
 

@@ -28,16 +28,8 @@ struct Attempt {
 
 /// The longest stretch in `[from, to]` without an acknowledged registration.
 fn write_outage(attempts: &[Attempt], from: Instant, to: Instant) -> Duration {
-    let mut last = from;
-    let mut longest = Duration::ZERO;
-    for attempt in attempts
-        .iter()
-        .filter(|a| a.acked && a.ended >= from && a.ended <= to)
-    {
-        longest = longest.max(attempt.ended - last);
-        last = attempt.ended;
-    }
-    longest.max(to.saturating_duration_since(last))
+    let acknowledged = attempts.iter().filter(|a| a.acked).map(|a| a.ended);
+    mcp_testkit::sentinel::longest_gap(acknowledged, from, to)
 }
 
 fn acked(attempts: &Mutex<Vec<Attempt>>) -> usize {
